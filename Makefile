@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make demo` runs the tap on a local demo database,
+# `make test` runs every test. Both install what is missing first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PGDATA_DIR := $(CURDIR)/.pgdata
+PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15
+
+.PHONY: deps venv test unit_test integration_test demo bench start_db stop_db lint clean
+
+# System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python.
+deps:
+	@if ! dpkg -s $(PG_PACKAGES) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PG_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing Debian packages ($(PG_PACKAGES)): run 'make deps' as root" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(BIN)/tap-postgres: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/tap-postgres
+
+test: deps venv
+	$(BIN)/pytest -q tests
+
+unit_test: venv
+	$(BIN)/pytest -q tests -m "not integration"
+
+integration_test: deps venv
+	$(BIN)/pytest -q tests -m integration
+
+demo: deps venv
+	$(BIN)/python demo/run_demo.py
+
+bench: deps venv
+	$(BIN)/python bench/run_bench.py $(if $(PEERS),--peers,)
+
+start_db: deps
+	@$(PYTHON) tests/pgcluster.py start $(PGDATA_DIR) $(or $(PORT),5433) >/dev/null
+	@echo "PostgreSQL on 127.0.0.1:$(or $(PORT),5433), user postgres, password tap-postgres-test-secret"
+
+stop_db:
+	@$(PYTHON) tests/pgcluster.py stop $(PGDATA_DIR)
+
+lint: venv
+	$(BIN)/ruff check tap_postgres tests
+	$(BIN)/ruff format --check tap_postgres tests
+
+clean: stop_db
+	rm -rf $(VENV) $(PGDATA_DIR) .demo bench/.work *.egg-info

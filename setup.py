@@ -1,0 +1,35 @@
+"""Packaging for tap-postgres, a Singer tap for PostgreSQL."""
+
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as readme:
+    long_description = readme.read()
+
+setup(
+    name="tap-postgres",
+    version="0.1.0",
+    description="Singer tap for PostgreSQL: discovery, FULL_TABLE, INCREMENTAL and LOG_BASED sync, "
+    "compatible with pipelinewise-tap-postgres",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tap_postgres", "tap_postgres.*"]),
+    install_requires=[
+        "singer-sdk>=0.40,<1",
+        "psycopg2-binary>=2.9,<3",
+        "orjson>=3.9",
+        "boto3>=1.26",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=7",
+            "ruff>=0.4",
+        ],
+    },
+    entry_points={"console_scripts": ["tap-postgres=tap_postgres.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Database",
+    ],
+)

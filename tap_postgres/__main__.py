@@ -1,0 +1,5 @@
+"""Allows `python -m tap_postgres`."""
+
+from tap_postgres.cli import main
+
+main()

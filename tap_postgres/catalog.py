@@ -1,0 +1,120 @@
+"""The catalog the user passed: which streams are selected, how each replicates, which columns it emits."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tap_postgres.config import REPLICATION_METHODS, Config
+from tap_postgres.errors import CatalogError
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectedStream:
+    """One selected stream, as the catalog asks for it to be synced."""
+
+    tap_stream_id: str
+    schema_name: str
+    table_name: str
+    is_view: bool
+    replication_method: str
+    replication_key: str | None
+    key_properties: list[str]
+    columns: list[str]  # the columns to query and emit, in catalog order
+    schema: dict  # the catalog's JSON schema, reduced to `columns`
+    metadata: dict  # table-level metadata as given
+
+
+def parse_catalog(raw: Any, config: Config) -> list[SelectedStream]:
+    """Return the selected streams of a catalog, sorted by stream id, or raise CatalogError."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("streams"), list):
+        raise CatalogError('the catalog must be a JSON object with a "streams" list: run --discover to make one')
+    selected = [stream for entry in raw["streams"] if (stream := _parse_entry(entry, config)) is not None]
+    return sorted(selected, key=lambda stream: stream.tap_stream_id)
+
+
+def _parse_entry(entry: Any, config: Config) -> SelectedStream | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("tap_stream_id"), str):
+        raise CatalogError('every catalog stream needs a "tap_stream_id": run --discover to make the catalog')
+    stream_id = entry["tap_stream_id"]
+    properties = (entry.get("schema") or {}).get("properties")
+    if not isinstance(properties, dict) or not isinstance(entry.get("metadata", []), list):
+        raise CatalogError(f'catalog stream "{stream_id}" needs "schema.properties" and a "metadata" list')
+    table_md, column_md = _metadata_by_breadcrumb(stream_id, entry.get("metadata", []))
+    if table_md.get("selected") is not True:
+        return None
+
+    method = table_md.get("replication-method") or config.default_replication_method
+    if method not in REPLICATION_METHODS:
+        raise CatalogError(
+            f'stream "{stream_id}" has replication-method {method!r}: set it to one of '
+            f"{', '.join(REPLICATION_METHODS)} in the catalog metadata, or set default_replication_method"
+        )
+    schema_name = table_md.get("schema-name")
+    table_name = entry.get("table_name") or entry.get("stream")
+    if not schema_name or not table_name:
+        raise CatalogError(f'stream "{stream_id}" lacks "schema-name" metadata or "table_name": rerun --discover')
+
+    columns = [name for name in properties if _column_selected(column_md.get(name, {}))]
+    if not columns:
+        raise CatalogError(f'stream "{stream_id}" is selected but none of its columns is: select at least one')
+
+    is_view = bool(table_md.get("is-view"))
+    key_properties = list(table_md.get("table-key-properties") or [])
+    if is_view and table_md.get("view-key-properties"):
+        key_properties = list(table_md["view-key-properties"])
+
+    replication_key = table_md.get("replication-key")
+    if method == "INCREMENTAL":
+        if not replication_key:
+            raise CatalogError(
+                f'stream "{stream_id}" is INCREMENTAL but has no "replication-key" metadata: name the column'
+            )
+        if replication_key not in properties:
+            raise CatalogError(f'stream "{stream_id}" has replication-key "{replication_key}", not one of its columns')
+        if replication_key not in columns:
+            columns.append(replication_key)
+    if method == "LOG_BASED" and is_view:
+        raise CatalogError(f'stream "{stream_id}" is a view: LOG_BASED cannot read views, use FULL_TABLE')
+
+    schema = dict(entry["schema"])
+    schema["properties"] = {name: properties[name] for name in columns}
+    return SelectedStream(
+        tap_stream_id=stream_id,
+        schema_name=schema_name,
+        table_name=table_name,
+        is_view=is_view,
+        replication_method=method,
+        replication_key=replication_key if method == "INCREMENTAL" else None,
+        key_properties=key_properties,
+        columns=columns,
+        schema=schema,
+        metadata=table_md,
+    )
+
+
+def _metadata_by_breadcrumb(stream_id: str, entries: list) -> tuple[dict, dict[str, dict]]:
+    """Split metadata entries into the table's and each column's."""
+    table_md: dict = {}
+    column_md: dict[str, dict] = {}
+    for item in entries:
+        if not isinstance(item, dict) or not isinstance(item.get("metadata"), dict):
+            raise CatalogError(f'catalog stream "{stream_id}" has a metadata entry without a "metadata" object')
+        breadcrumb = item.get("breadcrumb", [])
+        if breadcrumb in ([], ()):
+            table_md = item["metadata"]
+        elif len(breadcrumb) == 2 and breadcrumb[0] == "properties":
+            column_md[breadcrumb[1]] = item["metadata"]
+    return table_md, column_md
+
+
+def _column_selected(metadata: dict) -> bool:
+    """Tell whether a column is emitted: automatic always, unsupported never, else as selected."""
+    inclusion = metadata.get("inclusion")
+    if inclusion == "unsupported":
+        return False
+    if inclusion == "automatic":
+        return True
+    if "selected" in metadata:
+        return metadata["selected"] is True
+    return metadata.get("selected-by-default", True) is not False

@@ -1,0 +1,305 @@
+"""The tap's settings: pipelinewise-tap-postgres keys, their defaults, and validation into a `Config`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from singer_sdk import typing as th
+
+from tap_postgres.errors import ConfigError
+
+REPLICATION_METHODS = ("FULL_TABLE", "INCREMENTAL", "LOG_BASED")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+# JSON Schema types of a setting. PipelineWise writes booleans and numbers as strings
+# ("true", "5432") as often as native JSON values, so both are accepted.
+_BOOLEAN = {"type": ["boolean", "string"]}
+_INTEGER = {"type": ["integer", "string"]}
+_STRING = {"type": ["string"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One config key: its name, JSON type, default and meaning."""
+
+    name: str
+    kind: str  # "string", "integer" or "boolean"
+    description: str
+    default: Any = None
+    required: bool = False
+    secret: bool = False
+    allowed: tuple[str, ...] | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "string", "PostgreSQL host name or address.", required=True),
+    Setting("port", "integer", "PostgreSQL port.", default=5432),
+    Setting("user", "string", "PostgreSQL user.", required=True),
+    Setting("password", "string", "PostgreSQL password.", secret=True),
+    Setting("dbname", "string", "Database to discover and sync.", required=True),
+    Setting(
+        "filter_schemas",
+        "string",
+        "Comma separated schema names: discover only these schemas. Default: every schema.",
+    ),
+    Setting(
+        "include_partitions",
+        "boolean",
+        "Discover each leaf partition as a stream of its own; the partitioned parent is always one.",
+        default=False,
+    ),
+    Setting("ssl", "boolean", 'Connect with SSL (sslmode "require") when true.', default=False),
+    Setting(
+        "sslmode",
+        "string",
+        "libpq sslmode; overrides `ssl` when set.",
+        allowed=SSL_MODES,
+    ),
+    Setting("sslrootcert", "string", "Path of the CA certificate that verifies the server."),
+    Setting("sslcert", "string", "Path of the client certificate."),
+    Setting("sslkey", "string", "Path of the client certificate's private key.", secret=True),
+    Setting(
+        "connect_timeout",
+        "integer",
+        "Seconds to wait for a connection before giving up.",
+        default=10,
+    ),
+    Setting(
+        "application_name",
+        "string",
+        "application_name reported to the server (pg_stat_activity).",
+        default="tap-postgres",
+    ),
+    Setting(
+        "logical_poll_total_seconds",
+        "integer",
+        "LOG_BASED: stop when no change has arrived from the WAL for this many seconds.",
+        default=10800,
+    ),
+    Setting(
+        "break_at_end_lsn",
+        "boolean",
+        "LOG_BASED: stop at the WAL position that was current when the run started.",
+        default=True,
+    ),
+    Setting(
+        "max_run_seconds",
+        "integer",
+        "LOG_BASED: stop streaming after this many seconds.",
+        default=43200,
+    ),
+    Setting(
+        "debug_lsn",
+        "boolean",
+        "LOG_BASED: add an `_sdc_lsn` property with the change's WAL position to each record.",
+        default=False,
+    ),
+    Setting(
+        "tap_id",
+        "string",
+        "ID of the pipeline; used in the replication slot name pipelinewise_<dbname>_<tap_id>.",
+    ),
+    Setting(
+        "itersize",
+        "integer",
+        "Rows per batch in FULL_TABLE and INCREMENTAL: a STATE message follows every batch.",
+        default=20000,
+    ),
+    Setting(
+        "default_replication_method",
+        "string",
+        "Replication method of streams whose catalog metadata names none.",
+        allowed=REPLICATION_METHODS,
+    ),
+    Setting(
+        "use_secondary",
+        "boolean",
+        "Read FULL_TABLE and INCREMENTAL streams from the replica at secondary_host.",
+        default=False,
+    ),
+    Setting("secondary_host", "string", "Replica host; required when use_secondary is true."),
+    Setting("secondary_port", "integer", "Replica port; required when use_secondary is true."),
+    Setting(
+        "limit",
+        "integer",
+        "INCREMENTAL: emit at most about this many rows per stream and run "
+        "(all rows sharing the last replication key value are included).",
+    ),
+    Setting(
+        "fast_sync_rds",
+        "boolean",
+        "Export FULL_TABLE and INCREMENTAL streams to S3 with aws_s3.query_export_to_s3 (RDS/Aurora).",
+        default=False,
+    ),
+    Setting("fast_sync_rds_s3_bucket", "string", "fast_sync_rds: S3 bucket of the exports."),
+    Setting("fast_sync_rds_s3_prefix", "string", "fast_sync_rds: key prefix of the exports.", default=""),
+    Setting("fast_sync_rds_s3_region", "string", "fast_sync_rds: AWS region of the bucket."),
+    Setting(
+        "fast_sync_rds_add_metadata_columns",
+        "boolean",
+        "fast_sync_rds: add _SDC_BATCHED_AT, _SDC_DELETED_AT and _SDC_EXTRACTED_AT columns.",
+        default=True,
+    ),
+)
+
+_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN}
+
+
+def config_jsonschema() -> dict:
+    """Return the JSON Schema of the settings, in the form singer-sdk publishes with --about."""
+    properties = []
+    for setting in SETTINGS:
+        json_type = dict(_JSON_TYPES[setting.kind])
+        if setting.allowed:
+            json_type["enum"] = list(setting.allowed)
+        properties.append(
+            th.Property(
+                setting.name,
+                th.CustomType(json_type),
+                required=setting.required,
+                default=setting.default,
+                description=setting.description,
+                secret=setting.secret,
+            )
+        )
+    return th.PropertiesList(*properties).to_dict()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Validated settings, with defaults applied and strings coerced to their types."""
+
+    host: str
+    user: str
+    dbname: str
+    port: int = 5432
+    password: str | None = None
+    filter_schemas: str | None = None
+    include_partitions: bool = False
+    ssl: bool = False
+    sslmode: str | None = None
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    connect_timeout: int = 10
+    application_name: str = "tap-postgres"
+    logical_poll_total_seconds: int = 10800
+    break_at_end_lsn: bool = True
+    max_run_seconds: int = 43200
+    debug_lsn: bool = False
+    tap_id: str | None = None
+    itersize: int = 20000
+    default_replication_method: str | None = None
+    use_secondary: bool = False
+    secondary_host: str | None = None
+    secondary_port: int | None = None
+    limit: int | None = None
+    fast_sync_rds: bool = False
+    fast_sync_rds_s3_bucket: str | None = None
+    fast_sync_rds_s3_prefix: str = ""
+    fast_sync_rds_s3_region: str | None = None
+    fast_sync_rds_add_metadata_columns: bool = True
+
+    @property
+    def schemas(self) -> list[str]:
+        """The schema names of `filter_schemas`, or an empty list for every schema."""
+        if not self.filter_schemas:
+            return []
+        return [name.strip() for name in self.filter_schemas.split(",") if name.strip()]
+
+    @property
+    def effective_sslmode(self) -> str | None:
+        """The libpq sslmode: `sslmode` if given, "require" when `ssl` is true, else libpq's default."""
+        if self.sslmode:
+            return self.sslmode
+        return "require" if self.ssl else None
+
+
+def _coerce(setting: Setting, value: Any) -> Any:
+    """Return `value` as the setting's type, or raise ConfigError naming the key."""
+    if value is None:
+        return None
+    if setting.kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ConfigError(f'config key "{setting.name}" must be true or false, got {value!r}')
+    if setting.kind == "integer":
+        if isinstance(value, bool):
+            raise ConfigError(f'config key "{setting.name}" must be an integer, got {value!r}')
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f'config key "{setting.name}" must be an integer, got {value!r}')
+    if not isinstance(value, str):
+        raise ConfigError(f'config key "{setting.name}" must be a string, got {value!r}')
+    if setting.allowed and value not in setting.allowed:
+        raise ConfigError(f'config key "{setting.name}" must be one of {", ".join(setting.allowed)}, got {value!r}')
+    return value
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a config dict into a Config; unknown keys (stream maps, Meltano's) are ignored."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a JSON object of settings")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = _coerce(setting, raw.get(setting.name))
+        if value is None or (setting.required and value == ""):
+            if setting.required:
+                raise ConfigError(
+                    f'config key "{setting.name}" is missing: add it to the config file ({setting.description})'
+                )
+            continue
+        values[setting.name] = value
+    config = Config(**values)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: Config) -> None:
+    """Raise ConfigError for settings that only make sense together."""
+    if config.use_secondary and not (config.secondary_host and config.secondary_port):
+        raise ConfigError(
+            'config key "use_secondary" is true but "secondary_host" and "secondary_port" '
+            "are not both set: add them or set use_secondary to false"
+        )
+    if config.fast_sync_rds and not (config.fast_sync_rds_s3_bucket and config.fast_sync_rds_s3_region):
+        raise ConfigError(
+            'config key "fast_sync_rds" is true but "fast_sync_rds_s3_bucket" and '
+            '"fast_sync_rds_s3_region" are not both set: add them or set fast_sync_rds to false'
+        )
+    if config.itersize < 1:
+        raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
+    if config.limit is not None and config.limit < 1:
+        raise ConfigError(f'config key "limit" must be at least 1, got {config.limit}')
+
+
+def read_json_file(path: str | Path, what: str, error: type[Exception] = ConfigError, **json_options: Any) -> Any:
+    """Load a JSON file, raising `error` with a one-line message when it is missing or malformed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text, **json_options)
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"the {what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+
+
+def merge_config_files(paths: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Read each config file in turn; a key in a later file wins."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        content = read_json_file(path, "config")
+        if not isinstance(content, dict):
+            raise ConfigError(f"the config file {path} must hold a JSON object of settings")
+        merged.update(content)
+    return merged

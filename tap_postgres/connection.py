@@ -1,0 +1,103 @@
+"""Connections to PostgreSQL: the primary, the secondary (replica), all with pinned session settings."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg2
+import psycopg2.extensions
+
+from tap_postgres.config import Config
+from tap_postgres.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    DatabaseMissingError,
+    TapPostgresError,
+)
+
+LOGGER = logging.getLogger("tap-postgres")
+
+# Every value the tap emits is rendered by the server, so the settings that change how values
+# are printed are pinned here, once, for every session: timestamps in UTC and ISO form,
+# intervals as ISO 8601 durations, floats with the shortest text that reads back exactly.
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "iso_8601",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+}
+
+
+def connection_options(config: Config, *, secondary: bool = False) -> dict:
+    """Return the libpq keyword arguments for the primary or the secondary server."""
+    options = {
+        "host": config.secondary_host if secondary else config.host,
+        "port": config.secondary_port if secondary else config.port,
+        "user": config.user,
+        "dbname": config.dbname,
+        "connect_timeout": config.connect_timeout,
+        "application_name": config.application_name,
+    }
+    if config.password is not None:
+        options["password"] = config.password
+    if config.effective_sslmode:
+        options["sslmode"] = config.effective_sslmode
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        if getattr(config, key):
+            options[key] = getattr(config, key)
+    return options
+
+
+def connect(config: Config, *, secondary: bool = False) -> psycopg2.extensions.connection:
+    """Open a read-only connection with the pinned session settings, or raise a TapPostgresError."""
+    options = connection_options(config, secondary=secondary)
+    try:
+        conn = psycopg2.connect(**options)
+    except psycopg2.OperationalError as exc:
+        raise describe_connect_failure(exc, options) from None
+    with conn.cursor() as cur:
+        cur.execute("".join(f"SET {name} = '{value}';" for name, value in SESSION_SETTINGS.items()))
+    conn.commit()
+    conn.set_session(readonly=True)
+    return conn
+
+
+def describe_connect_failure(exc: psycopg2.Error, options: dict) -> TapPostgresError:
+    """Turn a libpq connection error into a one-line error that names the cause and the fix."""
+    where = f"{options['host']}:{options['port']}"
+    message = str(exc).strip()
+    text = message.lower()
+    if "password authentication failed" in text or "no password supplied" in text:
+        return AuthenticationError(
+            f'PostgreSQL at {where} rejected user "{options["user"]}": password authentication failed; '
+            'check "user" and "password" in the config'
+        )
+    if "role" in text and "does not exist" in text:
+        return AuthenticationError(f'PostgreSQL at {where} has no user "{options["user"]}": check "user" in the config')
+    if "database" in text and "does not exist" in text:
+        return DatabaseMissingError(
+            f'database "{options["dbname"]}" does not exist on {where}: check "dbname" in the config'
+        )
+    if "timeout expired" in text:
+        return ConnectionFailedError(
+            f"no answer from {where} within {options['connect_timeout']} s (connect_timeout): "
+            'check "host", "port" and any firewall between'
+        )
+    if "connection refused" in text:
+        return ConnectionFailedError(
+            f'connection refused by {where}: is PostgreSQL running there, and are "host" and "port" right?'
+        )
+    if "could not translate host name" in text or "name or service not known" in text:
+        return ConnectionFailedError(f'unknown host "{options["host"]}": check "host" in the config')
+    if "does not support ssl" in text:
+        return ConnectionFailedError(
+            f'{where} does not accept SSL connections: set "ssl" to false or "sslmode" to "prefer"'
+        )
+    if "no pg_hba.conf entry" in text:
+        return AuthenticationError(
+            f'{where} does not allow user "{options["user"]}" from this address (pg_hba.conf): '
+            "ask the database administrator to add an entry"
+        )
+    first_line = next((line for line in message.splitlines() if line.strip()), type(exc).__name__)
+    return ConnectionFailedError(f"cannot connect to {where}: {first_line.strip()}")

@@ -1,0 +1,263 @@
+"""Discovery: read tables, columns, keys and types from pg_catalog and build Singer catalog entries.
+
+The number of queries is constant (five), however many tables the database holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+
+from tap_postgres import types
+from tap_postgres.config import Config
+
+LOGGER = logging.getLogger("tap-postgres")
+
+RELATION_KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
+VIEW_KINDS = {"v", "m"}
+
+_TABLES_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
+       obj_description(c.oid, 'pg_class'), has_table_privilege(c.oid, 'SELECT')
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   AND n.nspname <> 'information_schema'
+   AND n.nspname NOT LIKE 'pg\\_%%'
+   AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s::text[]))
+   AND (%(tables)s::text[] IS NULL OR (n.nspname || '.' || c.relname) = ANY(%(tables)s::text[]))
+   AND (%(partitions)s OR NOT c.relispartition)
+ ORDER BY n.nspname, c.relname
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
+       format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum),
+       has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+  FROM pg_attribute a
+ WHERE a.attrelid = ANY(%(oids)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attrelid, a.attnum
+"""
+
+# Every type but the row types of tables and their arrays: what columns can refer to.
+_TYPES_SQL = """
+SELECT t.oid, t.typname, t.typtype, t.typcategory, t.typelem, t.typbasetype, t.typtypmod,
+       format_type(t.oid, NULL)
+  FROM pg_type t
+ WHERE t.oid = ANY(%(oids)s::oid[])
+    OR (t.typrelid = 0 AND t.typcategory <> 'A')
+"""
+
+_PRIMARY_KEYS_SQL = """
+SELECT i.indrelid, array_agg(a.attname ORDER BY k.position)
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+ WHERE i.indisprimary AND i.indrelid = ANY(%(oids)s::oid[])
+ GROUP BY i.indrelid
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of a table as pg_catalog describes it."""
+
+    name: str
+    sql_datatype: str  # format_type without modifier, as pipelinewise reports it
+    cast_sql: str  # format_type with modifier: casts a bound value to exactly this column's type
+    type: types.ColumnType | None  # None when the type is not one the tap knows
+    not_null: bool
+    description: str | None
+    selectable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One table, view, materialized view, partitioned or foreign table."""
+
+    schema_name: str
+    name: str
+    kind: str  # pg_class.relkind
+    row_count: int
+    description: str | None
+    columns: list[Column]
+    primary_key: list[str]
+
+    @property
+    def is_view(self) -> bool:
+        """Tell whether rows come from a query rather than storage (no key, no WAL)."""
+        return self.kind in VIEW_KINDS
+
+    @property
+    def tap_stream_id(self) -> str:
+        """The pipelinewise stream id, `<schema>-<table>`."""
+        return stream_id(self.schema_name, self.name)
+
+
+def stream_id(schema_name: str, table_name: str) -> str:
+    """Return the pipelinewise stream id of a table."""
+    return f"{schema_name}-{table_name}"
+
+
+def describe_tables(
+    conn,
+    *,
+    schemas: list[str] | None = None,
+    tables: list[tuple[str, str]] | None = None,
+    include_partitions: bool = False,
+) -> list[Table]:
+    """Read the tables of the given schemas (or the given `(schema, table)` pairs) from pg_catalog."""
+    with conn.cursor() as cur:
+        cur.execute(
+            _TABLES_SQL,
+            {
+                "schemas": schemas or None,
+                "tables": [f"{schema}.{table}" for schema, table in tables] if tables else None,
+                "partitions": include_partitions or bool(tables),
+            },
+        )
+        table_rows = cur.fetchall()
+        oids = [row[0] for row in table_rows]
+        cur.execute(_COLUMNS_SQL, {"oids": oids})
+        column_rows = cur.fetchall()
+        cur.execute(_TYPES_SQL, {"oids": sorted({row[3] for row in column_rows})})
+        type_rows = {row[0]: row for row in cur.fetchall()}
+        cur.execute(_PRIMARY_KEYS_SQL, {"oids": oids})
+        primary_keys = dict(cur.fetchall())
+    conn.rollback()
+
+    columns_by_table: dict[int, list[Column]] = defaultdict(list)
+    for relid, name, not_null, type_oid, typmod, sql_datatype, cast_sql, description, selectable in column_rows:
+        column_type = resolve_type(type_rows, type_oid, typmod)
+        columns_by_table[relid].append(
+            Column(name, sql_datatype, cast_sql, column_type, not_null, description, selectable)
+        )
+
+    return [
+        Table(
+            schema_name=schema_name,
+            name=name,
+            kind=kind,
+            row_count=row_count,
+            description=description,
+            columns=columns_by_table[oid],
+            primary_key=list(primary_keys.get(oid, [])),
+        )
+        for oid, schema_name, name, kind, row_count, description, can_select in table_rows
+        if _warn_unless_selectable(schema_name, name, can_select)
+    ]
+
+
+def _warn_unless_selectable(schema_name: str, name: str, can_select: bool) -> bool:
+    if not can_select:
+        LOGGER.warning(
+            'Skipping "%s"."%s": user lacks SELECT on it (GRANT SELECT ON it to discover it)', schema_name, name
+        )
+    return can_select
+
+
+def resolve_type(type_rows: dict[int, tuple], type_oid: int, typmod: int) -> types.ColumnType | None:
+    """Follow domains and arrays to the base type of a column, or None for a type not found."""
+    row = type_rows.get(type_oid)
+    is_array = False
+    is_domain = False
+    for _ in range(16):  # domains over domains over arrays: a bounded walk
+        if row is None:
+            return None
+        _, typname, typtype, category, typelem, basetype, domain_typmod, sql_name = row
+        if typtype == "d":
+            is_domain = True
+            typmod = domain_typmod if domain_typmod != -1 else typmod
+            row = type_rows.get(basetype)
+        elif category == "A" and typelem and not is_array:
+            is_array = True
+            row = type_rows.get(typelem)
+        else:
+            return types.ColumnType(
+                base_name=typname,
+                base_kind=typtype,
+                base_category=category,
+                typmod=typmod,
+                is_array=is_array,
+                base_sql=sql_name if is_domain else "",
+            )
+    return None
+
+
+def discover_catalog(conn, config: Config) -> dict:
+    """Return the Singer catalog of every table the configured user can read."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_database()")
+        (database_name,) = cur.fetchone()
+    conn.rollback()
+    tables = describe_tables(conn, schemas=config.schemas, include_partitions=config.include_partitions)
+    streams = [catalog_entry(table, database_name) for table in tables]
+    LOGGER.info("Discovered %d streams in database %s", len(streams), database_name)
+    return {"streams": streams}
+
+
+def catalog_entry(table: Table, database_name: str) -> dict:
+    """Build the pipelinewise-shaped catalog entry of one table."""
+    key_properties = [] if table.is_view else table.primary_key
+    properties: dict[str, dict] = {}
+    column_metadata = []
+    unreadable = []
+    for column in table.columns:
+        if not column.selectable:
+            unreadable.append(column.name)
+            continue
+        nullable = table.is_view or not (column.not_null or column.name in key_properties)
+        schema = types.json_schema(column.type, nullable=nullable) if column.type else None
+        if schema is None:
+            LOGGER.warning(
+                'Column "%s" of %s has type %s, which the tap does not support: it is marked unsupported',
+                column.name,
+                table.tap_stream_id,
+                column.sql_datatype,
+            )
+            schema = {}
+            inclusion = "unsupported"
+        else:
+            inclusion = "automatic" if column.name in key_properties else "available"
+        if column.description:
+            schema["description"] = column.description
+        properties[column.name] = schema
+        column_metadata.append(
+            {
+                "breadcrumb": ["properties", column.name],
+                "metadata": {
+                    "sql-datatype": column.sql_datatype,
+                    "inclusion": inclusion,
+                    "selected-by-default": inclusion != "unsupported",
+                },
+            }
+        )
+    if unreadable:
+        LOGGER.warning(
+            "Columns of %s left out of the catalog, the user lacks SELECT on them: %s",
+            table.tap_stream_id,
+            ", ".join(unreadable),
+        )
+    table_metadata = {
+        "table-key-properties": key_properties,
+        "schema-name": table.schema_name,
+        "database-name": database_name,
+        "row-count": table.row_count,
+        "is-view": table.is_view,
+        "valid-replication-keys": [
+            column.name
+            for column in table.columns
+            if column.name in properties and column.type and types.is_orderable(column.type)
+        ],
+    }
+    schema = {"type": "object", "properties": properties}
+    if table.description:
+        schema["description"] = table.description
+    return {
+        "table_name": table.name,
+        "stream": table.name,
+        "tap_stream_id": table.tap_stream_id,
+        "schema": schema,
+        "metadata": [{"breadcrumb": [], "metadata": table_metadata}, *column_metadata],
+    }

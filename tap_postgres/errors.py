@@ -1,0 +1,40 @@
+"""Every failure a user can fix, each with a message that names the cause and the fix.
+
+Only `cli.main` catches the root class; any other exception is a bug and keeps its traceback.
+"""
+
+
+class TapPostgresError(Exception):
+    """Root of the errors the tap reports as one line on stderr and a non-zero exit."""
+
+
+class ConfigError(TapPostgresError):
+    """Raised when a config file is unreadable, not JSON, or a key is missing or of the wrong type."""
+
+
+class ConnectionFailedError(TapPostgresError):
+    """Raised when the server cannot be reached: wrong host or port, timeout, SSL refused."""
+
+
+class AuthenticationError(TapPostgresError):
+    """Raised when the server rejects the user or password."""
+
+
+class DatabaseMissingError(TapPostgresError):
+    """Raised when the configured database does not exist on the server."""
+
+
+class CatalogError(TapPostgresError):
+    """Raised when the catalog file is not JSON or does not describe streams the tap can sync."""
+
+
+class StateError(TapPostgresError):
+    """Raised when the state file is not JSON or its bookmarks have the wrong shape."""
+
+
+class TableMissingError(TapPostgresError):
+    """Raised when a selected stream's table or column no longer exists in the database."""
+
+
+class NotSupportedError(TapPostgresError):
+    """Raised when the catalog or config asks for something this version cannot do."""

@@ -1,0 +1,98 @@
+"""Singer messages on stdout: orjson lines into one large buffer, flushed at STATE and at the end."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import os
+import sys
+from typing import Any, BinaryIO
+
+import orjson
+
+# Large enough that writes to the pipe are rare; small enough to stay far below the memory budget.
+BUFFER_BYTES = 4 << 20
+
+
+class MessageWriter:
+    """Writes Singer messages to a binary stream; FULL_TABLE copies server-rendered lines into `raw`."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+
+    @classmethod
+    def to_stdout(cls) -> MessageWriter:
+        """Return a writer on stdout with a large buffer of its own."""
+        sys.stdout.flush()
+        return cls(open(os.dup(sys.stdout.fileno()), "wb", buffering=BUFFER_BYTES))
+
+    def __enter__(self) -> MessageWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush what is buffered and release the stream."""
+        try:
+            self.raw.flush()
+        finally:
+            self.raw.close()
+
+    def write_catalog(self, catalog: dict) -> None:
+        """Write a catalog as indented JSON, as --discover prints it."""
+        self.raw.write(orjson.dumps(catalog, option=orjson.OPT_INDENT_2) + b"\n")
+        self.close()
+
+    def write_schema(self, stream: str, schema: dict, key_properties: list[str], bookmark_properties=None) -> None:
+        """Write a SCHEMA message."""
+        message = {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": key_properties}
+        if bookmark_properties:
+            message["bookmark_properties"] = bookmark_properties
+        self._write(message)
+
+    def write_activate_version(self, stream: str, version: int) -> None:
+        """Write an ACTIVATE_VERSION message."""
+        self._write({"type": "ACTIVATE_VERSION", "stream": stream, "version": version})
+
+    def write_record(self, stream: str, record: dict, version: int | None, time_extracted: str) -> None:
+        """Write one RECORD message built in Python (the LOG_BASED path)."""
+        message = {"type": "RECORD", "stream": stream, "record": record}
+        if version is not None:
+            message["version"] = version
+        message["time_extracted"] = time_extracted
+        self._write(message)
+
+    def write_state(self, state: dict) -> None:
+        """Write a STATE message and flush, so the target sees every record the state covers."""
+        self._write({"type": "STATE", "value": state})
+        self.raw.flush()
+
+    def write_message(self, message: dict) -> None:
+        """Write any other message type (FAST_SYNC_RDS_S3_INFO) as it is."""
+        self._write(message)
+
+    def _write(self, message: dict) -> None:
+        self.raw.write(orjson.dumps(message, default=_exact_decimal, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def _exact_decimal(value: Any) -> orjson.Fragment:
+    """Write a Decimal (a numeric bookmark read from state) as the exact number it is."""
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        return orjson.Fragment(str(value))
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as JSON")
+
+
+def record_envelope(stream: str, version: int | None, time_extracted: str) -> tuple[str, str]:
+    """Return the text around a record's JSON object in a RECORD line, for the server to splice."""
+    prefix = b'{"type":"RECORD","stream":' + orjson.dumps(stream) + b',"record":'
+    suffix = b""
+    if version is not None:
+        suffix += b',"version":' + orjson.dumps(version)
+    suffix += b',"time_extracted":' + orjson.dumps(time_extracted) + b"}"
+    return prefix.decode(), suffix.decode()
+
+
+def now_extracted() -> str:
+    """Return the current time as Singer's time_extracted text."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,90 @@
+"""Sync orchestration: order the selected streams, reset stale bookmarks, run each stream's method."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from tap_postgres.catalog import SelectedStream
+from tap_postgres.config import Config
+from tap_postgres.connection import connect
+from tap_postgres.discovery import Table, describe_tables
+from tap_postgres.errors import NotSupportedError, TableMissingError
+from tap_postgres.output import MessageWriter
+from tap_postgres.state import reset_on_method_change
+from tap_postgres.sync.full_table import sync_full_table
+from tap_postgres.sync.incremental import sync_incremental
+from tap_postgres.sync.rows import selected_columns
+
+LOGGER = logging.getLogger("tap-postgres")
+
+
+class Interrupted(Exception):
+    """Raised by the SIGTERM handler so the run ends through the same path as Ctrl-C."""
+
+
+def sync_streams(config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter) -> None:
+    """Sync every selected stream, the one named by `currently_syncing` first, writing STATE as it goes."""
+    if config.fast_sync_rds:
+        raise NotSupportedError("fast_sync_rds is not available in this version: set it to false")
+    log_based = [stream.tap_stream_id for stream in streams if stream.replication_method == "LOG_BASED"]
+    if log_based:
+        raise NotSupportedError(
+            f"LOG_BASED is not available in this version (streams {', '.join(log_based)}): "
+            "use FULL_TABLE or INCREMENTAL"
+        )
+    for stream in streams:
+        reset_on_method_change(state, stream.tap_stream_id, stream.replication_method, stream.replication_key)
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        with connect(config, secondary=config.use_secondary) as conn:
+            tables = _tables_of(conn, streams)
+            for stream in resume_order(streams, state.get("currently_syncing")):
+                state["currently_syncing"] = stream.tap_stream_id
+                _sync_stream(conn, tables, stream, state, writer, config)
+            state["currently_syncing"] = None
+    except (KeyboardInterrupt, Interrupted):
+        LOGGER.warning("Interrupted: writing the last STATE; rerun with it to resume")
+        writer.write_state(state)
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    writer.write_state(state)
+
+
+def resume_order(streams: list[SelectedStream], currently_syncing: str | None) -> list[SelectedStream]:
+    """Put the stream an interrupted run was syncing first, then the rest in stream id order."""
+    first = [stream for stream in streams if stream.tap_stream_id == currently_syncing]
+    if currently_syncing and not first:
+        LOGGER.warning("currently_syncing stream %s is not selected; ignoring it", currently_syncing)
+    return first + [stream for stream in streams if stream.tap_stream_id != currently_syncing]
+
+
+def _tables_of(conn, streams: list[SelectedStream]) -> dict[tuple[str, str], Table]:
+    """Describe the selected streams' tables as they are now, in one round of catalog queries."""
+    pairs = [(stream.schema_name, stream.table_name) for stream in streams]
+    if not pairs:
+        return {}
+    return {(table.schema_name, table.name): table for table in describe_tables(conn, tables=pairs)}
+
+
+def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: MessageWriter, config: Config) -> None:
+    table = tables.get((stream.schema_name, stream.table_name))
+    if table is None:
+        raise TableMissingError(
+            f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} no longer '
+            "exists (or the user lost SELECT on it): rerun --discover and update the catalog"
+        )
+    columns = selected_columns(table, stream)
+    LOGGER.info("Syncing %s with %s", stream.tap_stream_id, stream.replication_method)
+    bookmark_properties = [stream.replication_key] if stream.replication_key else None
+    writer.write_schema(stream.tap_stream_id, stream.schema, stream.key_properties, bookmark_properties)
+    if stream.replication_method == "FULL_TABLE":
+        sync_full_table(conn, table, stream, columns, state, writer, config.itersize)
+    else:
+        sync_incremental(conn, table, stream, columns, state, writer, config.itersize, config.limit)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted()

@@ -1,0 +1,175 @@
+"""The row path shared by FULL_TABLE and INCREMENTAL: the server renders whole RECORD lines, we copy bytes.
+
+One row from the table to stdout: `record_query` wraps each selected column in its type's render
+expression (types.render_sql), `row_to_json` makes the record object, and the server concatenates
+the RECORD envelope around it. `COPY ... TO STDOUT` in CSV form with a delimiter and quote that
+JSON text never contains raw (\\x01, \\x02) sends each line unescaped, so `RecordSink` only joins
+and writes bytes: no Python object per value, none per row but the bytes psycopg2 hands over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from psycopg2 import extensions, sql
+
+from tap_postgres import types
+from tap_postgres.catalog import SelectedStream
+from tap_postgres.discovery import Column, Table
+from tap_postgres.errors import NotSupportedError, TableMissingError
+from tap_postgres.output import MessageWriter
+
+LOGGER = logging.getLogger("tap-postgres")
+
+SINK_FLUSH_BYTES = 1 << 20
+PROGRESS_SECONDS = 5.0
+
+EVERY_ROW = sql.SQL("TRUE")
+_COPY_OPTIONS = sql.SQL("WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')")
+
+
+def selected_columns(table: Table, stream: SelectedStream) -> list[Column]:
+    """Return the table's columns that the stream emits, or raise when one is gone or unsupported."""
+    by_name = {column.name: column for column in table.columns}
+    columns = []
+    for name in stream.columns:
+        column = by_name.get(name)
+        if column is None:
+            raise TableMissingError(
+                f'column "{name}" of stream {stream.tap_stream_id} no longer exists: '
+                "rerun --discover and update the catalog"
+            )
+        if column.type is None or types.family_of(column.type) is None:
+            raise NotSupportedError(
+                f'column "{name}" of stream {stream.tap_stream_id} has type {column.sql_datatype}, '
+                "which the tap cannot emit: deselect it in the catalog"
+            )
+        columns.append(column)
+    return columns
+
+
+def table_identifier(stream: SelectedStream) -> sql.Identifier:
+    """Return the quoted, schema-qualified name of the stream's table."""
+    return sql.Identifier(stream.schema_name, stream.table_name)
+
+
+def render_column(column: Column, value: sql.Composable | None = None) -> sql.Composable:
+    """Return the SQL that renders a column (or `value`, an expression of its type) for emitting."""
+    return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or sql.Identifier(column.name))
+
+
+def record_query(
+    stream: SelectedStream,
+    columns: list[Column],
+    envelope: tuple[str, str],
+    where: sql.Composable = EVERY_ROW,
+    order_by: sql.Composable | None = None,
+) -> sql.Composed:
+    """Return the COPY statement that emits one whole RECORD line per row matching `where`."""
+    rendered = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns
+    )
+    inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered, table_identifier(stream), where)
+    if order_by is not None:
+        inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
+    prefix, suffix = envelope
+    return sql.SQL("COPY (SELECT {} || row_to_json(r)::text || {} FROM ({}) AS r) TO STDOUT {}").format(
+        sql.Literal(prefix), sql.Literal(suffix), inner, _COPY_OPTIONS
+    )
+
+
+def key_tuple(columns: list[Column]) -> sql.Composable:
+    """Return `(a, b)` (or `a`) for key columns, for row comparisons and ORDER BY."""
+    names = sql.SQL(", ").join(sql.Identifier(column.name) for column in columns)
+    return sql.SQL("({})").format(names) if len(columns) > 1 else names
+
+
+def key_values(columns: list[Column], values: list) -> sql.Composable:
+    """Return the bound, type-cast values `(%s::t1, %s::t2)` matching `key_tuple`."""
+    casts = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(column.cast_sql))
+        for column, value in zip(columns, values, strict=True)
+    )
+    return sql.SQL("({})").format(casts) if len(columns) > 1 else casts
+
+
+def begin_snapshot(conn: extensions.connection) -> None:
+    """Start a read-only REPEATABLE READ transaction, so every batch of a stream sees one snapshot."""
+    conn.rollback()
+    conn.set_session(isolation_level=extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+
+
+class RecordSink:
+    """File-like target of COPY: gathers server-rendered lines and writes them on in large blocks."""
+
+    def __init__(self, writer: MessageWriter, progress: Progress):
+        self._out = writer.raw
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._progress = progress
+        self.saw_clamped_timestamp = False
+
+    def write(self, line: bytes) -> None:
+        """Take one line from psycopg2 (called once per row)."""
+        self._parts.append(line)
+        self._size += len(line)
+        if self._size >= SINK_FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is gathered to the output buffer."""
+        if not self._parts:
+            return
+        block = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        if not self.saw_clamped_timestamp:
+            self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
+        self._out.write(block)
+        self._progress.tick()
+
+    def copy(self, cur: extensions.cursor, query: sql.Composed) -> int:
+        """Run one COPY into the sink, flush it, and return the number of rows it sent."""
+        cur.copy_expert(query, self)
+        self.flush()
+        self._progress.add(cur.rowcount)
+        return cur.rowcount
+
+
+class Progress:
+    """Logs a stream's record count and rate to stderr every few seconds."""
+
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+        self.rows = 0
+        self.started = self._last_report = time.monotonic()
+
+    def add(self, rows: int) -> None:
+        """Count rows that have been written."""
+        self.rows += rows
+        self.tick()
+
+    def tick(self) -> None:
+        """Report if the last report is old enough."""
+        now = time.monotonic()
+        if now - self._last_report >= PROGRESS_SECONDS:
+            self._last_report = now
+            LOGGER.info("%s: %d records so far, %.0f records/s", self.stream_id, self.rows, self.rate(now))
+
+    def rate(self, now: float | None = None) -> float:
+        """Return records per second since the stream started."""
+        elapsed = (now or time.monotonic()) - self.started
+        return self.rows / elapsed if elapsed > 0 else 0.0
+
+    def finish(self, sink: RecordSink) -> None:
+        """Log the stream's total, and warn when dates or timestamps were out of range."""
+        LOGGER.info("%s: %d records in %.1f s", self.stream_id, self.rows, time.monotonic() - self.started)
+        if sink.saw_clamped_timestamp:
+            LOGGER.warning(
+                "%s: some dates or timestamps were outside 0001-01-01..9999-12-31 (or infinity) and were "
+                "emitted as %s or %s",
+                self.stream_id,
+                types.TIMESTAMP_BEFORE_RANGE,
+                types.TIMESTAMP_AFTER_RANGE,
+            )

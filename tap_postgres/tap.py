@@ -1,0 +1,107 @@
+"""The singer-sdk frame of the tap: settings declaration, --about, and the pipelinewise CLI options."""
+
+from __future__ import annotations
+
+import decimal
+import logging
+import logging.config
+import os
+
+import click
+from singer_sdk import Tap
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
+
+from tap_postgres import catalog as catalog_module
+from tap_postgres import discovery
+from tap_postgres import state as state_module
+from tap_postgres.config import config_jsonschema, merge_config_files, parse_config, read_json_file
+from tap_postgres.connection import connect
+from tap_postgres.errors import CatalogError, StateError
+from tap_postgres.output import MessageWriter
+from tap_postgres.sync import sync_streams
+
+LOGGER = logging.getLogger("tap-postgres")
+
+
+class TapPostgres(Tap):
+    """Singer tap for PostgreSQL, compatible with pipelinewise-tap-postgres."""
+
+    name = "tap-postgres"
+    package_name = "tap-postgres"
+    dynamic_catalog = True
+    config_jsonschema = config_jsonschema()
+    # Stream maps, flattening and BATCH are singer-sdk features of its own record path; this tap
+    # writes records from the server's bytes, so it does not claim them.
+    capabilities = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.ACTIVATE_VERSION,
+    ]
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Add nothing: the SDK's stream-map settings do not apply to this tap."""
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: tuple[str, ...] = (),
+        discover: bool = False,
+        catalog: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        """Run --about, --discover or a sync, as the command line asks."""
+        super(Tap, cls).invoke(about=about, about_format=about_format)
+        apply_logging_conf_file()
+        settings = parse_config(merge_config_files(config))
+        if discover:
+            with connect(settings) as conn:
+                catalog_json = discovery.discover_catalog(conn, settings)
+            MessageWriter.to_stdout().write_catalog(catalog_json)
+            return
+        if catalog is None:
+            raise CatalogError(
+                "no catalog given: run with --discover to write one, select streams, "
+                "then pass it with --catalog (or --properties)"
+            )
+        streams = catalog_module.parse_catalog(read_json_file(catalog, "catalog", CatalogError), settings)
+        # numbers with a fraction stay Decimal, so a numeric bookmark is bound back exactly
+        raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
+        bookmarks = state_module.parse_state(raw_state)
+        with MessageWriter.to_stdout() as writer:
+            sync_streams(settings, streams, bookmarks, writer)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """Return the CLI: singer-sdk's options plus pipelinewise's short flags and --properties."""
+        command = super().get_singer_command()
+        kept = [param for param in command.params if param.name in ("version", "about", "about_format")]
+        command.params = kept + [
+            click.Option(
+                ["-c", "--config"],
+                multiple=True,
+                type=click.STRING,
+                default=(),
+                help="Config file; repeat it to merge several, a later file winning.",
+            ),
+            click.Option(["-d", "--discover"], is_flag=True, help="Write a catalog of every table to stdout."),
+            click.Option(
+                ["--catalog", "-p", "--properties", "catalog"],
+                type=click.STRING,
+                help="Catalog of the streams to sync (--properties is the older name).",
+            ),
+            click.Option(["-s", "--state"], type=click.STRING, help="State file of the previous run."),
+        ]
+        return command
+
+
+def apply_logging_conf_file() -> None:
+    """Honour LOGGING_CONF_FILE like singer-python does: a logging.config.fileConfig file."""
+    path = os.environ.get("LOGGING_CONF_FILE")
+    if path:
+        logging.config.fileConfig(path, disable_existing_loggers=False)

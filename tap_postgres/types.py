@@ -1,0 +1,241 @@
+"""PostgreSQL types: one entry per type family, giving its JSON schema and the SQL that renders a value.
+
+Every sync method asks this module and no other module branches on a type name. A value's final
+JSON text is produced by the server: `render_sql` wraps a column in an expression whose `to_json`
+is exactly what the tap emits, so FULL_TABLE copies bytes and never builds a Python value per column.
+
+Rules for values JSON or a target cannot hold (documented in the README):
+- numeric and float NaN, Infinity and -Infinity become null;
+- dates and timestamps after 9999-12-31 (and `infinity`) become `9999-12-31T23:59:59.999999+00:00`,
+  those before 0001-01-01 (BC, and `-infinity`) become `0001-01-01T00:00:00+00:00`; the sync warns
+  when a stream contained either (see `CLAMPED_TIMESTAMPS`);
+- multi-dimensional arrays of types that need a conversion are flattened to one dimension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+TIMESTAMP_AFTER_RANGE = "9999-12-31T23:59:59.999999+00:00"
+TIMESTAMP_BEFORE_RANGE = "0001-01-01T00:00:00+00:00"
+# What the sync looks for in its output to warn that a stream held out-of-range dates.
+CLAMPED_TIMESTAMPS = (TIMESTAMP_AFTER_RANGE.encode(), TIMESTAMP_BEFORE_RANGE.encode())
+
+# numeric precision and scale used in the schema of an unconstrained numeric, as pipelinewise does
+UNCONSTRAINED_NUMERIC_PRECISION = 100
+UNCONSTRAINED_NUMERIC_SCALE = 38
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnType:
+    """A column's type as the catalog describes it, with domains and arrays resolved."""
+
+    base_name: str  # pg_type.typname of the base (element) type, e.g. "int4", "numeric", "mood"
+    base_kind: str  # pg_type.typtype of the base type: b(ase), e(num), r(ange), m(ultirange), c(omposite), p(seudo)
+    base_category: str  # pg_type.typcategory of the base type
+    typmod: int = -1  # type modifier of the base type: length, precision and scale
+    is_array: bool = False
+    base_sql: str = ""  # the base type as SQL, used to cast domain values to it (empty when not a domain)
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeFamily:
+    """How one family of types becomes JSON: its schema, its render template, whether it can be a bookmark."""
+
+    name: str
+    schema: Callable[[ColumnType], dict]
+    render: str | Callable[[ColumnType], str]  # SQL template of {v}, the value; "{v}" means to_json is right
+    orderable: bool = True
+
+    def template(self, column: ColumnType) -> str:
+        """Return the render template for this column."""
+        return self.render(column) if callable(self.render) else self.render
+
+
+def _integer_schema(bits: int) -> Callable[[ColumnType], dict]:
+    return lambda column: {"type": ["integer"], "minimum": -(2 ** (bits - 1)), "maximum": 2 ** (bits - 1) - 1}
+
+
+def _numeric_precision_scale(typmod: int) -> tuple[int, int]:
+    """Return (precision, scale) of a numeric typmod, or pipelinewise's caps when unconstrained."""
+    if typmod < 4:
+        return UNCONSTRAINED_NUMERIC_PRECISION, UNCONSTRAINED_NUMERIC_SCALE
+    packed = typmod - 4
+    precision, scale = (packed >> 16) & 0xFFFF, packed & 0xFFFF
+    # PostgreSQL 15 allows a negative scale, stored as an 11-bit two's complement
+    if scale & 0x400:
+        scale -= 0x800
+    return min(precision, UNCONSTRAINED_NUMERIC_PRECISION), min(max(scale, 0), UNCONSTRAINED_NUMERIC_SCALE)
+
+
+def _numeric_schema(column: ColumnType) -> dict:
+    precision, scale = _numeric_precision_scale(column.typmod)
+    bound = 10 ** (precision - scale)
+    return {
+        "type": ["number"],
+        "exclusiveMaximum": True,
+        "maximum": bound,
+        "multipleOf": 10 ** (0 - scale),
+        "exclusiveMinimum": True,
+        "minimum": -bound,
+    }
+
+
+def _string_schema(column: ColumnType) -> dict:
+    return {"type": ["string"]}
+
+
+def _sized_string_schema(column: ColumnType) -> dict:
+    schema = {"type": ["string"]}
+    if column.typmod > 4:
+        schema["maxLength"] = column.typmod - 4
+    return schema
+
+
+def _bit_schema(column: ColumnType) -> dict:
+    return {"type": ["boolean"]} if column.typmod == 1 else {"type": ["string"]}
+
+
+def _fixed(schema: dict) -> Callable[[ColumnType], dict]:
+    return lambda column: dict(schema)
+
+
+# x - x = 0 holds for every finite number and fails for NaN and both infinities; the literal
+# 'Infinity' would not parse as a numeric before PostgreSQL 14, this test does everywhere.
+_FINITE = "CASE WHEN {v} - {v} = 0 THEN {v} END"
+_AS_TEXT = "{v}::text"
+
+_DATE = (
+    f"CASE WHEN {{v}} > '9999-12-31' THEN '{TIMESTAMP_AFTER_RANGE}' "
+    f"WHEN {{v}} < '0001-01-01' THEN '{TIMESTAMP_BEFORE_RANGE}' "
+    "ELSE {v}::text || 'T00:00:00+00:00' END"
+)
+# With DateStyle ISO the server prints '2024-05-01 10:11:12.5'; replacing the space gives ISO 8601.
+_TIMESTAMP = (
+    f"CASE WHEN {{v}} > '9999-12-31 23:59:59.999999' THEN '{TIMESTAMP_AFTER_RANGE}' "
+    f"WHEN {{v}} < '0001-01-01' THEN '{TIMESTAMP_BEFORE_RANGE}' "
+    "ELSE replace({v}::text, ' ', 'T') || '+00:00' END"
+)
+# Sessions run in UTC, so the server prints '+00'; ':00' completes the ISO 8601 offset.
+_TIMESTAMPTZ = (
+    f"CASE WHEN {{v}} > '9999-12-31 23:59:59.999999+00' THEN '{TIMESTAMP_AFTER_RANGE}' "
+    f"WHEN {{v}} < '0001-01-01 00:00:00+00' THEN '{TIMESTAMP_BEFORE_RANGE}' "
+    "ELSE replace({v}::text, ' ', 'T') || ':00' END"
+)
+_TIME = "replace({v}::text, '24:00:00', '00:00:00')"
+_TIMETZ = "replace((({v}) AT TIME ZONE 'UTC')::time::text, '24:00:00', '00:00:00')"
+
+_DATE_TIME_SCHEMA = _fixed({"type": ["string"], "format": "date-time"})
+_TIME_SCHEMA = _fixed({"type": ["string"], "format": "time"})
+
+_INTEGER = TypeFamily("integer", _integer_schema(32), "{v}")
+_TEXT = TypeFamily("text", _sized_string_schema, _AS_TEXT)
+_STRING = TypeFamily("string", _string_schema, _AS_TEXT)
+_UNORDERED_STRING = TypeFamily("unordered string", _string_schema, _AS_TEXT, orderable=False)
+
+# Keyed by pg_type.typname of the base type.
+FAMILIES_BY_NAME: dict[str, TypeFamily] = {
+    "int2": TypeFamily("smallint", _integer_schema(16), "{v}"),
+    "int4": _INTEGER,
+    "int8": TypeFamily("bigint", _integer_schema(64), "{v}"),
+    "oid": TypeFamily("oid", _fixed({"type": ["integer"], "minimum": 0, "maximum": 2**32 - 1}), "{v}::bigint"),
+    "numeric": TypeFamily("numeric", _numeric_schema, _FINITE),
+    "float4": TypeFamily("real", _fixed({"type": ["number"]}), _FINITE),
+    "float8": TypeFamily("double precision", _fixed({"type": ["number"]}), _FINITE),
+    "money": TypeFamily("money", _string_schema, _AS_TEXT),
+    "bool": TypeFamily("boolean", _fixed({"type": ["boolean"]}), "{v}"),
+    "bit": TypeFamily("bit", _bit_schema, lambda column: "{v} = B'1'" if column.typmod == 1 else _AS_TEXT),
+    "varbit": _STRING,
+    "bpchar": _TEXT,
+    "varchar": _TEXT,
+    "text": _STRING,
+    "citext": _STRING,
+    "name": _STRING,
+    "uuid": _STRING,
+    "json": TypeFamily("json", _fixed({"type": ["object", "array"]}), "{v}::jsonb", orderable=False),
+    "jsonb": TypeFamily("jsonb", _fixed({"type": ["object", "array"]}), "{v}", orderable=False),
+    "hstore": TypeFamily("hstore", _fixed({"type": ["object"], "properties": {}}), "{v}::json", orderable=False),
+    "date": TypeFamily("date", _DATE_TIME_SCHEMA, _DATE),
+    "timestamp": TypeFamily("timestamp", _DATE_TIME_SCHEMA, _TIMESTAMP),
+    "timestamptz": TypeFamily("timestamptz", _DATE_TIME_SCHEMA, _TIMESTAMPTZ),
+    "time": TypeFamily("time", _TIME_SCHEMA, _TIME),
+    "timetz": TypeFamily("timetz", _TIME_SCHEMA, _TIMETZ),
+    # IntervalStyle iso_8601 is pinned by the connection, so the text is an ISO 8601 duration.
+    "interval": TypeFamily("interval", _string_schema, _AS_TEXT),
+    "inet": _STRING,
+    "cidr": _STRING,
+    "macaddr": _STRING,
+    "macaddr8": _STRING,
+    "bytea": TypeFamily("bytea", _string_schema, "encode({v}, 'hex')", orderable=False),
+    "xml": _UNORDERED_STRING,
+    "tsvector": _UNORDERED_STRING,
+    "tsquery": _UNORDERED_STRING,
+    "pg_lsn": _STRING,
+    "point": _UNORDERED_STRING,
+    "line": _UNORDERED_STRING,
+    "lseg": _UNORDERED_STRING,
+    "box": _UNORDERED_STRING,
+    "path": _UNORDERED_STRING,
+    "polygon": _UNORDERED_STRING,
+    "circle": _UNORDERED_STRING,
+    # PostGIS prints hex EWKB
+    "geometry": _UNORDERED_STRING,
+    "geography": _UNORDERED_STRING,
+}
+
+# Enums and ranges print as text whatever their name.
+FAMILIES_BY_KIND: dict[str, TypeFamily] = {
+    "e": TypeFamily("enum", _string_schema, _AS_TEXT),
+    "r": _STRING,
+    "m": _UNORDERED_STRING,
+}
+
+
+def family_of(column: ColumnType) -> TypeFamily | None:
+    """Return the family of a column's base type, or None when the tap does not support it."""
+    return FAMILIES_BY_KIND.get(column.base_kind) or FAMILIES_BY_NAME.get(column.base_name)
+
+
+def json_schema(column: ColumnType, *, nullable: bool) -> dict | None:
+    """Return the JSON schema of a column, or None when its type is unsupported."""
+    family = family_of(column)
+    if family is None:
+        return None
+    schema = family.schema(column)
+    if column.is_array:
+        schema = {"type": ["array"], "items": schema}
+    if nullable:
+        schema["type"] = ["null", *schema["type"]]
+    return schema
+
+
+def is_orderable(column: ColumnType) -> bool:
+    """Tell whether a column can order an INCREMENTAL bookmark."""
+    family = family_of(column)
+    return family is not None and family.orderable and not column.is_array
+
+
+def render_sql(column: ColumnType, value_sql: str) -> str:
+    """Return SQL that renders `value_sql` (a quoted column or expression) as the value to emit."""
+    family = family_of(column)
+    if family is None:
+        raise ValueError(f"unsupported type {column.base_name}")
+    template = family.template(column)
+    if not column.is_array:
+        return template.format(v=_as_base(column, value_sql))
+    if template == "{v}" and not column.base_sql:
+        # to_json already renders these element types right; only extra dimensions need flattening
+        return (
+            f"CASE WHEN array_ndims({value_sql}) > 1 THEN to_json(ARRAY(SELECT unnest({value_sql}))) "
+            f"ELSE to_json({value_sql}) END"
+        )
+    element = template.format(v=_as_base(column, "e.v"))
+    return (
+        f"(SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') FROM unnest({value_sql}) WITH ORDINALITY AS e(v, n))"
+    )
+
+
+def _as_base(column: ColumnType, value_sql: str) -> str:
+    """Cast a domain value to its base type so the family's SQL applies to it."""
+    return f"({value_sql})::{column.base_sql}" if column.base_sql else value_sql

@@ -1,0 +1,163 @@
+"""Fixtures: one private PostgreSQL per test session, a fresh database per test module, and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pgcluster  # noqa: E402
+
+TAP = [sys.executable, "-m", "tap_postgres"]
+
+
+@dataclass
+class Server:
+    """A running test cluster."""
+
+    port: int
+    data_dir: Path
+    host: str = "127.0.0.1"
+    user: str = pgcluster.SUPERUSER
+    password: str = pgcluster.PASSWORD
+
+    def connect(self, dbname: str = "postgres", **kwargs):
+        """Open an autocommit connection as the superuser."""
+        conn = psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname, **kwargs
+        )
+        conn.autocommit = True
+        return conn
+
+
+@pytest.fixture(scope="session")
+def server():
+    """Start a PostgreSQL cluster with wal_level=logical on a free port, and stop it at the end."""
+    data_dir = Path(tempfile.mkdtemp(prefix="tap-postgres-test-"))
+    port = pgcluster.start(data_dir)
+    try:
+        yield Server(port=port, data_dir=data_dir)
+    finally:
+        pgcluster.stop(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass
+class Database:
+    """A fresh database of its own, with helpers to change it and to run the tap on it."""
+
+    server: Server
+    name: str
+    tmp_dir: Path
+    conn: object = field(default=None)
+
+    @property
+    def config(self) -> dict:
+        """The tap config that reaches this database."""
+        return {
+            "host": self.server.host,
+            "port": self.server.port,
+            "user": self.server.user,
+            "password": self.server.password,
+            "dbname": self.name,
+        }
+
+    def execute(self, statement: str, params=None) -> None:
+        """Run SQL in autocommit mode."""
+        with self.conn.cursor() as cur:
+            cur.execute(statement, params)
+
+    def query(self, statement: str, params=None) -> list[tuple]:
+        """Run a query and return its rows."""
+        with self.conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+
+    def write_json(self, name: str, content) -> Path:
+        """Write a JSON file for the tap in the module's temp dir."""
+        path = self.tmp_dir / name
+        path.write_text(json.dumps(content))
+        return path
+
+    def run_tap(self, *args: str, config: dict | None = None, check: bool = True, timeout: float = 120):
+        """Run the real CLI as a subprocess; return (messages, stderr, returncode)."""
+        config_path = self.write_json("config.json", config if config is not None else self.config)
+        result = subprocess.run([*TAP, "--config", str(config_path), *args], capture_output=True, timeout=timeout)
+        stderr = result.stderr.decode()
+        if check and result.returncode != 0:
+            raise AssertionError(f"tap exited {result.returncode}:\n{stderr}")
+        lines = result.stdout.decode().splitlines()
+        return lines, stderr, result.returncode
+
+    def discover(self, config: dict | None = None) -> dict:
+        """Run --discover and return the catalog."""
+        config_path = self.write_json("config.json", config if config is not None else self.config)
+        result = subprocess.run([*TAP, "--config", str(config_path), "--discover"], capture_output=True, timeout=120)
+        assert result.returncode == 0, result.stderr.decode()
+        return json.loads(result.stdout)
+
+    def sync(self, catalog: dict, state: dict | None = None, config: dict | None = None) -> list[dict]:
+        """Run a sync of `catalog` (from `state`) and return the Singer messages."""
+        args = ["--catalog", str(self.write_json("catalog.json", catalog))]
+        if state is not None:
+            args += ["--state", str(self.write_json("state.json", state))]
+        lines, _, _ = self.run_tap(*args, config=config)
+        return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def db(server, request, tmp_path_factory):
+    """A database named after the test module, created empty and dropped afterwards."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.module.__name__.split(".")[-1].lower())
+    admin = server.connect()
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    database = Database(server=server, name=name, tmp_dir=tmp_path_factory.mktemp(name))
+    database.conn = server.connect(name)
+    try:
+        yield database
+    finally:
+        database.conn.close()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def select_all(catalog: dict, method: str = "FULL_TABLE", replication_key: str | None = None, only=None) -> dict:
+    """Mark streams selected (all, or those whose tap_stream_id is in `only`) with a replication method."""
+    for stream in catalog["streams"]:
+        if only is not None and stream["tap_stream_id"] not in only:
+            continue
+        table_md = next(item["metadata"] for item in stream["metadata"] if item["breadcrumb"] == [])
+        table_md["selected"] = True
+        table_md["replication-method"] = method
+        if replication_key:
+            table_md["replication-key"] = replication_key
+    return catalog
+
+
+def records_of(messages: list[dict], stream: str | None = None) -> list[dict]:
+    """Return the record objects of RECORD messages (of one stream, if given)."""
+    return [m["record"] for m in messages if m["type"] == "RECORD" and (stream is None or m["stream"] == stream)]
+
+
+def states_of(messages: list[dict]) -> list[dict]:
+    """Return the values of STATE messages in order."""
+    return [m["value"] for m in messages if m["type"] == "STATE"]
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses the cluster as `integration`."""
+    for item in items:
+        if "server" in item.fixturenames:
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,165 @@
+"""A private PostgreSQL cluster from the system binaries, for tests, the demo and the benchmark.
+
+    python tests/pgcluster.py start DIR [PORT]   # prints the port; DIR is created
+    python tests/pgcluster.py stop DIR
+
+initdb refuses to run as root, so when we are root the server runs as the `postgres` OS user.
+The superuser is `postgres` with password PASSWORD, over TCP on 127.0.0.1 with scram-sha-256.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PASSWORD = "tap-postgres-test-secret"
+SUPERUSER = "postgres"
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "wal_level": "logical",
+    "max_replication_slots": "10",
+    "max_wal_senders": "10",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "256MB",
+    "max_connections": "100",
+    "log_min_messages": "warning",
+}
+
+
+def bin_dir() -> Path:
+    """Return the directory of initdb and pg_ctl: $PG_BIN, else the newest /usr/lib/postgresql/*/bin."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if candidates:
+        return Path(candidates[-1])
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    raise RuntimeError("PostgreSQL server binaries not found: run `make deps` (apt-get install postgresql-15)")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+def _chown_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def start(data_dir: Path, port: int | None = None) -> int:
+    """Create (if needed) and start a cluster in `data_dir`; return its port."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _chown_to_server_user(data_dir)
+    os.chmod(data_dir, 0o700)
+    port = port or free_port()
+    binaries = bin_dir()
+    if not (data_dir / "PG_VERSION").exists():
+        with tempfile.NamedTemporaryFile("w", delete=False, suffix=".pw") as pwfile:
+            pwfile.write(PASSWORD)
+        os.chmod(pwfile.name, 0o644)
+        try:
+            subprocess.run(
+                _as_server_user(
+                    [
+                        str(binaries / "initdb"),
+                        "-D",
+                        str(data_dir),
+                        "-U",
+                        SUPERUSER,
+                        f"--pwfile={pwfile.name}",
+                        "--auth-host=scram-sha-256",
+                        "--auth-local=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        finally:
+            os.unlink(pwfile.name)
+        with open(data_dir / "postgresql.conf", "a") as conf:
+            for name, value in SERVER_SETTINGS.items():
+                conf.write(f"{name} = {value}\n")
+            conf.write(f"unix_socket_directories = '{data_dir}'\n")
+        with open(data_dir / "pg_hba.conf", "a") as hba:
+            hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+    subprocess.run(
+        _as_server_user(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(data_dir),
+                "-o",
+                f"-p {port}",
+                "-l",
+                str(data_dir / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    (data_dir / "tap-postgres.port").write_text(str(port))
+    return port
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the cluster in `data_dir` if it runs."""
+    data_dir = Path(data_dir).resolve()
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    subprocess.run(
+        _as_server_user([str(bin_dir() / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]),
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def wait_until_ready(port: int, timeout: float = 30.0) -> None:
+    """Block until the server accepts TCP connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"PostgreSQL on port {port} did not start")
+
+
+if __name__ == "__main__":
+    action, directory = sys.argv[1], Path(sys.argv[2])
+    if action == "start":
+        print(start(directory, int(sys.argv[3]) if len(sys.argv) > 3 else None))
+    elif action == "stop":
+        stop(directory)
+    else:
+        sys.exit(f"usage: {sys.argv[0]} start|stop DIR [PORT]")

@@ -1,0 +1,149 @@
+"""The command line: errors a user can fix end in one stderr line and exit 1, quickly, without the password."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from conftest import TAP
+
+
+def run(args, timeout=30):
+    started = time.monotonic()
+    result = subprocess.run([*TAP, *args], capture_output=True, timeout=timeout)
+    return result.returncode, result.stdout.decode(), result.stderr.decode(), time.monotonic() - started
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("tap-postgres: error:")]
+
+
+def test_wrong_password_is_one_line_naming_the_password(db, tmp_path):
+    config = dict(db.config, password="not-the-password")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    code, stdout, stderr, seconds = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert stdout == ""
+    assert error_lines(stderr) == [
+        f'tap-postgres: error: PostgreSQL at 127.0.0.1:{db.server.port} rejected user "postgres": '
+        'password authentication failed; check "user" and "password" in the config'
+    ]
+    assert "not-the-password" not in stderr
+    assert seconds < 10
+
+
+def test_unreachable_port_fails_within_ten_seconds(db, tmp_path):
+    from pgcluster import free_port
+
+    port = free_port()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(db.config, port=port)))
+    code, stdout, stderr, seconds = run(["-c", str(path), "-d"])
+    assert code == 1
+    assert error_lines(stderr) == [
+        f"tap-postgres: error: connection refused by 127.0.0.1:{port}: is PostgreSQL running there, "
+        'and are "host" and "port" right?'
+    ]
+    assert seconds < 10
+
+
+def test_missing_dbname_names_the_key(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"host": "127.0.0.1", "user": "u", "password": "secret-pw"}))
+    code, _, stderr, seconds = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert error_lines(stderr) == [
+        'tap-postgres: error: config key "dbname" is missing: add it to the config file (Database to discover and sync.)'
+    ]
+    assert "secret-pw" not in stderr
+    assert seconds < 10
+
+
+def test_malformed_json_config_names_file_and_position(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"host": "127.0.0.1",')
+    code, _, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert error_lines(stderr) == [
+        f"tap-postgres: error: the config file {path} is not valid JSON (line 1, column 22: "
+        "Expecting property name enclosed in double quotes)"
+    ]
+
+
+def test_missing_database_names_dbname(db, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(db.config, dbname="no_such_db")))
+    code, _, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert error_lines(stderr) == [
+        f'tap-postgres: error: database "no_such_db" does not exist on 127.0.0.1:{db.server.port}: '
+        'check "dbname" in the config'
+    ]
+
+
+def test_use_secondary_without_host_is_a_config_error(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"host": "h", "user": "u", "dbname": "d", "use_secondary": "true"}))
+    code, _, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert 'config key "use_secondary" is true but "secondary_host" and "secondary_port"' in stderr
+
+
+def test_later_config_file_wins(db, tmp_path):
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(dict(db.config, dbname="no_such_db")))
+    right = tmp_path / "right.json"
+    right.write_text(json.dumps({"dbname": db.name}))
+    code, stdout, stderr, _ = run(["--config", str(wrong), "--config", str(right), "--discover"])
+    assert code == 0, stderr
+    assert json.loads(stdout) == {"streams": []}
+
+
+def test_about_json_lists_every_setting_with_description_and_default():
+    from tap_postgres.config import SETTINGS
+
+    code, stdout, _, _ = run(["--about", "--format", "json"])
+    assert code == 0
+    about = json.loads(stdout)
+    settings = about["settings"]["properties"]
+    assert set(settings) == {setting.name for setting in SETTINGS}
+    for setting in SETTINGS:
+        assert settings[setting.name]["description"] == setting.description
+        if setting.default is not None:
+            assert settings[setting.name]["default"] == setting.default
+    assert settings["password"]["writeOnly"] is True
+    assert set(about["settings"]["required"]) == {"host", "user", "dbname"}
+
+
+def test_sync_without_catalog_says_how_to_make_one(db, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(db.config))
+    code, _, stderr, _ = run(["--config", str(path)])
+    assert code == 1
+    assert error_lines(stderr) == [
+        "tap-postgres: error: no catalog given: run with --discover to write one, select streams, "
+        "then pass it with --catalog (or --properties)"
+    ]
+
+
+def test_malformed_catalog_and_state_are_one_line_errors(db, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(db.config))
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text('{"streams": {}}')
+    code, _, stderr, _ = run(["--config", str(config), "--properties", str(catalog)])
+    assert code == 1
+    assert error_lines(stderr) == [
+        'tap-postgres: error: the catalog must be a JSON object with a "streams" list: run --discover to make one'
+    ]
+    catalog.write_text('{"streams": []}')
+    state = tmp_path / "state.json"
+    state.write_text('{"bookmarks": []}')
+    code, _, stderr, _ = run(["--config", str(config), "--catalog", str(catalog), "--state", str(state)])
+    assert code == 1
+    assert error_lines(stderr) == [
+        'tap-postgres: error: "bookmarks" in the state file must map each stream id to an object: '
+        "fix or remove the file"
+    ]
