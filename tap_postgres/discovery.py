@@ -19,7 +19,7 @@ VIEW_KINDS = {"v", "m"}
 
 _TABLES_SQL = """
 SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
-       obj_description(c.oid, 'pg_class'), has_table_privilege(c.oid, 'SELECT')
+       obj_description(c.oid, 'pg_class'), has_any_column_privilege(c.oid, 'SELECT')
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import os
 import sys
 from typing import Any, BinaryIO
@@ -41,7 +42,7 @@ class MessageWriter:
 
     def write_catalog(self, catalog: dict) -> None:
         """Write a catalog as indented JSON, as --discover prints it."""
-        self.raw.write(orjson.dumps(catalog, option=orjson.OPT_INDENT_2) + b"\n")
+        self.raw.write(_dumps(catalog, indent=True))
         self.close()
 
     def write_schema(self, stream: str, schema: dict, key_properties: list[str], bookmark_properties=None) -> None:
@@ -73,7 +74,29 @@ class MessageWriter:
         self._write(message)
 
     def _write(self, message: dict) -> None:
-        self.raw.write(orjson.dumps(message, default=_exact_decimal, option=orjson.OPT_APPEND_NEWLINE))
+        self.raw.write(_dumps(message))
+
+
+def _dumps(value: Any, indent: bool = False) -> bytes:
+    """Serialise one message as a JSON line with orjson.
+
+    orjson refuses integers beyond 64 bits, which numeric schemas hold (maximum 10**62); those
+    rare messages (SCHEMA, the catalog) fall back to the standard library.
+    """
+    option = orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
+    try:
+        return orjson.dumps(value, default=_exact_decimal, option=option)
+    except TypeError:
+        text = json.dumps(
+            value, indent=2 if indent else None, separators=None if indent else (",", ":"), default=_decimal_text
+        )
+        return text.encode() + b"\n"
+
+
+def _decimal_text(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else None
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as JSON")
 
 
 def _exact_decimal(value: Any) -> orjson.Fragment:

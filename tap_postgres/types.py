@@ -147,7 +147,8 @@ FAMILIES_BY_NAME: dict[str, TypeFamily] = {
     "bool": TypeFamily("boolean", _fixed({"type": ["boolean"]}), "{v}"),
     "bit": TypeFamily("bit", _bit_schema, lambda column: "{v} = B'1'" if column.typmod == 1 else _AS_TEXT),
     "varbit": _STRING,
-    "bpchar": _TEXT,
+    # char(n) keeps its padding, as pipelinewise emits it; a cast to text would strip it
+    "bpchar": TypeFamily("character", _sized_string_schema, "{v}"),
     "varchar": _TEXT,
     "text": _STRING,
     "citext": _STRING,
@@ -232,7 +233,8 @@ def render_sql(column: ColumnType, value_sql: str) -> str:
         )
     element = template.format(v=_as_base(column, "e.v"))
     return (
-        f"(SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') FROM unnest({value_sql}) WITH ORDINALITY AS e(v, n))"
+        f"CASE WHEN {value_sql} IS NOT NULL THEN (SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') "
+        f"FROM unnest({value_sql}) WITH ORDINALITY AS e(v, n)) END"
     )
 
 
