@@ -23,10 +23,11 @@ from tap_postgres.sync.rows import (
     Progress,
     RecordSink,
     begin_snapshot,
+    column_ref,
     key_tuple,
     key_values,
     record_query,
-    table_identifier,
+    table_source,
 )
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -94,8 +95,8 @@ def _copy_by_key_ranges(cur, stream, columns, key_columns, envelope, sink, state
         after = sql.SQL("{} > {}").format(keys, key_values(key_columns, resume_key)) if resume_key else EVERY_ROW
         cur.execute(
             sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET %s LIMIT 1").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in key_columns),
-                table_identifier(stream),
+                sql.SQL(", ").join(sql.SQL("{}::text").format(column_ref(c)) for c in key_columns),
+                table_source(stream),
                 after,
                 keys,
             ),

@@ -23,10 +23,11 @@ from tap_postgres.sync.rows import (
     Progress,
     RecordSink,
     begin_snapshot,
+    column_ref,
     key_values,
     record_query,
     render_column,
-    table_identifier,
+    table_source,
 )
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -51,37 +52,38 @@ def sync_incremental(
     writer.write_activate_version(stream.tap_stream_id, version)
 
     key_column = next(column for column in columns if column.name == stream.replication_key)
-    key = sql.Identifier(key_column.name)
+    key = column_ref(key_column)
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
     progress = Progress(stream.tap_stream_id)
     sink = RecordSink(writer, progress)
     start = stream_bookmark.get("replication_key_value")
     if start is None:
-        after = sql.SQL("{} IS NOT NULL").format(key)
+        take_from = counted_from = sql.SQL("{} IS NOT NULL").format(key)
     else:
         LOGGER.info("%s: rows with %s >= %s", stream.tap_stream_id, stream.replication_key, start)
-        after = sql.SQL("{} >= {}").format(key, key_values([key_column], [start]))
+        # Rows equal to the bookmark are emitted again (the bookmark is inclusive, as in pipelinewise)
+        # but do not count towards a batch, so every run moves past them however many they are.
+        take_from = sql.SQL("{} >= {}").format(key, key_values([key_column], [start]))
+        counted_from = sql.SQL("{} > {}").format(key, key_values([key_column], [start]))
 
     begin_snapshot(conn)
     with conn.cursor() as cur:
         emitted = 0
         while limit is None or emitted < limit:
             batch = itersize if limit is None else min(itersize, limit - emitted)
-            bound = _key_at_offset(cur, stream, key_column, after, batch - 1)
-            if bound is None:
-                bound = _last_key(cur, stream, key_column, after)
+            bound = _key_at_offset(cur, stream, key_column, counted_from, batch - 1)
+            last_batch = bound is None
+            if last_batch:
+                bound = _last_key(cur, stream, key_column, take_from)
                 if bound is None:
                     break
-                last_batch = True
-            else:
-                last_batch = False
-            upto = sql.SQL("{} AND {} <= {}").format(after, key, key_values([key_column], [bound]))
+            upto = sql.SQL("{} AND {} <= {}").format(take_from, key, key_values([key_column], [bound]))
             emitted += sink.copy(cur, record_query(stream, columns, envelope, upto, key))
             stream_bookmark["replication_key_value"] = bound
             writer.write_state(state)
             if last_batch:
                 break
-            after = sql.SQL("{} > {}").format(key, key_values([key_column], [bound]))
+            take_from = counted_from = sql.SQL("{} > {}").format(key, key_values([key_column], [bound]))
         if start is None and (limit is None or emitted < limit):
             # the first run also takes rows whose key is NULL, as pipelinewise does; later runs cannot
             sink.copy(cur, record_query(stream, columns, envelope, sql.SQL("{} IS NULL").format(key)))
@@ -93,7 +95,7 @@ def _key_at_offset(cur, stream: SelectedStream, key_column: Column, where: sql.C
     """Return the emitted value of the key `offset` rows into the rows matching `where`, or None."""
     cur.execute(
         sql.SQL("SELECT to_json({})::text FROM {} WHERE {} ORDER BY {} OFFSET %s LIMIT 1").format(
-            render_column(key_column), table_identifier(stream), where, sql.Identifier(key_column.name)
+            render_column(key_column), table_source(stream), where, column_ref(key_column)
         ),
         (offset,),
     )
@@ -104,7 +106,7 @@ def _last_key(cur, stream: SelectedStream, key_column: Column, where: sql.Compos
     """Return the emitted value of the greatest key among rows matching `where`, or None."""
     cur.execute(
         sql.SQL("SELECT to_json({})::text FROM {} WHERE {} ORDER BY {} DESC LIMIT 1").format(
-            render_column(key_column), table_identifier(stream), where, sql.Identifier(key_column.name)
+            render_column(key_column), table_source(stream), where, column_ref(key_column)
         )
     )
     return _json_value(cur.fetchone())

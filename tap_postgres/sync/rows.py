@@ -49,14 +49,19 @@ def selected_columns(table: Table, stream: SelectedStream) -> list[Column]:
     return columns
 
 
-def table_identifier(stream: SelectedStream) -> sql.Identifier:
-    """Return the quoted, schema-qualified name of the stream's table."""
-    return sql.Identifier(stream.schema_name, stream.table_name)
+def table_source(stream: SelectedStream) -> sql.Composed:
+    """Return the stream's table as `"schema"."table" AS source`, the FROM of every query."""
+    return sql.SQL("{} AS source").format(sql.Identifier(stream.schema_name, stream.table_name))
+
+
+def column_ref(column: Column) -> sql.Identifier:
+    """Return `source."column"`: qualified, because a bare name in ORDER BY would mean the rendered output column."""
+    return sql.Identifier("source", column.name)
 
 
 def render_column(column: Column, value: sql.Composable | None = None) -> sql.Composable:
     """Return the SQL that renders a column (or `value`, an expression of its type) for emitting."""
-    return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or sql.Identifier(column.name))
+    return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or column_ref(column))
 
 
 def record_query(
@@ -70,7 +75,7 @@ def record_query(
     rendered = sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns
     )
-    inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered, table_identifier(stream), where)
+    inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered, table_source(stream), where)
     if order_by is not None:
         inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
     prefix, suffix = envelope
@@ -81,7 +86,7 @@ def record_query(
 
 def key_tuple(columns: list[Column]) -> sql.Composable:
     """Return `(a, b)` (or `a`) for key columns, for row comparisons and ORDER BY."""
-    names = sql.SQL(", ").join(sql.Identifier(column.name) for column in columns)
+    names = sql.SQL(", ").join(column_ref(column) for column in columns)
     return sql.SQL("({})").format(names) if len(columns) > 1 else names
 
 

@@ -1,0 +1,135 @@
+"""INCREMENTAL: an inclusive bookmark in pipelinewise's layout, key order, batches, and `limit` without stalls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import records_of, select_all, states_of
+
+
+@pytest.fixture(scope="module")
+def catalog(db):
+    db.execute("CREATE TABLE events (id int PRIMARY KEY, updated_at timestamp, note text)")
+    db.execute(
+        "INSERT INTO events SELECT g, timestamp '2024-01-01' + g * interval '1 minute', 'n' || g "
+        "FROM generate_series(1, 100) g"
+    )
+    db.execute("INSERT INTO events VALUES (101, NULL, 'no timestamp')")
+    db.execute("CREATE TABLE crowded (id serial PRIMARY KEY, version int NOT NULL)")
+    db.execute("INSERT INTO crowded (version) SELECT 1 FROM generate_series(1, 50)")
+    db.execute("INSERT INTO crowded (version) SELECT 2 FROM generate_series(1, 5)")
+    db.execute("CREATE TABLE people (name text PRIMARY KEY, amount numeric)")
+    db.execute("INSERT INTO people VALUES ('Ann', 1.10), ('O''Brien', 2.000000000000000000001), ('Zoe', 3)")
+    return db.discover()
+
+
+def incremental(catalog: dict, stream_id: str, key: str) -> dict:
+    return select_all(json.loads(json.dumps(catalog)), "INCREMENTAL", key, only={stream_id})
+
+
+def test_first_run_emits_every_row_in_key_order_with_pipelinewise_state(db, catalog):
+    messages = db.sync(incremental(catalog, "public-events", "updated_at"), config=dict(db.config, itersize=30))
+    ids = [r["id"] for r in records_of(messages)]
+    assert ids == [*range(1, 101), 101]
+    schema = next(m for m in messages if m["type"] == "SCHEMA")
+    assert schema["bookmark_properties"] == ["updated_at"]
+    bookmark = states_of(messages)[-1]["bookmarks"]["public-events"]
+    assert bookmark == {
+        "last_replication_method": "INCREMENTAL",
+        "replication_key": "updated_at",
+        "replication_key_value": "2024-01-01T01:40:00+00:00",
+        "version": bookmark["version"],
+    }
+    values = [s["bookmarks"]["public-events"].get("replication_key_value") for s in states_of(messages)]
+    assert [v for v in values if v][:3] == [
+        "2024-01-01T00:30:00+00:00",
+        "2024-01-01T01:00:00+00:00",
+        "2024-01-01T01:30:00+00:00",
+    ]
+
+
+def test_second_run_emits_only_rows_at_or_after_the_bookmark(db, catalog):
+    chosen = incremental(catalog, "public-events", "updated_at")
+    first = db.sync(chosen)
+    db.execute("UPDATE events SET updated_at = '2024-06-01', note = 'changed' WHERE id = 3")
+    try:
+        second = db.sync(chosen, state=states_of(first)[-1])
+    finally:
+        db.execute("UPDATE events SET updated_at = timestamp '2024-01-01' + 3 * interval '1 minute' WHERE id = 3")
+    assert [(r["id"], r["note"]) for r in records_of(second)] == [(100, "n100"), (3, "changed")]
+    assert states_of(second)[-1]["bookmarks"]["public-events"]["replication_key_value"] == "2024-06-01T00:00:00+00:00"
+
+
+def test_state_written_by_pipelinewise_is_accepted(db, catalog):
+    state = {
+        "currently_syncing": None,
+        "bookmarks": {
+            "public-events": {
+                "last_replication_method": "INCREMENTAL",
+                "replication_key": "updated_at",
+                "replication_key_value": "2024-01-01T01:38:00+00:00",
+                "version": 1700000000000,
+            }
+        },
+    }
+    messages = db.sync(incremental(catalog, "public-events", "updated_at"), state=state)
+    assert [r["id"] for r in records_of(messages)] == [98, 99, 100]
+    assert {m["version"] for m in messages if m["type"] == "RECORD"} == {1700000000000}
+
+
+def test_limit_does_not_stall_when_more_rows_than_limit_share_a_key(db, catalog):
+    chosen = incremental(catalog, "public-crowded", "version")
+    config = dict(db.config, limit=10)
+    first = db.sync(chosen, config=config)
+    assert len(records_of(first)) == 50
+    assert states_of(first)[-1]["bookmarks"]["public-crowded"]["replication_key_value"] == 1
+    second = db.sync(chosen, state=states_of(first)[-1], config=config)
+    assert states_of(second)[-1]["bookmarks"]["public-crowded"]["replication_key_value"] == 2
+    assert {r["version"] for r in records_of(second)} == {1, 2}
+
+
+def test_limit_caps_rows_per_run(db, catalog):
+    messages = db.sync(incremental(catalog, "public-events", "id"), config=dict(db.config, limit=7))
+    assert [r["id"] for r in records_of(messages)] == list(range(1, 8))
+
+
+def test_changing_the_replication_key_resets_the_bookmark(db, catalog):
+    by_time = db.sync(incremental(catalog, "public-events", "updated_at"))
+    by_id = db.sync(incremental(catalog, "public-events", "id"), state=states_of(by_time)[-1])
+    assert len(records_of(by_id)) == 101
+    assert states_of(by_id)[-1]["bookmarks"]["public-events"]["replication_key"] == "id"
+
+
+def test_switching_from_full_table_resets_the_bookmark(db, catalog):
+    full = db.sync(select_all(json.loads(json.dumps(catalog)), only={"public-people"}))
+    incr = db.sync(incremental(catalog, "public-people", "name"), state=states_of(full)[-1])
+    assert len(records_of(incr)) == 3
+    assert states_of(incr)[-1]["bookmarks"]["public-people"]["last_replication_method"] == "INCREMENTAL"
+
+
+def test_text_and_numeric_bookmarks_are_bound_exactly(db, catalog):
+    by_name = db.sync(
+        incremental(catalog, "public-people", "name"),
+        state={"bookmarks": {"public-people": {"replication_key": "name", "replication_key_value": "O'Brien"}}},
+    )
+    assert [r["name"] for r in records_of(by_name)] == ["O'Brien", "Zoe"]
+    state_path = db.write_json("state.json", {})
+    state_path.write_text(
+        '{"bookmarks": {"public-people": {"replication_key": "amount", '
+        '"replication_key_value": 2.000000000000000000001}}}'
+    )
+    catalog_path = db.write_json("catalog.json", incremental(catalog, "public-people", "amount"))
+    lines, _, _ = db.run_tap("--catalog", str(catalog_path), "--state", str(state_path))
+    assert [json.loads(line)["record"]["name"] for line in lines if '"RECORD"' in line] == ["O'Brien", "Zoe"]
+    assert '"replication_key_value":3' in [line for line in lines if '"STATE"' in line][-1]
+
+
+def test_missing_replication_key_is_a_catalog_error(db, catalog):
+    chosen = select_all(json.loads(json.dumps(catalog)), "INCREMENTAL", only={"public-events"})
+    _, stderr, code = db.run_tap("--catalog", str(db.write_json("catalog.json", chosen)), check=False)
+    assert code == 1
+    assert stderr.strip().splitlines()[-1] == (
+        'tap-postgres: error: stream "public-events" is INCREMENTAL but has no "replication-key" metadata: '
+        "name the column"
+    )
