@@ -1,0 +1,61 @@
+"""Settings: pipelinewise's keys, types given as JSON values or strings, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tap_postgres.config import parse_config
+from tap_postgres.errors import ConfigError
+
+BASE = {"host": "db", "user": "u", "dbname": "d"}
+
+
+def test_defaults_are_pipelinewise_defaults():
+    config = parse_config(BASE)
+    assert (config.port, config.itersize, config.logical_poll_total_seconds, config.max_run_seconds) == (
+        5432,
+        20000,
+        10800,
+        43200,
+    )
+    assert config.break_at_end_lsn is True
+    assert config.fast_sync_rds_add_metadata_columns is True
+    assert config.fast_sync_rds_s3_prefix == ""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(True, True), ("true", True), ("False", False), (False, False)])
+def test_booleans_may_be_strings(given, expected):
+    assert parse_config(dict(BASE, use_secondary=given, secondary_host="r", secondary_port=1)).use_secondary is expected
+
+
+def test_integers_may_be_strings():
+    assert parse_config(dict(BASE, port="6543")).port == 6543
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"port": "abc"}, "config key \"port\" must be an integer, got 'abc'"),
+        ({"ssl": "yes"}, "config key \"ssl\" must be true or false, got 'yes'"),
+        (
+            {"sslmode": "maybe"},
+            'config key "sslmode" must be one of disable, allow, prefer, require, verify-ca, verify-full',
+        ),
+        ({"default_replication_method": "FULL"}, 'config key "default_replication_method" must be one of'),
+        ({"fast_sync_rds": True}, 'config key "fast_sync_rds" is true but "fast_sync_rds_s3_bucket" and'),
+        ({"itersize": 0}, 'config key "itersize" must be at least 1, got 0'),
+    ],
+)
+def test_bad_values_name_the_key(extra, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(dict(BASE, **extra))
+
+
+def test_ssl_true_means_sslmode_require_unless_sslmode_is_given():
+    assert parse_config(dict(BASE, ssl="true")).effective_sslmode == "require"
+    assert parse_config(dict(BASE, ssl=True, sslmode="verify-full")).effective_sslmode == "verify-full"
+    assert parse_config(BASE).effective_sslmode is None
+
+
+def test_filter_schemas_is_split_and_trimmed():
+    assert parse_config(dict(BASE, filter_schemas=" public, sales ,")).schemas == ["public", "sales"]
