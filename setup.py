@@ -25,6 +25,8 @@ setup(
         "dev": [
             "pytest>=7",
             "ruff>=0.4",
+            # moto's standalone server is the S3-compatible endpoint of the fast_sync_rds tests
+            "moto[server]>=5",
         ],
     },
     entry_points={"console_scripts": ["tap-postgres=tap_postgres.cli:main"]},

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -48,15 +47,24 @@ INSERT INTO narrow SELECT g, g % 7919, timestamptz '2020-01-01 00:00:00+00' + g 
   FROM generate_series(1, __ROWS__) g;
 CREATE INDEX ON narrow (ts);
 """
-MANY_TABLES_SQL = """
+# One DO block per 500 tables: each runs in its own transaction, within max_locks_per_transaction.
+MANY_TABLES_BLOCK = """
 DO $$
 BEGIN
-  FOR t IN 1..__TABLES__ LOOP
+  FOR t IN __FIRST__..__LAST__ LOOP
     EXECUTE format('CREATE TABLE t%s (id bigint PRIMARY KEY, a int, b text, c numeric(10,2), d timestamptz,
                     e boolean, f jsonb, g date, h varchar(20), i uuid)', t);
   END LOOP;
 END $$;
 """
+
+
+def many_tables_sql(count: int) -> str:
+    """Return SQL creating tables t1..t<count> of ten columns each."""
+    return "".join(
+        MANY_TABLES_BLOCK.replace("__FIRST__", str(first)).replace("__LAST__", str(min(first + 499, count)))
+        for first in range(1, count + 1, 500)
+    )
 
 
 @dataclass
@@ -164,7 +172,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
         + NARROW_SQL.replace("__ROWS__", str(args.narrow_rows))
         + "VACUUM ANALYZE;",
     )
-    psql(port, "discovery", MANY_TABLES_SQL.replace("__TABLES__", str(args.tables)))
+    psql(port, "discovery", many_tables_sql(args.tables))
 
     config = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": pgcluster.PASSWORD, "dbname": "bench"}
     (WORK / "config.json").write_text(json.dumps(config))

@@ -57,6 +57,8 @@ CASES = [
     ("timestamp", "'2024-01-02 03:04:05.123'", "2024-01-02T03:04:05.123+00:00"),
     ("timestamp", "'10000-01-01'", HI),
     ("timestamp", "'-infinity'", LO),
+    ("timestamp", "NULL", None),
+    ("date", "NULL", None),
     ("timestamptz", "'2024-01-02 03:04:05.5-05'", "2024-01-02T08:04:05.5+00:00"),
     ("timestamptz", "'infinity'", HI),
     ("interval", "'1 year 2 months 3 days 04:05:06.5'", "P1Y2M3DT4H5M6.5S"),

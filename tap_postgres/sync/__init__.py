@@ -12,6 +12,7 @@ from tap_postgres.discovery import Table, describe_tables
 from tap_postgres.errors import NotSupportedError, TableMissingError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import reset_on_method_change
+from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.incremental import sync_incremental
 from tap_postgres.sync.rows import selected_columns
@@ -25,8 +26,6 @@ class Interrupted(Exception):
 
 def sync_streams(config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter) -> None:
     """Sync every selected stream, the one named by `currently_syncing` first, writing STATE as it goes."""
-    if config.fast_sync_rds:
-        raise NotSupportedError("fast_sync_rds is not available in this version: set it to false")
     log_based = [stream.tap_stream_id for stream in streams if stream.replication_method == "LOG_BASED"]
     if log_based:
         raise NotSupportedError(
@@ -79,8 +78,11 @@ def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: Mess
     columns = selected_columns(table, stream)
     LOGGER.info("Syncing %s with %s", stream.tap_stream_id, stream.replication_method)
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
+    # fast_sync_rds targets read the SCHEMA too: it tells them the columns of the exported CSV
     writer.write_schema(stream.tap_stream_id, stream.schema, stream.key_properties, bookmark_properties)
-    if stream.replication_method == "FULL_TABLE":
+    if config.fast_sync_rds:
+        sync_fast_rds(conn, stream, columns, state, writer, config)
+    elif stream.replication_method == "FULL_TABLE":
         sync_full_table(conn, table, stream, columns, state, writer, config.itersize)
     else:
         sync_incremental(conn, table, stream, columns, state, writer, config.itersize, config.limit)

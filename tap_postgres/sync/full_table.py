@@ -107,7 +107,7 @@ def _copy_by_key_ranges(cur, stream, columns, key_columns, envelope, sink, state
             sink.copy(cur, record_query(stream, columns, envelope, after, keys))
             return
         upto = sql.SQL("{} AND {} <= {}").format(after, keys, key_values(key_columns, list(bound)))
-        sink.copy(cur, record_query(stream, columns, envelope, upto, keys))
+        sink.copy_batch(cur, record_query(stream, columns, envelope, upto, keys))
         resume_key = list(bound)
         stream_bookmark["resume_key"] = resume_key
         writer.write_state(state)

@@ -9,6 +9,7 @@ and writes bytes: no Python object per value, none per row but the bytes psycopg
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 
@@ -106,7 +107,7 @@ def begin_snapshot(conn: extensions.connection) -> None:
 
 
 class RecordSink:
-    """File-like target of COPY: gathers server-rendered lines and writes them on in large blocks."""
+    """Target of COPY: takes server-rendered RECORD lines and writes them on in large blocks."""
 
     def __init__(self, writer: MessageWriter, progress: Progress):
         self._out = writer.raw
@@ -115,31 +116,42 @@ class RecordSink:
         self._progress = progress
         self.saw_clamped_timestamp = False
 
+    def copy_batch(self, cur: extensions.cursor, query: sql.Composed) -> int:
+        """Run a COPY of a batch known to be small (itersize unique keys) and return its row count.
+
+        psycopg2 writes each line into a BytesIO, whose write is C: no Python runs per row.
+        """
+        batch = io.BytesIO()
+        cur.copy_expert(query, batch)
+        self._emit(batch.getvalue())
+        self._progress.add(cur.rowcount)
+        return cur.rowcount
+
+    def copy(self, cur: extensions.cursor, query: sql.Composed) -> int:
+        """Run a COPY of any size through `write`, so memory stays bounded, and return its row count."""
+        cur.copy_expert(query, self)
+        self._flush()
+        self._progress.add(cur.rowcount)
+        return cur.rowcount
+
     def write(self, line: bytes) -> None:
-        """Take one line from psycopg2 (called once per row)."""
+        """Take one line from psycopg2 (called once per row by `copy`)."""
         self._parts.append(line)
         self._size += len(line)
         if self._size >= SINK_FLUSH_BYTES:
-            self.flush()
+            self._flush()
 
-    def flush(self) -> None:
-        """Write what is gathered to the output buffer."""
-        if not self._parts:
-            return
-        block = b"".join(self._parts)
-        self._parts.clear()
-        self._size = 0
+    def _flush(self) -> None:
+        if self._parts:
+            self._emit(b"".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+    def _emit(self, block: bytes) -> None:
         if not self.saw_clamped_timestamp:
             self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
         self._out.write(block)
         self._progress.tick()
-
-    def copy(self, cur: extensions.cursor, query: sql.Composed) -> int:
-        """Run one COPY into the sink, flush it, and return the number of rows it sent."""
-        cur.copy_expert(query, self)
-        self.flush()
-        self._progress.add(cur.rowcount)
-        return cur.rowcount
 
 
 class Progress:
