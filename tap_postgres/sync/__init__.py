@@ -83,7 +83,8 @@ def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: Mess
     if config.fast_sync_rds:
         sync_fast_rds(conn, stream, columns, state, writer, config)
     elif stream.replication_method == "FULL_TABLE":
-        sync_full_table(conn, table, stream, columns, state, writer, config.itersize)
+        open_helper = lambda: connect(config, secondary=config.use_secondary)  # noqa: E731
+        sync_full_table(conn, table, stream, columns, state, writer, config.itersize, open_helper)
     else:
         sync_incremental(conn, table, stream, columns, state, writer, config.itersize, config.limit)
 

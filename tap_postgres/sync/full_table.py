@@ -9,13 +9,18 @@ Views and tables without a primary key are copied in one pass and start over whe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import psycopg2
 from psycopg2 import extensions, sql
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
+from tap_postgres.errors import TapPostgresError
 from tap_postgres.output import MessageWriter, now_extracted, record_envelope
 from tap_postgres.state import bookmark
 from tap_postgres.sync.rows import (
@@ -24,6 +29,7 @@ from tap_postgres.sync.rows import (
     RecordSink,
     begin_snapshot,
     column_ref,
+    copy_to_bytes,
     key_tuple,
     key_values,
     record_query,
@@ -46,6 +52,7 @@ def sync_full_table(
     state: dict,
     writer: MessageWriter,
     itersize: int,
+    open_helper: Callable[[], extensions.connection] | None = None,
 ) -> None:
     """Copy the whole table, then ACTIVATE_VERSION so the target drops rows of older versions."""
     stream_bookmark = bookmark(state, stream.tap_stream_id)
@@ -67,7 +74,8 @@ def sync_full_table(
     begin_snapshot(conn)
     with conn.cursor() as cur:
         if key_columns:
-            _copy_by_key_ranges(cur, stream, columns, key_columns, envelope, sink, state, writer, itersize)
+            with _helper_session(conn, open_helper) as helper:
+                _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize)
         else:
             LOGGER.info("%s has no primary key: copying it in one pass (not resumable)", stream.tap_stream_id)
             sink.copy(cur, record_query(stream, columns, envelope))
@@ -79,8 +87,13 @@ def sync_full_table(
     progress.finish(sink)
 
 
-def _copy_by_key_ranges(cur, stream, columns, key_columns, envelope, sink, state, writer, itersize) -> None:
-    """Copy batches of `itersize` keys in key order, checkpointing the last key after each batch."""
+def _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize) -> None:
+    """Copy batches of `itersize` keys in key order, checkpointing the last key after each batch.
+
+    The server's rendering is the bottleneck, so when a `helper` cursor (a second session on the
+    same snapshot) is there, batches are copied in pairs: the helper renders the first of each pair
+    while this session renders the second. They are written, each with its STATE, in key order.
+    """
     stream_bookmark = bookmark(state, stream.tap_stream_id)
     keys = key_tuple(key_columns)
     resume_key = stream_bookmark.get("resume_key")
@@ -91,26 +104,77 @@ def _copy_by_key_ranges(cur, stream, columns, key_columns, envelope, sink, state
         LOGGER.info("%s: resuming after key %s", stream.tap_stream_id, resume_key)
         _copy_rows_changed_since_snapshot(cur, stream, columns, key_columns, envelope, sink, state)
 
-    while True:
-        after = sql.SQL("{} > {}").format(keys, key_values(key_columns, resume_key)) if resume_key else EVERY_ROW
+    def after(key: list | None) -> sql.Composable:
+        return sql.SQL("{} > {}").format(keys, key_values(key_columns, key)) if key else EVERY_ROW
+
+    def next_bound(key: list | None) -> list | None:
         cur.execute(
             sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET %s LIMIT 1").format(
                 sql.SQL(", ").join(sql.SQL("{}::text").format(column_ref(c)) for c in key_columns),
                 table_source(stream),
-                after,
+                after(key),
                 keys,
             ),
             (itersize - 1,),
         )
-        bound = cur.fetchone()
-        if bound is None:
-            sink.copy(cur, record_query(stream, columns, envelope, after, keys))
-            return
-        upto = sql.SQL("{} AND {} <= {}").format(after, keys, key_values(key_columns, list(bound)))
-        sink.copy_batch(cur, record_query(stream, columns, envelope, upto, keys))
-        resume_key = list(bound)
-        stream_bookmark["resume_key"] = resume_key
+        row = cur.fetchone()
+        return list(row) if row else None
+
+    def batch_query(low: list | None, high: list) -> sql.Composed:
+        upto = sql.SQL("{} AND {} <= {}").format(after(low), keys, key_values(key_columns, high))
+        return record_query(stream, columns, envelope, upto, keys)
+
+    def checkpoint(batch: tuple[bytes, int], key: list) -> None:
+        sink.emit_batch(*batch)
+        stream_bookmark["resume_key"] = key
         writer.write_state(state)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        while True:
+            first = next_bound(resume_key)
+            if first is None:
+                break
+            if helper is None:
+                checkpoint(copy_to_bytes(cur, batch_query(resume_key, first)), first)
+                resume_key = first
+                continue
+            first_batch = pool.submit(copy_to_bytes, helper, batch_query(resume_key, first))
+            second = next_bound(first)
+            second_batch = copy_to_bytes(cur, batch_query(first, second)) if second else None
+            checkpoint(first_batch.result(), first)
+            resume_key = first
+            if second is None:
+                break
+            checkpoint(second_batch, second)
+            resume_key = second
+    # fewer than itersize keys are left after the last bound, within this snapshot
+    sink.copy(cur, record_query(stream, columns, envelope, after(resume_key), keys))
+
+
+@contextlib.contextmanager
+def _helper_session(conn: extensions.connection, open_helper) -> Iterator[extensions.cursor | None]:
+    """Yield a cursor of a second session that sees `conn`'s snapshot, or None when none can be had."""
+    if open_helper is None:
+        yield None
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = cur.fetchone()[0]
+        helper = open_helper()
+        begin_snapshot(helper)
+        helper_cursor = helper.cursor()
+        helper_cursor.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+    except (psycopg2.Error, TapPostgresError) as exc:
+        LOGGER.warning("Copying with one session: a second one on the same snapshot failed (%s)", exc)
+        begin_snapshot(conn)  # nothing was read yet, so a fresh snapshot loses nothing
+        yield None
+        return
+    try:
+        yield helper_cursor
+    finally:
+        helper.rollback()
+        helper.close()
 
 
 def _copy_rows_changed_since_snapshot(cur, stream, columns, key_columns, envelope, sink, state) -> None:

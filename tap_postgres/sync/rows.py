@@ -106,6 +106,16 @@ def begin_snapshot(conn: extensions.connection) -> None:
     conn.set_session(isolation_level=extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
 
 
+def copy_to_bytes(cur: extensions.cursor, query: sql.Composed) -> tuple[bytes, int]:
+    """Run a COPY of a batch known to be small (itersize unique keys); return its lines and row count.
+
+    psycopg2 writes each line into a BytesIO, whose write is C: no Python runs per row.
+    """
+    batch = io.BytesIO()
+    cur.copy_expert(query, batch)
+    return batch.getvalue(), cur.rowcount
+
+
 class RecordSink:
     """Target of COPY: takes server-rendered RECORD lines and writes them on in large blocks."""
 
@@ -116,16 +126,10 @@ class RecordSink:
         self._progress = progress
         self.saw_clamped_timestamp = False
 
-    def copy_batch(self, cur: extensions.cursor, query: sql.Composed) -> int:
-        """Run a COPY of a batch known to be small (itersize unique keys) and return its row count.
-
-        psycopg2 writes each line into a BytesIO, whose write is C: no Python runs per row.
-        """
-        batch = io.BytesIO()
-        cur.copy_expert(query, batch)
-        self._emit(batch.getvalue())
-        self._progress.add(cur.rowcount)
-        return cur.rowcount
+    def emit_batch(self, lines: bytes, rows: int) -> None:
+        """Write a batch that `copy_to_bytes` read."""
+        self._emit(lines)
+        self._progress.add(rows)
 
     def copy(self, cur: extensions.cursor, query: sql.Composed) -> int:
         """Run a COPY of any size through `write`, so memory stays bounded, and return its row count."""
