@@ -98,6 +98,16 @@ class Database:
         lines = result.stdout.decode().splitlines()
         return lines, stderr, result.returncode
 
+    def start_sync(self, catalog: dict, config: dict) -> subprocess.Popen:
+        """Start a sync in the background, its stdout and stderr piped, for tests that interrupt it."""
+        config_path = self.write_json("config-background.json", config)
+        catalog_path = self.write_json("catalog-background.json", catalog)
+        return subprocess.Popen(
+            [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
     def discover(self, config: dict | None = None) -> dict:
         """Run --discover and return the catalog."""
         config_path = self.write_json("config.json", config if config is not None else self.config)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 
 import pytest
-from conftest import TAP, records_of, select_all, states_of
+from conftest import records_of, select_all, states_of
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +66,7 @@ def test_composite_key_table_is_copied_completely(db, catalog):
 
 
 def test_full_table_resumes_after_kill_without_losing_rows(db, catalog):
-    catalog_path = db.write_json("catalog-kill.json", only(catalog, "public-items"))
-    config_path = db.write_json("config-kill.json", dict(db.config, itersize=500))
-    process = subprocess.Popen(
-        [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    process = db.start_sync(only(catalog, "public-items"), config=dict(db.config, itersize=500))
     first_run, last_state = [], None
     for line in process.stdout:
         message = json.loads(line)
@@ -181,13 +174,7 @@ def test_use_secondary_reads_from_the_secondary_host(db, catalog):
 
 
 def test_sigterm_ends_with_the_last_state(db, catalog):
-    catalog_path = db.write_json("catalog-term.json", only(catalog, "public-items"))
-    config_path = db.write_json("config-term.json", dict(db.config, itersize=200))
-    process = subprocess.Popen(
-        [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = db.start_sync(only(catalog, "public-items"), config=dict(db.config, itersize=200))
     lines = []
     for line in process.stdout:
         lines.append(json.loads(line))
