@@ -56,14 +56,6 @@ class MessageWriter:
         """Write an ACTIVATE_VERSION message."""
         self._write({"type": "ACTIVATE_VERSION", "stream": stream, "version": version})
 
-    def write_record(self, stream: str, record: dict, version: int | None, time_extracted: str) -> None:
-        """Write one RECORD message built in Python (the LOG_BASED path)."""
-        message = {"type": "RECORD", "stream": stream, "record": record}
-        if version is not None:
-            message["version"] = version
-        message["time_extracted"] = time_extracted
-        self._write(message)
-
     def write_state(self, state: dict) -> None:
         """Write a STATE message and flush, so the target sees every record the state covers."""
         self._write({"type": "STATE", "value": state})
