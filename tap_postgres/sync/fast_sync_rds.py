@@ -10,7 +10,6 @@ message types cannot lose them.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import secrets
 
@@ -25,7 +24,8 @@ from tap_postgres.errors import TapPostgresError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import bookmark
 from tap_postgres.sync.full_table import new_version
-from tap_postgres.sync.rows import begin_snapshot, column_ref, key_values, render_column, table_source
+from tap_postgres.sync.incremental import last_key
+from tap_postgres.sync.rows import EVERY_ROW, begin_snapshot, column_ref, key_values, table_source
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -136,23 +136,19 @@ def export_query(
 
 
 def _incremental_condition(cur, stream: SelectedStream, columns: list[Column], stream_bookmark: dict):
-    """For INCREMENTAL, return (key >= bookmark, MAX(key) taken now); for FULL_TABLE (TRUE, None)."""
+    """For INCREMENTAL, return (key >= bookmark, MAX(key) taken now); for FULL_TABLE (every row, None)."""
     if stream.replication_method != "INCREMENTAL":
-        return sql.SQL("TRUE"), None
-    if stream_bookmark.get("replication_key") != stream.replication_key:
-        stream_bookmark.pop("replication_key_value", None)
+        return EVERY_ROW, None
     key_column = next(column for column in columns if column.name == stream.replication_key)
-    key = column_ref(key_column)
     start = stream_bookmark.get("replication_key_value")
-    where = sql.SQL("TRUE") if start is None else sql.SQL("{} >= {}").format(key, key_values([key_column], [start]))
-    # The new bookmark is read before the export, so rows written while it runs are exported next time.
-    cur.execute(
-        sql.SQL("SELECT to_json({})::text FROM {} WHERE {} IS NOT NULL ORDER BY {} DESC LIMIT 1").format(
-            render_column(key_column), table_source(stream), key, key
-        )
+    where = (
+        EVERY_ROW
+        if start is None
+        else sql.SQL("{} >= {}").format(column_ref(key_column), key_values([key_column], [start]))
     )
-    row = cur.fetchone()
-    return where, (json.loads(row[0]) if row else start)
+    # The new bookmark is read before the export, so rows written while it runs are exported next time.
+    newest = last_key(cur, stream, key_column, sql.SQL("{} IS NOT NULL").format(column_ref(key_column)))
+    return where, start if newest is None else newest
 
 
 def check_uploaded_objects(config: Config, s3_path: str, files: int, size: int) -> None:

@@ -74,7 +74,7 @@ def sync_incremental(
             bound = _key_at_offset(cur, stream, key_column, counted_from, batch - 1)
             last_batch = bound is None
             if last_batch:
-                bound = _last_key(cur, stream, key_column, take_from)
+                bound = last_key(cur, stream, key_column, take_from)
                 if bound is None:
                     break
             upto = sql.SQL("{} AND {} <= {}").format(take_from, key, key_values([key_column], [bound]))
@@ -102,7 +102,7 @@ def _key_at_offset(cur, stream: SelectedStream, key_column: Column, where: sql.C
     return _json_value(cur.fetchone())
 
 
-def _last_key(cur, stream: SelectedStream, key_column: Column, where: sql.Composable):
+def last_key(cur, stream: SelectedStream, key_column: Column, where: sql.Composable):
     """Return the emitted value of the greatest key among rows matching `where`, or None."""
     cur.execute(
         sql.SQL("SELECT to_json({})::text FROM {} WHERE {} ORDER BY {} DESC LIMIT 1").format(
