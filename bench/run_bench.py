@@ -47,6 +47,25 @@ INSERT INTO narrow SELECT g, g % 7919, timestamptz '2020-01-01 00:00:00+00' + g 
   FROM generate_series(1, __ROWS__) g;
 CREATE INDEX ON narrow (ts);
 """
+CHANGES_SQL = """
+CREATE TABLE changes (id bigint PRIMARY KEY, n integer, note text, amount numeric(12, 2), updated timestamptz);
+INSERT INTO changes SELECT g, g, 'row ' || g, g / 100.0, now() FROM generate_series(1, __HALF__) g;
+"""
+# The backlog: every row updated, then as many inserted, in transactions of 1000 changes.
+BACKLOG_SQL = """
+DO $$
+BEGIN
+  FOR b IN 0..(__HALF__ / 1000 - 1) LOOP
+    UPDATE changes SET n = n + 1, updated = now() WHERE id > b * 1000 AND id <= (b + 1) * 1000;
+    COMMIT;
+  END LOOP;
+  FOR b IN 0..(__HALF__ / 1000 - 1) LOOP
+    INSERT INTO changes SELECT g, g, 'new ' || g, g / 100.0, now()
+      FROM generate_series(__HALF__ + b * 1000 + 1, __HALF__ + (b + 1) * 1000) g;
+    COMMIT;
+  END LOOP;
+END $$;
+"""
 # One DO block per 500 tables: each runs in its own transaction, within max_locks_per_transaction.
 MANY_TABLES_BLOCK = """
 DO $$
@@ -147,6 +166,7 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also run pipelinewise-tap-postgres")
     parser.add_argument("--wide-rows", type=int, default=int(os.environ.get("BENCH_WIDE_ROWS", 1_000_000)))
     parser.add_argument("--narrow-rows", type=int, default=int(os.environ.get("BENCH_NARROW_ROWS", 2_000_000)))
+    parser.add_argument("--changes", type=int, default=int(os.environ.get("BENCH_CHANGES", 200_000)))
     parser.add_argument("--tables", type=int, default=int(os.environ.get("BENCH_TABLES", 5000)))
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
     args = parser.parse_args()
@@ -170,6 +190,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
         "bench",
         WIDE_SQL.replace("__ROWS__", str(args.wide_rows))
         + NARROW_SQL.replace("__ROWS__", str(args.narrow_rows))
+        + CHANGES_SQL.replace("__HALF__", str(args.changes // 2))
         + "VACUUM ANALYZE;",
     )
     psql(port, "discovery", many_tables_sql(args.tables))
@@ -221,6 +242,8 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
                 result["peer"] = measure([str(peer), "-c", str(WORK / "config.json"), "--catalog", str(peer_path)])
             results.append(result)
 
+    results.append(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
+
     print("measuring discovery...", flush=True)
     run = median_run([*ours, "-c", str(WORK / "config-discovery.json"), "--discover"], args.repeat)
     result = dict(case=f"discovery of {args.tables} tables", rows=None, run=run, baseline=None)
@@ -228,6 +251,71 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
         result["peer"] = measure([str(peer), "-c", str(WORK / "config-discovery.json"), "--discover"])
     results.append(result)
     return results
+
+
+def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Path | None, peer_catalog) -> dict:
+    """Each tap reads the same backlog through a slot of its own, from a state saved before it was written.
+
+    Both confirm their slot only up to the LSN of the state they start from, so every run reads the
+    whole backlog again.
+    """
+    print(f"writing a backlog of {args.changes} changes...", flush=True)
+    taps = {"ours": (ours, catalog)} | ({"peer": ([str(peer)], peer_catalog)} if peer else {})
+    psql(
+        port,
+        "bench",
+        "".join(
+            f"SELECT pg_create_logical_replication_slot('pipelinewise_bench_{name}', 'wal2json');" for name in taps
+        ),
+    )
+    lsn = int(
+        subprocess.run(
+            [
+                "psql",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                "bench",
+                "-c",
+                "SELECT (pg_current_wal_lsn() - '0/0')::bigint",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, PGPASSWORD=pgcluster.PASSWORD),
+        ).stdout
+    )
+    psql(port, "bench", BACKLOG_SQL.replace("__HALF__", str(args.changes // 2)))
+    state = {"bookmarks": {"public-changes": {"last_replication_method": "LOG_BASED", "lsn": lsn, "version": 1}}}
+    (WORK / "state-log-based.json").write_text(json.dumps(dict(state, currently_syncing=None)))
+    commands = {}
+    for name, (command, tap_catalog) in taps.items():
+        config = json.loads((WORK / "config.json").read_text()) | {"tap_id": name}
+        (WORK / f"config-{name}.json").write_text(json.dumps(config))
+        (WORK / f"catalog-{name}-log-based.json").write_text(
+            json.dumps(select(tap_catalog, "public-changes", "LOG_BASED"))
+        )
+        commands[name] = [
+            *command,
+            "-c",
+            str(WORK / f"config-{name}.json"),
+            "--catalog",
+            str(WORK / f"catalog-{name}-log-based.json"),
+            "--state",
+            str(WORK / "state-log-based.json"),
+        ]
+    print("measuring LOG_BASED...", flush=True)
+    run = median_run(commands["ours"], args.repeat)
+    result = dict(case=f"LOG_BASED {args.changes}-change backlog", rows=args.changes, run=run, baseline=None)
+    if peer:
+        print("  pipelinewise LOG_BASED (one run)...", flush=True)
+        result["peer"] = measure(commands["peer"])
+    return result
 
 
 def report(results: list[dict], args, peer: Path | None) -> None:
@@ -246,7 +334,6 @@ def report(results: list[dict], args, peer: Path | None) -> None:
             + " | ".join(peer_cells)
             + " |"
         )
-    lines.append("| LOG_BASED 200k-change backlog | | | | | | | | not in this version yet |")
     table = "\n".join(lines)
 
     pg_version = subprocess.run(
@@ -264,6 +351,8 @@ def report(results: list[dict], args, peer: Path | None) -> None:
         "`time / psql` is our wall time over `psql \\copy (select * from t) to /dev/null` measured in the same run; "
         "`rows/s ours / theirs` is pipelinewise's wall time over ours.",
         "INCREMENTAL runs start with no bookmark, so they emit every row in key order.",
+        "LOG_BASED reads a backlog of committed changes (half updates, half inserts, 1000 per transaction) "
+        "through wal2json from a saved `lsn`, each tap with a slot of its own; it has no psql baseline.",
     ]
     text = "# Benchmark results\n\n" + "\n".join(context) + "\n\n" + table + "\n"
     print("\n" + table)

@@ -103,6 +103,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ID of the pipeline; used in the replication slot name pipelinewise_<dbname>_<tap_id>.",
     ),
     Setting(
+        "create_replication_slot",
+        "boolean",
+        "LOG_BASED: create the replication slot (wal2json) when it does not exist, instead of failing.",
+        default=False,
+    ),
+    Setting(
         "itersize",
         "integer",
         "Rows per batch in FULL_TABLE and INCREMENTAL: a STATE message follows every batch.",
@@ -191,6 +197,7 @@ class Config:
     max_run_seconds: int = 43200
     debug_lsn: bool = False
     tap_id: str | None = None
+    create_replication_slot: bool = False
     itersize: int = 20000
     default_replication_method: str | None = None
     use_secondary: bool = False

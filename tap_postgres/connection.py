@@ -6,12 +6,14 @@ import logging
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 
 from tap_postgres.config import Config
 from tap_postgres.errors import (
     AuthenticationError,
     ConnectionFailedError,
     DatabaseMissingError,
+    ReplicationError,
     TapPostgresError,
 )
 
@@ -61,6 +63,26 @@ def connect(config: Config, *, secondary: bool = False) -> psycopg2.extensions.c
     conn.commit()
     conn.set_session(readonly=True)
     return conn
+
+
+def connect_replication(config: Config) -> psycopg2.extras.LogicalReplicationConnection:
+    """Open a logical replication connection to the primary, with the pinned settings as startup options.
+
+    wal2json prints values with the walsender's own settings, so they are pinned there too: the
+    text it sends then reads back into exactly the values FULL_TABLE renders.
+    """
+    options = connection_options(config)
+    startup = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in SESSION_SETTINGS.items())
+    try:
+        return psycopg2.connect(
+            **options, options=startup, connection_factory=psycopg2.extras.LogicalReplicationConnection
+        )
+    except psycopg2.OperationalError as exc:
+        if "replication" in str(exc).lower() and "superuser" in str(exc).lower():
+            raise ReplicationError(
+                f'user "{config.user}" may not read the WAL: run ALTER ROLE "{config.user}" WITH REPLICATION'
+            ) from None
+        raise describe_connect_failure(exc, options) from None
 
 
 def describe_connect_failure(exc: psycopg2.Error, options: dict) -> TapPostgresError:

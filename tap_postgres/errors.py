@@ -38,3 +38,7 @@ class TableMissingError(TapPostgresError):
 
 class NotSupportedError(TapPostgresError):
     """Raised when the catalog or config asks for something this version cannot do."""
+
+
+class ReplicationError(TapPostgresError):
+    """Raised when LOG_BASED cannot read the WAL: wal_level, a missing or lost slot, privileges, wal2json."""

@@ -4,13 +4,16 @@ Bookmark keys, per method:
 - FULL_TABLE: `version`, `last_replication_method`; while a table is part-copied also
   `resume_key` (the primary key of the last copied row, as text) and `snapshot_xmin`.
 - INCREMENTAL: `version`, `last_replication_method`, `replication_key`, `replication_key_value`.
-- LOG_BASED: `version`, `last_replication_method`, `lsn` (an integer, as pipelinewise writes it).
+- LOG_BASED: `version`, `last_replication_method`, `lsn` (an integer, as pipelinewise writes it:
+  changes of transactions ending at or before it have been emitted); during the initial copy
+  also FULL_TABLE's `resume_key`, or pipelinewise's `xmin`.
 A pipelinewise `xmin` bookmark (an interrupted FULL_TABLE of pipelinewise) is honoured by copying
 the table again under the same version.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tap_postgres.errors import StateError
@@ -50,3 +53,24 @@ def reset_on_method_change(state: dict, stream_id: str, method: str, replication
     elif method == "INCREMENTAL" and current.get("replication_key") != replication_key:
         current.clear()
     current["last_replication_method"] = method
+
+
+def bookmark_lsn(state: dict, stream_id: str) -> int | None:
+    """Return a stream's `lsn` bookmark as an int (pipelinewise writes ints; `X/Y` text is read too)."""
+    value = state["bookmarks"].get(stream_id, {}).get("lsn")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and re.fullmatch("[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", value):
+        return lsn_to_int(value)
+    raise StateError(f'the "lsn" bookmark of {stream_id} is {value!r}, not a WAL position: fix or remove it')
+
+
+def lsn_to_int(lsn: str) -> int:
+    """Return the integer of an `X/Y` LSN."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def int_to_lsn(lsn: int) -> str:
+    """Return the `X/Y` text of an integer LSN."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"

@@ -1,6 +1,7 @@
 """PostgreSQL types: one entry per type family, giving its JSON schema and the SQL that renders a value.
 
-Every sync method asks this module and no other module branches on a type name. A value's final
+Every sync method asks this module and no other module branches on a type name; LOG_BASED also
+asks it how to read wal2json's text of a value back into its type (`wal2json_value_sql`). A value's final
 JSON text is produced by the server: `render_sql` wraps a column in an expression whose `to_json`
 is exactly what the tap emits, so FULL_TABLE copies bytes and never builds a Python value per column.
 
@@ -235,3 +236,11 @@ def render_sql(column: ColumnType, value_sql: str) -> str:
 def _as_base(column: ColumnType, value_sql: str) -> str:
     """Cast a domain value to its base type so the family's SQL applies to it."""
     return f"({value_sql})::{column.base_sql}" if column.base_sql else value_sql
+
+
+def wal2json_value_sql(column: ColumnType, text_sql: str, cast_sql: str) -> str:
+    """Return SQL that reads wal2json's text of a value (`text_sql`) back into the column's type."""
+    if column.base_name == "bytea" and not column.is_array and not column.base_sql:
+        # wal2json prints a bytea column as bare hex, without the \\x prefix the input function needs
+        return f"decode({text_sql}, 'hex')"
+    return f"({text_sql})::{cast_sql}"

@@ -98,15 +98,29 @@ class Database:
         lines = result.stdout.decode().splitlines()
         return lines, stderr, result.returncode
 
-    def start_sync(self, catalog: dict, config: dict) -> subprocess.Popen:
+    def start_sync(self, catalog: dict, config: dict, state: dict | None = None) -> subprocess.Popen:
         """Start a sync in the background, its stdout and stderr piped, for tests that interrupt it."""
-        config_path = self.write_json("config-background.json", config)
-        catalog_path = self.write_json("catalog-background.json", catalog)
-        return subprocess.Popen(
-            [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        args = ["--config", str(self.write_json("config-background.json", config))]
+        args += ["--catalog", str(self.write_json("catalog-background.json", catalog))]
+        if state is not None:
+            args += ["--state", str(self.write_json("state-background.json", state))]
+        return subprocess.Popen([*TAP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def create_slot(self, name: str | None = None) -> str:
+        """Create the wal2json slot the tap reads (pipelinewise_<dbname> by default); the fixture drops it."""
+        name = name or f"pipelinewise_{self.name}"
+        self.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (name,))
+        return name
+
+    def drop_slots(self) -> None:
+        """Drop every slot of this database: a leaked slot holds WAL for ever."""
+        for (name,) in self.query("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (self.name,)):
+            self.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND active_pid IS NOT NULL",
+                (name,),
+            )
+            self.execute("SELECT pg_drop_replication_slot(%s)", (name,))
 
     def discover(self, config: dict | None = None) -> dict:
         """Run --discover and return the catalog."""
@@ -137,6 +151,7 @@ def db(server, request, tmp_path_factory):
     try:
         yield database
     finally:
+        database.drop_slots()
         database.conn.close()
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

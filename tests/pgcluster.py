@@ -49,6 +49,14 @@ def bin_dir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found: run `make deps` (apt-get install postgresql-15)")
 
 
+def _knows_setting(binaries: Path, name: str) -> bool:
+    """Tell whether this server build has the setting `name` (unknown ones stop it from starting)."""
+    described = subprocess.run(
+        _as_server_user([str(binaries / "postgres"), "--describe-config"]), capture_output=True, text=True, check=True
+    )
+    return any(line.split("\t", 1)[0] == name for line in described.stdout.splitlines())
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
@@ -107,6 +115,9 @@ def start(data_dir: Path, port: int | None = None) -> int:
             for name, value in SERVER_SETTINGS.items():
                 conf.write(f"{name} = {value}\n")
             conf.write(f"unix_socket_directories = '{data_dir}'\n")
+            if _knows_setting(binaries, "output_plugin_libraries"):
+                # newer minor releases only let slots use listed plugins (superusers included)
+                conf.write("output_plugin_libraries = 'pgoutput, test_decoding, wal2json'\n")
         with open(data_dir / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
     subprocess.run(

@@ -1,4 +1,4 @@
-"""Every type round-trips through FULL_TABLE to the JSON value the README documents.
+"""Every type round-trips through FULL_TABLE to the JSON value the README documents, and LOG_BASED agrees.
 
 One table holds a column per case; one sync of it feeds every parametrised assertion.
 """
@@ -91,7 +91,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def synced(db):
-    """Create the one-row table of every case, sync it FULL_TABLE, and return (record, messages)."""
+    """Create the one-row table of every case, sync it FULL_TABLE, and return (record, messages, raw lines)."""
     db.execute("CREATE EXTENSION IF NOT EXISTS hstore; CREATE EXTENSION IF NOT EXISTS citext")
     db.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
     db.execute("CREATE DOMAIN positive_amount AS numeric(10, 2) CHECK (VALUE > 0)")
@@ -105,17 +105,49 @@ def synced(db):
     messages = [json.loads(line, parse_float=Decimal) for line in lines]
     record_lines = [m for m in messages if m["type"] == "RECORD"]
     assert len(record_lines) == 1
-    return record_lines[0]["record"], messages
+    return record_lines[0]["record"], messages, lines
+
+
+@pytest.fixture(scope="module")
+def log_based_line(db, synced):
+    """Stream a copy of the row through wal2json (LOG_BASED) and return its RECORD line's text."""
+    db.create_slot()
+    catalog_path = db.write_json("catalog.json", select_all(db.discover(), method="LOG_BASED"))
+    lines, _, _ = db.run_tap("--catalog", str(catalog_path))
+    state = [json.loads(line)["value"] for line in lines if line.startswith('{"type":"STATE"')][-1]
+    db.execute(
+        "INSERT INTO every_value SELECT 2, " + ", ".join(f"c{i}" for i in range(len(CASES))) + " FROM every_value"
+    )
+    lines, _, _ = db.run_tap("--catalog", str(catalog_path), "--state", str(db.write_json("state.json", state)))
+    (line,) = [line for line in lines if line.startswith('{"type":"RECORD"')]
+    return line
+
+
+def _record_text(line: str) -> str:
+    return line[line.index('"record":') : line.index(',"version":')]
+
+
+def test_log_based_record_is_byte_for_byte_the_full_table_record(synced, log_based_line):
+    _, _, lines = synced
+    full_table_line = next(line for line in lines if line.startswith('{"type":"RECORD"'))
+    expected = _record_text(full_table_line).replace('{"id":1,', '{"id":2,', 1)[:-1] + ',"_sdc_deleted_at":null}'
+    assert _record_text(log_based_line) == expected
+
+
+@pytest.mark.parametrize(("index", "case"), list(enumerate(CASES)), ids=[f"{t} {v}" for t, v, _ in CASES])
+def test_log_based_value_matches_full_table(log_based_line, index, case):
+    record = json.loads(log_based_line, parse_float=Decimal)["record"]
+    assert record[f"c{index}"] == case[2]
 
 
 @pytest.mark.parametrize(("index", "case"), list(enumerate(CASES)), ids=[f"{t} {v}" for t, v, _ in CASES])
 def test_value_round_trips_to_documented_json(synced, index, case):
-    record, _ = synced
+    record, _, _ = synced
     assert record[f"c{index}"] == case[2]
 
 
 def test_record_lines_are_valid_json_with_the_envelope(synced):
-    _, messages = synced
+    _, messages, _ = synced
     record = next(m for m in messages if m["type"] == "RECORD")
     assert set(record) == {"type", "stream", "record", "version", "time_extracted"}
     assert record["stream"] == "public-every_value"

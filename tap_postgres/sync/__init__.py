@@ -9,12 +9,13 @@ from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect
 from tap_postgres.discovery import Table, describe_tables
-from tap_postgres.errors import NotSupportedError, TableMissingError
+from tap_postgres.errors import TableMissingError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.incremental import sync_incremental
+from tap_postgres.sync.logical import LogBasedSync
 from tap_postgres.sync.rows import selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -25,30 +26,36 @@ class Interrupted(Exception):
 
 
 def sync_streams(config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter) -> None:
-    """Sync every selected stream, the one named by `currently_syncing` first, writing STATE as it goes."""
-    log_based = [stream.tap_stream_id for stream in streams if stream.replication_method == "LOG_BASED"]
-    if log_based:
-        raise NotSupportedError(
-            f"LOG_BASED is not available in this version (streams {', '.join(log_based)}): "
-            "use FULL_TABLE or INCREMENTAL"
-        )
+    """Sync every selected stream, the one named by `currently_syncing` first, writing STATE as it goes.
+
+    LOG_BASED streams get their SCHEMA and, when new, their initial copy in that order; their
+    changes are read afterwards in one pass over the WAL for all of them.
+    """
     for stream in streams:
         reset_on_method_change(state, stream.tap_stream_id, stream.replication_method, stream.replication_key)
+    log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    logical = None
     try:
+        # checks the slot first: a missing slot should fail the run before hours of copying
+        logical = LogBasedSync(config, log_based, state, writer) if log_based else None
         with connect(config, secondary=config.use_secondary) as conn:
             tables = _tables_of(conn, streams)
             for stream in resume_order(streams, state.get("currently_syncing")):
                 state["currently_syncing"] = stream.tap_stream_id
-                _sync_stream(conn, tables, stream, state, writer, config)
+                _sync_stream(conn, tables, stream, state, writer, config, logical)
             state["currently_syncing"] = None
+            if logical:
+                logical.stream_changes(tables)
     except (KeyboardInterrupt, Interrupted):
         LOGGER.warning("Interrupted: writing the last STATE; rerun with it to resume")
         writer.write_state(state)
         raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if logical:
+            logical.close()
     writer.write_state(state)
 
 
@@ -68,7 +75,7 @@ def _tables_of(conn, streams: list[SelectedStream]) -> dict[tuple[str, str], Tab
     return {(table.schema_name, table.name): table for table in describe_tables(conn, tables=pairs)}
 
 
-def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: MessageWriter, config: Config) -> None:
+def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: MessageWriter, config: Config, logical):
     table = tables.get((stream.schema_name, stream.table_name))
     if table is None:
         raise TableMissingError(
@@ -77,6 +84,11 @@ def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: Mess
         )
     columns = selected_columns(table, stream)
     LOGGER.info("Syncing %s with %s", stream.tap_stream_id, stream.replication_method)
+    if stream.replication_method == "LOG_BASED":
+        writer.write_schema(stream.tap_stream_id, logical.schema_of(stream), stream.key_properties)
+        if logical.needs_copy(stream):
+            logical.copy(table, stream, columns)
+        return
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
     # fast_sync_rds targets read the SCHEMA too: it tells them the columns of the exported CSV
     writer.write_schema(stream.tap_stream_id, stream.schema, stream.key_properties, bookmark_properties)

@@ -53,8 +53,12 @@ def sync_full_table(
     writer: MessageWriter,
     itersize: int,
     open_helper: Callable[[], extensions.connection] | None = None,
+    on_snapshot: Callable[[extensions.cursor], None] | None = None,
 ) -> None:
-    """Copy the whole table, then ACTIVATE_VERSION so the target drops rows of older versions."""
+    """Copy the whole table, then ACTIVATE_VERSION so the target drops rows of older versions.
+
+    `on_snapshot` runs in the copy's snapshot before any row is read (LOG_BASED records its WAL position).
+    """
     stream_bookmark = bookmark(state, stream.tap_stream_id)
     first_run = "version" not in stream_bookmark
     # pipelinewise's own interrupted-copy marker: its xmin order cannot be resumed, so copy again
@@ -75,9 +79,13 @@ def sync_full_table(
     with conn.cursor() as cur:
         if key_columns:
             with _helper_session(conn, open_helper) as helper:
+                if on_snapshot:
+                    on_snapshot(cur)
                 _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize)
         else:
             LOGGER.info("%s has no primary key: copying it in one pass (not resumable)", stream.tap_stream_id)
+            if on_snapshot:
+                on_snapshot(cur)
             sink.copy(cur, record_query(stream, columns, envelope))
     conn.commit()
 

@@ -27,7 +27,8 @@ SINK_FLUSH_BYTES = 1 << 20
 PROGRESS_SECONDS = 5.0
 
 EVERY_ROW = sql.SQL("TRUE")
-_COPY_OPTIONS = sql.SQL("WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')")
+# JSON text never holds these two bytes raw, so CSV mode sends each rendered line unescaped
+COPY_OPTIONS = sql.SQL("WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')")
 
 
 def selected_columns(table: Table, stream: SelectedStream) -> list[Column]:
@@ -65,6 +66,12 @@ def render_column(column: Column, value: sql.Composable | None = None) -> sql.Co
     return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or column_ref(column))
 
 
+def rendered_columns(columns: list[Column], extra: list[sql.Composable] = ()) -> sql.Composed:
+    """Return the select list `render(source."c") AS "c", ...` (plus `extra` items) of one record."""
+    items = [sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns]
+    return sql.SQL(", ").join([*items, *extra])
+
+
 def record_query(
     stream: SelectedStream,
     columns: list[Column],
@@ -73,15 +80,12 @@ def record_query(
     order_by: sql.Composable | None = None,
 ) -> sql.Composed:
     """Return the COPY statement that emits one whole RECORD line per row matching `where`."""
-    rendered = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns
-    )
-    inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered, table_source(stream), where)
+    inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered_columns(columns), table_source(stream), where)
     if order_by is not None:
         inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
     prefix, suffix = envelope
     return sql.SQL("COPY (SELECT {} || row_to_json(r)::text || {} FROM ({}) AS r) TO STDOUT {}").format(
-        sql.Literal(prefix), sql.Literal(suffix), inner, _COPY_OPTIONS
+        sql.Literal(prefix), sql.Literal(suffix), inner, COPY_OPTIONS
     )
 
 

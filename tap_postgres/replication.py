@@ -1,0 +1,179 @@
+"""The replication slot LOG_BASED reads: its pipelinewise name, its health, and how far it is confirmed."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import psycopg2
+from psycopg2 import extensions
+
+from tap_postgres.config import Config
+from tap_postgres.errors import ReplicationError
+from tap_postgres.state import int_to_lsn
+
+LOGGER = logging.getLogger("tap-postgres")
+
+OUTPUT_PLUGIN = "wal2json"
+
+
+def slot_names(config: Config) -> list[str]:
+    """Return the slot names to look for, in pipelinewise's order: `pipelinewise_<dbname>`, then with tap_id."""
+    names = [_clean_slot_name(f"pipelinewise_{config.dbname}")]
+    if config.tap_id:
+        names.append(_clean_slot_name(f"pipelinewise_{config.dbname}_{config.tap_id}"))
+    return names
+
+
+def _clean_slot_name(name: str) -> str:
+    return re.sub("[^a-z0-9_]", "_", name.lower())
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """A logical replication slot as pg_replication_slots shows it."""
+
+    name: str
+    plugin: str
+    database: str
+    active_pid: int | None
+    wal_status: str | None  # reserved, extended, unreserved or lost (PostgreSQL 13+)
+    safe_wal_size: int | None
+    confirmed_flush: int
+    lag_bytes: int  # how far the current WAL is ahead of confirmed_flush
+
+
+def find_slot(conn: extensions.connection, config: Config) -> Slot:
+    """Check wal_level and the slot (creating it if the config allows), log its health and return it."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW wal_level")
+        wal_level = cur.fetchone()[0]
+    if wal_level != "logical":
+        raise ReplicationError(
+            f"wal_level is {wal_level}, LOG_BASED needs logical: set wal_level = logical in postgresql.conf "
+            "(rds.logical_replication = 1 on RDS) and restart PostgreSQL"
+        )
+    names = slot_names(config)
+    slot = next((slot for name in names if (slot := _read_slot(conn, name)) is not None), None)
+    if slot is None:
+        if not config.create_replication_slot:
+            raise ReplicationError(
+                f'replication slot "{names[-1]}" does not exist: create it with '
+                f"SELECT pg_create_logical_replication_slot('{names[-1]}', '{OUTPUT_PLUGIN}'); "
+                'or set "create_replication_slot": true'
+            )
+        slot = _create_slot(conn, names[-1])
+    _check_slot(slot, config)
+    LOGGER.info(
+        "Replication slot %s: %d bytes behind the current WAL, wal_status %s, safe_wal_size %s",
+        slot.name,
+        slot.lag_bytes,
+        slot.wal_status or "unknown",
+        "unlimited" if slot.safe_wal_size is None else f"{slot.safe_wal_size} bytes",
+    )
+    return slot
+
+
+def _read_slot(conn: extensions.connection, name: str) -> Slot | None:
+    # to_jsonb keeps the query valid on servers whose view lacks the PostgreSQL 13 columns
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT to_jsonb(s), (confirmed_flush_lsn - '0/0')::bigint, "
+            "(pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
+            "FROM pg_replication_slots AS s WHERE slot_name = %s",
+            (name,),
+        )
+        row = cur.fetchone()
+    conn.rollback()
+    if row is None:
+        return None
+    slot, confirmed_flush, lag_bytes = row
+    return Slot(
+        name=name,
+        plugin=slot.get("plugin") or "",
+        database=slot.get("database") or "",
+        active_pid=slot.get("active_pid"),
+        wal_status=slot.get("wal_status"),
+        safe_wal_size=slot.get("safe_wal_size"),
+        confirmed_flush=confirmed_flush or 0,
+        lag_bytes=lag_bytes or 0,
+    )
+
+
+def _create_slot(conn: extensions.connection, name: str) -> Slot:
+    LOGGER.info("Creating replication slot %s with %s", name, OUTPUT_PLUGIN)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, OUTPUT_PLUGIN))
+        conn.commit()
+    except psycopg2.Error as exc:
+        conn.rollback()
+        raise describe_plugin_failure(exc, f'cannot create replication slot "{name}"') from None
+    return _read_slot(conn, name)
+
+
+def _check_slot(slot: Slot, config: Config) -> None:
+    if slot.plugin != OUTPUT_PLUGIN:
+        raise ReplicationError(
+            f'replication slot "{slot.name}" uses the {slot.plugin} plugin, LOG_BASED reads {OUTPUT_PLUGIN}: '
+            f"drop it and create it with SELECT pg_create_logical_replication_slot('{slot.name}', '{OUTPUT_PLUGIN}')"
+        )
+    if slot.database != config.dbname:
+        raise ReplicationError(
+            f'replication slot "{slot.name}" belongs to database "{slot.database}", not "{config.dbname}": '
+            'set "tap_id" to give this pipeline a slot of its own'
+        )
+    if slot.wal_status == "lost":
+        raise ReplicationError(
+            f'replication slot "{slot.name}" has lost WAL it needed (wal_status lost, max_slot_wal_keep_size): '
+            "drop and create it again, then remove the LOG_BASED bookmarks from the state to copy the tables anew"
+        )
+    if slot.active_pid is not None:
+        raise ReplicationError(
+            f'replication slot "{slot.name}" is in use by server process {slot.active_pid}: '
+            "another run of this pipeline is still going; wait for it or stop it"
+        )
+
+
+def confirm_up_to(conn: extensions.connection, slot: Slot, lsn: int) -> Slot:
+    """Confirm the slot up to `lsn` (what the target has saved), so the server may free older WAL.
+
+    This happens before streaming, on a plain connection: psycopg2 advances the flush position on
+    keepalives by itself once an explicit one is set, which could confirm changes the target
+    has not saved yet.
+    """
+    if lsn <= slot.confirmed_flush:
+        return slot
+    LOGGER.info("Confirming replication slot %s up to %s, the LSN in the state", slot.name, int_to_lsn(lsn))
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot.name, int_to_lsn(lsn)))
+    conn.commit()
+    return dataclasses.replace(slot, confirmed_flush=lsn)
+
+
+def current_wal_lsn(conn: extensions.connection) -> int:
+    """Return the server's current WAL write position."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint")
+        return cur.fetchone()[0]
+
+
+def describe_plugin_failure(exc: psycopg2.Error, doing: str) -> ReplicationError:
+    """Turn a server error about the output plugin or privileges into one line naming the fix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "output_plugin_libraries" in str(exc) or "may not be used as an output plugin" in text:
+        return ReplicationError(
+            f"{doing}: the server does not allow the {OUTPUT_PLUGIN} plugin: add it to "
+            "output_plugin_libraries in postgresql.conf and reload"
+        )
+    if "could not access file" in text and OUTPUT_PLUGIN in text:
+        return ReplicationError(
+            f"{doing}: the {OUTPUT_PLUGIN} plugin is not installed on the server: install it "
+            "(Debian: postgresql-<version>-wal2json) and retry"
+        )
+    if "permission denied" in text or "must be superuser or replication role" in text:
+        return ReplicationError(
+            f"{doing}: {text}: grant the REPLICATION attribute with ALTER ROLE ... WITH REPLICATION"
+        )
+    return ReplicationError(f"{doing}: {text}")

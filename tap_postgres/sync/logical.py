@@ -1,0 +1,372 @@
+"""LOG_BASED: copy each new stream, then read the slot's WAL once, for every LOG_BASED stream together.
+
+No change is lost because of three rules:
+- a stream's `lsn` bookmark only moves to the end of a transaction (or to an idle keepalive
+  position) once every record before it has been written, and the STATE carrying it follows them;
+- the slot is confirmed only up to the lowest `lsn` of the incoming state, which is what the
+  target has saved (replication.confirm_up_to), never to what this run emits;
+- a stream copied in this run skips exactly the transactions its copy's snapshot already saw;
+  every later transaction is streamed, so rows written during the copy arrive (at least once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import select
+import time
+
+import orjson
+import psycopg2
+from psycopg2 import extensions
+
+from tap_postgres.catalog import SelectedStream
+from tap_postgres.config import Config
+from tap_postgres.connection import connect, connect_replication
+from tap_postgres.discovery import Column, Table, describe_tables
+from tap_postgres.errors import ReplicationError, TableMissingError
+from tap_postgres.output import MessageWriter
+from tap_postgres.replication import (
+    confirm_up_to,
+    current_wal_lsn,
+    describe_plugin_failure,
+    find_slot,
+)
+from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, lsn_to_int
+from tap_postgres.sync.changes import StreamChanges, log_based_schema, with_new_columns
+from tap_postgres.sync.full_table import sync_full_table
+from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
+
+LOGGER = logging.getLogger("tap-postgres")
+
+# A STATE follows at the first transaction end after this many changes or seconds.
+STATE_EVERY_CHANGES = 20000
+STATE_EVERY_SECONDS = 10.0
+# How long to wait on the socket before checking the stop conditions again.
+POLL_SECONDS = 1.0
+# psycopg2 answers the server's keepalives itself; this is how often it reports on its own.
+STATUS_INTERVAL_SECONDS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class CopySnapshot:
+    """The snapshot an initial copy read (pg_current_snapshot), to tell which transactions it holds."""
+
+    xmin: int
+    xmax: int
+    running: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> CopySnapshot:
+        """Read `xmin:xmax:xip,...`."""
+        xmin, xmax, running = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(xid) for xid in running.split(",") if xid))
+
+    def saw(self, xid: int) -> bool:
+        """Tell whether a committed transaction, by its 32-bit xid from wal2json, was visible to the copy."""
+        full = (self.xmax & ~0xFFFFFFFF) | xid  # give the xid the snapshot's epoch
+        if full > self.xmax + (1 << 31):
+            full -= 1 << 32
+        if full < self.xmin:
+            return True
+        return full < self.xmax and full not in self.running
+
+
+class LogBasedSync:
+    """The LOG_BASED part of a run: the slot check, the initial copies, then the WAL pass."""
+
+    def __init__(self, config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter):
+        self.config = config
+        self.streams = streams
+        self.state = state
+        self.writer = writer
+        # the slot, the copies' snapshots and the WAL position must all come from the primary
+        self.conn = connect(config)
+        self.slot = find_slot(self.conn, config)
+        saved = [lsn for stream in streams if (lsn := bookmark_lsn(state, stream.tap_stream_id)) is not None]
+        if saved:
+            self.slot = confirm_up_to(self.conn, self.slot, min(saved))
+        for stream in streams:
+            lsn = bookmark_lsn(state, stream.tap_stream_id)
+            if lsn is not None and lsn < self.slot.confirmed_flush:
+                LOGGER.warning(
+                    "%s: the slot was confirmed up to %s, past this stream's bookmark %s: changes in between "
+                    "were released by an earlier run and cannot be read again",
+                    stream.tap_stream_id,
+                    int_to_lsn(self.slot.confirmed_flush),
+                    int_to_lsn(lsn),
+                )
+        self.copy_snapshots: dict[str, CopySnapshot] = {}
+
+    def close(self) -> None:
+        """Release the primary connection."""
+        self.conn.close()
+
+    def schema_of(self, stream: SelectedStream) -> dict:
+        """Return the SCHEMA of a LOG_BASED stream."""
+        return log_based_schema(stream, self.config.debug_lsn)
+
+    def needs_copy(self, stream: SelectedStream) -> bool:
+        """Tell whether the stream has no WAL position yet, or its initial copy was interrupted."""
+        current = bookmark(self.state, stream.tap_stream_id)
+        return "lsn" not in current or "resume_key" in current or "xmin" in current
+
+    def copy(self, table: Table, stream: SelectedStream, columns: list[Column]) -> None:
+        """Copy the table with the FULL_TABLE engine, recording the WAL position its snapshot matches."""
+        current = bookmark(self.state, stream.tap_stream_id)
+        fresh = "lsn" not in current
+
+        def record_position(cur: extensions.cursor) -> None:
+            # read in the copy's snapshot: every transaction ending at or before this position that
+            # the snapshot saw is in the copy; the rest is streamed
+            cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint, pg_current_snapshot()::text")
+            lsn, snapshot = cur.fetchone()
+            current["lsn"] = lsn
+            current.setdefault("resume_key", None)  # marks the copy as unfinished until it ends
+            self.copy_snapshots[stream.tap_stream_id] = CopySnapshot.parse(snapshot)
+            LOGGER.info("%s: initial copy, then changes after %s", stream.tap_stream_id, int_to_lsn(lsn))
+
+        open_helper = lambda: connect(self.config)  # noqa: E731
+        sync_full_table(
+            self.conn,
+            table,
+            stream,
+            columns,
+            self.state,
+            self.writer,
+            self.config.itersize,
+            open_helper,
+            on_snapshot=record_position if fresh else None,
+        )
+
+    def stream_changes(self, tables: dict[tuple[str, str], Table]) -> None:
+        """Read the WAL from the lowest bookmark and emit every selected table's changes."""
+        self.conn.rollback()
+        self.conn.autocommit = True  # renders read current rows (TOAST values) and hold no snapshot
+        wal_pass = WalPass(self, tables)
+        wal_pass.run()
+
+
+class WalPass:
+    """One pass over the slot: wal2json messages in, RECORDs and STATE out."""
+
+    def __init__(self, sync: LogBasedSync, tables: dict[tuple[str, str], Table]):
+        self.sync = sync
+        self.config = sync.config
+        self.state = sync.state
+        self.writer = sync.writer
+        self.progress = Progress("LOG_BASED")
+        self.sink = RecordSink(self.writer, self.progress)
+        self.by_table: dict[tuple[str, str], StreamChanges] = {}
+        for stream in sync.streams:
+            table = tables.get((stream.schema_name, stream.table_name))
+            if table is None:
+                raise TableMissingError(
+                    f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} no longer '
+                    "exists: rerun --discover and update the catalog"
+                )
+            if not table.primary_key:
+                LOGGER.warning(
+                    "%s has no primary key: its deletes and key changes cannot be identified, and unchanged "
+                    "large values of its updates cannot be read back; give it one",
+                    stream.tap_stream_id,
+                )
+            version = bookmark(self.state, stream.tap_stream_id).get("version")
+            self.by_table[(stream.schema_name, stream.table_name)] = StreamChanges(
+                stream, table, selected_columns(table, stream), version, self.config.debug_lsn
+            )
+        self.bookmarks = {
+            stream.tap_stream_id: bookmark_lsn(self.state, stream.tap_stream_id) for stream in sync.streams
+        }
+        self.position = min(self.bookmarks.values())  # the end of the last transaction read, or a keepalive's
+        self.in_transaction = False
+        self.skipped: set[str] = set()
+        self.changes_since_state = 0
+        self.started = self.last_state = self.last_data = time.monotonic()
+
+    def run(self) -> None:
+        """Stream until a stop condition holds, then render what is pending and write the last STATE."""
+        end_lsn = current_wal_lsn(self.sync.conn)
+        start_lsn = min(self._start_of(stream_id) for stream_id in self.bookmarks)
+        LOGGER.info(
+            "Reading slot %s from %s to %s for %d streams",
+            self.sync.slot.name,
+            int_to_lsn(start_lsn),
+            int_to_lsn(end_lsn) if self.config.break_at_end_lsn else "(no end)",
+            len(self.by_table),
+        )
+        replication = connect_replication(self.config)
+        try:
+            cur = replication.cursor()
+            try:
+                cur.start_replication(
+                    slot_name=self.sync.slot.name,
+                    decode=False,
+                    start_lsn=int_to_lsn(start_lsn),
+                    options=self._wal2json_options(),
+                    status_interval=STATUS_INTERVAL_SECONDS,
+                )
+            except psycopg2.Error as exc:
+                raise describe_plugin_failure(exc, f'cannot read replication slot "{self.sync.slot.name}"') from None
+            self._read(cur, end_lsn)
+        except psycopg2.Error as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ReplicationError(
+                f"the WAL stream broke off ({first_line}): rerun with the last STATE to go on from there"
+            ) from None
+        finally:
+            replication.close()
+        self._checkpoint()
+        self.progress.finish(self.sink)
+
+    def _start_of(self, stream_id: str) -> int:
+        """Where the WAL must be read from for a stream: its bookmark, or the slot's position if copied now."""
+        if stream_id in self.sync.copy_snapshots:
+            # transactions committed before the copy's WAL position may still be invisible to its snapshot
+            return min(self.bookmarks[stream_id], self.sync.slot.confirmed_flush)
+        return self.bookmarks[stream_id]
+
+    def _wal2json_options(self) -> dict:
+        tables = ",".join(f"{_escape(schema)}.{_escape(table)}" for schema, table in sorted(self.by_table))
+        return {
+            "format-version": "2",  # one message per row change: memory does not grow with a transaction
+            "include-xids": "true",
+            "include-timestamp": "true",
+            "include-lsn": "true",
+            "include-types": "false",
+            "actions": "insert,update,delete,truncate",
+            "add-tables": tables,
+        }
+
+    def _read(self, cur, end_lsn: int) -> None:
+        last_keepalive_request = 0.0
+        while True:
+            message = cur.read_message()
+            if message is not None:
+                self._consume(message.payload, message.data_start)
+                if self.changes_since_state and not self.in_transaction and self._state_due():
+                    self._checkpoint()
+                continue
+            if not self.in_transaction:
+                # a keepalive's position: every transaction ending before it has been sent
+                self.position = max(self.position, cur.wal_end)
+            now = time.monotonic()
+            if self._should_stop(now, end_lsn):
+                return
+            if (
+                not self.in_transaction
+                and (self.changes_since_state or self._bookmarks_behind())
+                and (self._state_due() or now - self.last_data >= POLL_SECONDS)
+            ):
+                self._checkpoint()
+            ready, _, _ = select.select([cur], [], [], POLL_SECONDS)
+            if not ready and now - last_keepalive_request >= POLL_SECONDS:
+                cur.send_feedback(reply=True, force=True)  # ask for a keepalive: it carries the WAL end
+                last_keepalive_request = now
+
+    def _should_stop(self, now: float, end_lsn: int) -> bool:
+        if self.config.break_at_end_lsn and not self.in_transaction and self.position >= end_lsn:
+            LOGGER.info("Reached %s, the end of the WAL when the run started", int_to_lsn(end_lsn))
+            return True
+        if now - self.started >= self.config.max_run_seconds:
+            LOGGER.info("Stopping after max_run_seconds (%d s)", self.config.max_run_seconds)
+            return True
+        if now - self.last_data >= self.config.logical_poll_total_seconds:
+            LOGGER.info(
+                "Stopping: no change for logical_poll_total_seconds (%d s)", self.config.logical_poll_total_seconds
+            )
+            return True
+        return False
+
+    def _consume(self, payload: bytes, data_start: int) -> None:
+        message = _parse(payload)
+        action = message["action"]
+        if action == "B":
+            self.in_transaction = True
+            self.skipped = self._already_emitted(message["xid"], lsn_to_int(message["nextlsn"]))
+        elif action == "C":
+            self.in_transaction = False
+            self.position = max(self.position, data_start)  # the end of the commit record
+        elif action in ("I", "U", "D"):
+            changes = self.by_table.get((message["schema"], message["table"]))
+            if changes is None or changes.stream.tap_stream_id in self.skipped:
+                return
+            self.last_data = time.monotonic()
+            if changes.columns_changed(action, message):
+                self._take_new_columns(changes, message)
+            changes.add(action, message, payload)
+            self.changes_since_state += 1
+            if changes.full:
+                changes.render(self.sync.conn.cursor(), self.sink)
+        elif action == "T":
+            LOGGER.warning(
+                "%s.%s was truncated at %s: LOG_BASED cannot replay a TRUNCATE, so the target still holds its "
+                "rows: empty the table there too, or resync the stream",
+                message["schema"],
+                message["table"],
+                int_to_lsn(data_start),
+            )
+
+    def _already_emitted(self, xid: int, end: int) -> set[str]:
+        """Return the streams that already hold a transaction ending at `end`, which must skip it."""
+        skipped = set()
+        for stream_id, lsn in self.bookmarks.items():
+            if end > lsn:
+                continue
+            snapshot = self.sync.copy_snapshots.get(stream_id)
+            if snapshot is None or snapshot.saw(xid):
+                skipped.add(stream_id)
+        return skipped
+
+    def _take_new_columns(self, changes: StreamChanges, message: dict) -> None:
+        """Render what is pending under the old columns, then describe the table again and emit its SCHEMA."""
+        changes.render(self.sync.conn.cursor(), self.sink)
+        stream = changes.stream
+        described = describe_tables(self.sync.conn, tables=[(stream.schema_name, stream.table_name)])
+        if not described:
+            raise TableMissingError(
+                f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} was dropped '
+                "while its changes were being read: remove the stream from the catalog"
+            )
+        wal_names = [column["name"] for column in message["columns"]]
+        widened, columns = with_new_columns(stream, described[0], wal_names, changes.columns)
+        changes.stream = widened
+        changes.adopt(described[0], columns, wal_names)
+        if widened is not stream:
+            self.writer.write_schema(stream.tap_stream_id, self.sync.schema_of(widened), stream.key_properties, None)
+
+    def _state_due(self) -> bool:
+        return (
+            self.changes_since_state >= STATE_EVERY_CHANGES or time.monotonic() - self.last_state >= STATE_EVERY_SECONDS
+        )
+
+    def _bookmarks_behind(self) -> bool:
+        return any(lsn < self.position for lsn in self.bookmarks.values())
+
+    def _checkpoint(self) -> None:
+        """Render every pending change, move each bookmark to the position read, and write STATE."""
+        cur = self.sync.conn.cursor()
+        for changes in self.by_table.values():
+            changes.render(cur, self.sink)
+        if not self.in_transaction:
+            for stream_id, lsn in self.bookmarks.items():
+                if self.position > lsn:
+                    self.bookmarks[stream_id] = self.position
+                    bookmark(self.state, stream_id)["lsn"] = self.position
+        self.writer.write_state(self.state)
+        self.changes_since_state = 0
+        self.last_state = time.monotonic()
+
+
+def _parse(payload: bytes) -> dict:
+    """Parse a wal2json message; numbers beyond a double (numeric 1e400) need the slower parser."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
+def _escape(name: str) -> str:
+    """Escape a schema or table name for wal2json's add-tables list."""
+    return "".join("\\" + char if char in "\\.,* " else char for char in name)

@@ -1,0 +1,308 @@
+"""LOG_BASED over wal2json: initial copy then changes in one run, no change lost, slot confirmed only as saved."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import TAP, records_of, select_all, states_of
+
+
+@pytest.fixture(scope="module")
+def slot(db):
+    db.execute("CREATE TABLE orders (id int PRIMARY KEY, status text, amount numeric(10, 2), notes text)")
+    db.execute("INSERT INTO orders SELECT g, 'new', g * 2.5, NULL FROM generate_series(1, 3) g")
+    db.execute("CREATE TABLE customers (id int PRIMARY KEY, name text)")
+    db.execute("INSERT INTO customers VALUES (1, 'ada')")
+    db.execute("CREATE TABLE noise (id serial PRIMARY KEY, payload text)")
+    return db.create_slot()
+
+
+def log_based(db, *stream_ids: str) -> dict:
+    return select_all(db.discover(), method="LOG_BASED", only=set(stream_ids))
+
+
+def lsn_of(state: dict, stream_id: str) -> int:
+    return state["bookmarks"][stream_id]["lsn"]
+
+
+def confirmed_flush(db, slot: str) -> int:
+    return db.query(
+        "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    )[0][0]
+
+
+def test_initial_copy_then_inserts_updates_and_deletes(db, slot):
+    catalog = log_based(db, "public-orders")
+    first = db.sync(catalog)
+    assert [m["type"] for m in first][:3] == ["SCHEMA", "STATE", "ACTIVATE_VERSION"]
+    assert [r["id"] for r in records_of(first)] == [1, 2, 3]
+    state = states_of(first)[-1]
+    version = state["bookmarks"]["public-orders"]["version"]
+    assert set(state["bookmarks"]["public-orders"]) == {"last_replication_method", "version", "lsn"}
+
+    db.execute("INSERT INTO orders VALUES (4, 'new', 10, NULL)")
+    db.execute("UPDATE orders SET status = 'paid' WHERE id = 2")
+    db.execute("DELETE FROM orders WHERE id = 1")
+    db.execute("UPDATE orders SET id = 30 WHERE id = 3")
+    second = db.sync(catalog, state=state)
+
+    assert not [m for m in second if m["type"] == "ACTIVATE_VERSION"]
+    records = records_of(second)
+    assert [(r["id"], r.get("status"), r["_sdc_deleted_at"] is not None) for r in records] == [
+        (4, "new", False),
+        (2, "paid", False),
+        (1, None, True),
+        (3, None, True),  # the key change deletes the old key first
+        (30, "new", False),
+    ]
+    assert records[0] == {"id": 4, "status": "new", "amount": 10, "notes": None, "_sdc_deleted_at": None}
+    assert set(records[2]) == {"id", "_sdc_deleted_at"}
+    assert records[2]["_sdc_deleted_at"].endswith("+00:00")
+    assert {m["version"] for m in second if m["type"] == "RECORD"} == {version}
+    schema = next(m for m in second if m["type"] == "SCHEMA")["schema"]
+    assert schema["properties"]["_sdc_deleted_at"] == {"type": ["null", "string"], "format": "date-time"}
+    assert lsn_of(states_of(second)[-1], "public-orders") > lsn_of(state, "public-orders")
+
+    third = db.sync(catalog, state=states_of(second)[-1])
+    assert records_of(third) == []
+
+
+def test_bookmarks_move_while_the_selected_tables_are_idle(db, slot):
+    catalog = log_based(db, "public-customers")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO noise (payload) SELECT 'x' FROM generate_series(1, 100)")
+    later = db.sync(catalog, state=state)
+    assert records_of(later) == []
+    assert lsn_of(states_of(later)[-1], "public-customers") > lsn_of(state, "public-customers")
+
+
+def test_slot_is_confirmed_only_up_to_the_incoming_state(db, slot):
+    catalog = log_based(db, "public-customers")
+    state = states_of(db.sync(catalog))[-1]
+    saved = lsn_of(state, "public-customers")
+    db.execute("INSERT INTO customers VALUES (2, 'grace')")
+    second = db.sync(catalog, state=state)
+    assert [r["name"] for r in records_of(second)] == ["grace"]
+    # the run emitted changes past `saved`, but only what the state said the target has is released
+    assert confirmed_flush(db, slot) == saved
+    # a crash of the target before it saved `second`: the same state gives the same changes again
+    again = db.sync(catalog, state=state)
+    assert [r["name"] for r in records_of(again)] == ["grace"]
+    db.sync(catalog, state=states_of(second)[-1])
+    assert confirmed_flush(db, slot) == lsn_of(states_of(second)[-1], "public-customers")
+
+
+def test_unchanged_toasted_value_is_not_emitted_as_null(db, slot):
+    db.execute("CREATE TABLE documents (id int PRIMARY KEY, title text, body text)")
+    # random hex does not compress, so the value is stored out of line (TOAST)
+    db.execute(
+        "INSERT INTO documents SELECT 1, 'draft', string_agg(md5(random()::text), '') FROM generate_series(1, 400)"
+    )
+    body = db.query("SELECT body FROM documents")[0][0]
+    catalog = log_based(db, "public-documents")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("UPDATE documents SET title = 'final' WHERE id = 1")
+    records = records_of(db.sync(catalog, state=state))
+    assert [(r["title"], r["body"] == body) for r in records] == [("final", True)]
+
+
+def test_new_column_sends_a_new_schema(db, slot):
+    db.execute("CREATE TABLE growing (id int PRIMARY KEY, a text)")
+    catalog = log_based(db, "public-growing")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO growing VALUES (1, 'before')")
+    db.execute("ALTER TABLE growing ADD COLUMN b integer")
+    db.execute("INSERT INTO growing VALUES (2, 'after', 7)")
+    messages = db.sync(catalog, state=state)
+    kinds = [(m["type"], m.get("record", {}).get("id")) for m in messages if m["type"] in ("SCHEMA", "RECORD")]
+    assert kinds == [("SCHEMA", None), ("RECORD", 1), ("SCHEMA", None), ("RECORD", 2)]
+    schemas = [m["schema"]["properties"] for m in messages if m["type"] == "SCHEMA"]
+    assert "b" not in schemas[0] and schemas[1]["b"] == {
+        "type": ["null", "integer"],
+        "minimum": -2147483648,
+        "maximum": 2147483647,
+    }
+    assert records_of(messages)[1] == {"id": 2, "a": "after", "b": 7, "_sdc_deleted_at": None}
+
+
+def test_truncate_is_reported_on_stderr(db, slot):
+    db.execute("CREATE TABLE scratch (id int PRIMARY KEY)")
+    catalog = log_based(db, "public-scratch")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("TRUNCATE scratch")
+    _, stderr, _ = db.run_tap(
+        "--catalog", str(db.write_json("catalog.json", catalog)), "--state", str(db.write_json("state.json", state))
+    )
+    assert "public.scratch was truncated" in stderr
+
+
+def test_debug_lsn_adds_the_change_position(db, slot):
+    catalog = log_based(db, "public-customers")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO customers VALUES (3, 'linus')")
+    messages = db.sync(catalog, state=state, config=dict(db.config, debug_lsn=True))
+    (record,) = records_of(messages)
+    assert record["_sdc_lsn"] > lsn_of(state, "public-customers") - 1_000_000
+    schema = next(m for m in messages if m["type"] == "SCHEMA")["schema"]
+    assert schema["properties"]["_sdc_lsn"] == {"type": ["null", "integer"]}
+
+
+def test_table_added_later_is_copied_once_and_keeps_its_own_bookmark(db, slot):
+    db.execute("CREATE TABLE first_table (id int PRIMARY KEY)")
+    db.execute("CREATE TABLE added_later (id int PRIMARY KEY)")
+    db.execute("INSERT INTO added_later SELECT generate_series(1, 5)")
+    one = log_based(db, "public-first_table")
+    state = states_of(db.sync(one))[-1]
+
+    both = log_based(db, "public-first_table", "public-added_later")
+    second = db.sync(both, state=state)
+    assert sorted(r["id"] for r in records_of(second, "public-added_later")) == [1, 2, 3, 4, 5]
+
+    db.execute("INSERT INTO added_later VALUES (6)")
+    third = db.sync(both, state=states_of(second)[-1])
+    assert [r["id"] for r in records_of(third, "public-added_later")] == [6]
+    assert not [m for m in third if m["type"] == "ACTIVATE_VERSION"]
+
+
+def test_writes_during_the_initial_copy_are_not_lost(db, slot):
+    db.execute("CREATE TABLE busy (id int PRIMARY KEY, v int)")
+    db.execute("INSERT INTO busy SELECT g, 0 FROM generate_series(1, 30000) g")
+    catalog = log_based(db, "public-busy")
+    process = db.start_sync(catalog, config=dict(db.config, itersize=1000))
+    messages = []
+    for line in process.stdout:
+        messages.append(json.loads(line))
+        if messages[-1]["type"] == "STATE" and messages[-1]["value"]["bookmarks"]["public-busy"].get("resume_key"):
+            break
+    # the copy is under way: change rows it has passed and rows it has not reached, add new ones
+    db.execute("UPDATE busy SET v = 1 WHERE id IN (1, 29999)")
+    db.execute("INSERT INTO busy VALUES (30001, 2), (-1, 2)")
+    db.execute("DELETE FROM busy WHERE id = 2")
+    messages += [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=60) == 0, process.stderr.read().decode()
+
+    final = {}
+    for record in records_of(messages):
+        final[record["id"]] = None if record.get("_sdc_deleted_at") else record["v"]
+    assert final[1] == 1 and final[29999] == 1 and final[30001] == 2 and final[-1] == 2
+    assert final[2] is None
+    assert {key for key, value in final.items() if value is not None} == (set(range(-1, 30002)) - {0, 2})
+
+
+def test_kill_mid_stream_then_rerun_loses_no_change(db, slot):
+    db.execute("CREATE TABLE events (id int PRIMARY KEY, n int)")
+    catalog = log_based(db, "public-events")
+    state = states_of(db.sync(catalog))[-1]
+    for batch in range(60):
+        db.execute(f"INSERT INTO events SELECT g, g FROM generate_series({batch * 1000 + 1}, {(batch + 1) * 1000}) g")
+
+    process = db.start_sync(catalog, config=db.config, state=state)
+    first_run, last_state = [], state
+    for line in process.stdout:
+        first_run.append(json.loads(line))
+        if first_run[-1]["type"] == "STATE" and first_run[-1]["value"] != state:
+            last_state = first_run[-1]["value"]
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert lsn_of(last_state, "public-events") > lsn_of(state, "public-events")
+
+    second_run = db.sync(catalog, state=last_state)
+    delivered = {r["id"] for r in records_of(first_run) + records_of(second_run)}
+    assert delivered == set(range(1, 60001))
+
+
+def test_sigterm_ends_with_the_last_state(db, slot):
+    db.execute("CREATE TABLE ticks (id int PRIMARY KEY)")
+    catalog = log_based(db, "public-ticks")
+    state = states_of(db.sync(catalog))[-1]
+    config = dict(db.config, break_at_end_lsn=False, logical_poll_total_seconds=600)
+    process = db.start_sync(catalog, config=config, state=state)
+    db.execute("INSERT INTO ticks VALUES (1)")
+    lines = []
+    for line in process.stdout:
+        lines.append(json.loads(line))
+        if lines[-1]["type"] == "RECORD":
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=30) == 130
+    assert lines[-1]["type"] == "STATE"
+    assert lsn_of(lines[-1]["value"], "public-ticks") >= lsn_of(state, "public-ticks")
+
+
+def test_without_break_at_end_lsn_the_run_stops_after_the_poll_time(db, slot):
+    catalog = log_based(db, "public-customers")
+    state = states_of(db.sync(catalog))[-1]
+    config = dict(db.config, break_at_end_lsn=False, logical_poll_total_seconds=2)
+    _, stderr, code = db.run_tap(
+        "--catalog",
+        str(db.write_json("catalog.json", catalog)),
+        "--state",
+        str(db.write_json("state.json", state)),
+        config=config,
+    )
+    assert code == 0 and "logical_poll_total_seconds" in stderr
+
+
+def test_missing_slot_is_a_one_line_error_with_the_sql_to_create_it(db, slot):
+    catalog = log_based(db, "public-customers")
+    config = dict(db.config, tap_id="Other-Pipeline")
+    db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))  # pipelinewise_<dbname> would be used first
+    try:
+        lines, stderr, code = db.run_tap(
+            "--catalog", str(db.write_json("catalog.json", catalog)), config=config, check=False
+        )
+    finally:
+        db.create_slot(slot)
+    assert code == 1 and lines == []
+    assert stderr.strip().splitlines()[-1] == (
+        'tap-postgres: error: replication slot "pipelinewise_test_log_based_other_pipeline" does not exist: '
+        "create it with SELECT pg_create_logical_replication_slot('pipelinewise_test_log_based_other_pipeline', "
+        "'wal2json'); or set \"create_replication_slot\": true"
+    )
+
+
+def test_create_replication_slot_creates_the_tap_id_slot(db, slot):
+    catalog = log_based(db, "public-customers")
+    config = dict(db.config, tap_id="second", create_replication_slot=True)
+    db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    try:
+        messages = db.sync(catalog, config=config)
+        names = [name for (name,) in db.query("SELECT slot_name FROM pg_replication_slots")]
+    finally:
+        db.drop_slots()
+        db.create_slot(slot)
+    assert names == ["pipelinewise_test_log_based_second"]
+    assert records_of(messages)
+
+
+def test_million_row_transaction_streams_in_bounded_memory(db, slot):
+    db.execute("CREATE TABLE bulk (id int PRIMARY KEY, label text, amount numeric(12, 2))")
+    catalog = log_based(db, "public-bulk")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO bulk SELECT g, 'row ' || g, g / 100.0 FROM generate_series(1, 1000000) g")
+    config_path = db.write_json("config.json", db.config)
+    args = [*TAP, "--config", str(config_path), "--catalog", str(db.write_json("catalog.json", catalog))]
+    args += ["--state", str(db.write_json("state.json", state))]
+    output = db.tmp_dir / "bulk.jsonl"
+    # a child of its own runs the tap, so RUSAGE_CHILDREN is the tap's peak RSS alone
+    measure = (
+        "import resource, subprocess, sys; "
+        "out = open(sys.argv[1], 'wb'); "
+        "code = subprocess.run(sys.argv[2:], stdout=out, stderr=subprocess.DEVNULL).returncode; "
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", measure, str(output), *args], capture_output=True, text=True, timeout=900
+    )
+    code, peak_kib = map(int, result.stdout.split())
+    assert code == 0
+    with open(output, "rb") as lines:
+        records = sum(1 for line in lines if line.startswith(b'{"type":"RECORD"'))
+    assert records == 1_000_000
+    assert peak_kib < 150 * 1024, f"peak RSS {peak_kib / 1024:.0f} MB"
