@@ -2,13 +2,14 @@
 
 wal2json prints every value as PostgreSQL text (json and arrays included), and Python never looks
 at the values: a batch of raw wal2json messages goes back to the server, which reads each value
-into its column's type (`(v->>'col')::type`) and renders it with the same `types.render_sql`
+into its column's type (`types.wal2json_value_sql`) and renders it with the same `types.render_sql`
 expression FULL_TABLE uses. Both methods therefore emit byte-identical values, and no float or
 JSON number passes through Python on the way.
 
 Rules (documented in the README):
-- a delete emits the primary key columns (all columns when the table has none) and
-  `_sdc_deleted_at`, the commit time; inserts and updates emit `_sdc_deleted_at` null;
+- a delete emits the values of the replica identity (the primary key, or every column with
+  REPLICA IDENTITY FULL), null for the other columns, and `_sdc_deleted_at`, the commit time;
+  inserts and updates emit `_sdc_deleted_at` null;
 - an update that changes the primary key emits a delete of the old key first;
 - a column an update leaves out (wal2json omits unchanged TOASTed values) takes the value of the
   old row when the replica identity is FULL, else the row's current value read by primary key
@@ -19,7 +20,11 @@ Rules (documented in the README):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from psycopg2 import extensions, sql
 
@@ -27,7 +32,7 @@ from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import now_extracted, record_envelope
-from tap_postgres.sync.rows import COPY_OPTIONS, RecordSink, render_column, rendered_columns
+from tap_postgres.sync.rows import COPY_OPTIONS, RecordSink, copy_to_bytes, render_column, rendered_columns
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -38,15 +43,10 @@ DELETED_AT = "_sdc_deleted_at"
 LSN = "_sdc_lsn"
 _COMMIT_TIME = types.ColumnType(base_name="timestamptz", base_kind="b", base_category="D")
 
-# Each entry of a batch is `[action, wal2json message]`; the values of a change as one object,
-# the old row's (identity) first so the new row's values win.
-_CHANGE_VALUES = sql.SQL(
-    "(SELECT coalesce(jsonb_object_agg(e->>'name', e->'value'), '{}'::jsonb) FROM jsonb_array_elements("
-    "CASE change.entry->>0 WHEN 'D' THEN change.entry->1->'identity' "
-    "ELSE coalesce(change.entry->1->'identity', '[]'::jsonb) || (change.entry->1->'columns') END) AS e)"
-)
-_COMMIT_TIME_SQL = sql.SQL("(change.entry->1->>'timestamp')::timestamptz")
-_CHANGE_LSN_SQL = sql.SQL("((change.entry->1->>'lsn')::pg_lsn - '0/0')::bigint")
+# Names of the per-change columns next to the table's in the render query: unlikely in any table.
+_ORDER, _TAG, _MESSAGE = (sql.Identifier(f"_tap_postgres_{name}") for name in ("order", "tag", "message"))
+_COMMIT_TIME_SQL = sql.SQL("(source.{}->>'timestamp')::timestamptz").format(_MESSAGE)
+_CHANGE_LSN_SQL = sql.SQL("((source.{}->>'lsn')::pg_lsn - '0/0')::bigint").format(_MESSAGE)
 
 
 def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
@@ -106,14 +106,20 @@ class StreamChanges:
         return True
 
     def add(self, action: str, message: dict, payload: bytes) -> None:
-        """Queue one insert, update or delete (its raw wal2json text) for rendering."""
+        """Queue one insert, update or delete (its raw wal2json text) for rendering.
+
+        Each entry is tagged for the render query: F, a full row whose values sit at the table's
+        positions; P, an update that left unchanged TOAST values out; D, a delete (its identity).
+        """
+        tag = b"D" if action == "D" else b"F"
         if action == "U":
             if len(message["columns"]) < len(self.wal_names):
+                tag = b"P"
                 self._fill = True
             identity = message.get("identity")
             if identity and self._key_names and self._key_changed(identity, message["columns"]):
                 self._append(b'["D",' + payload + b"]")
-        self._append(b'["' + action.encode() + b'",' + payload + b"]")
+        self._append(b'["' + tag + b'",' + payload + b"]")
 
     def _key_changed(self, identity: list[dict], columns: list[dict]) -> bool:
         old = {c["name"]: c["value"] for c in identity if c["name"] in self._key_names}
@@ -124,48 +130,56 @@ class StreamChanges:
         self._entries.append(entry)
         self._size += len(entry)
 
-    def render(self, cur: extensions.cursor, sink: RecordSink) -> int:
-        """Render the pending changes into RECORD lines through `sink`; return how many were written."""
+    def take_batch(self) -> sql.Composed | None:
+        """Return the COPY that renders the pending changes, and forget them; None when none are pending."""
         if not self._entries:
-            return 0
+            return None
         batch = (b"[" + b",".join(self._entries) + b"]").decode()
         fill = (self._fill or self._always_fill) and bool(self._keys)
         envelope = record_envelope(self.stream.tap_stream_id, self.version, now_extracted())
-        query = self._render_query(fill, envelope, batch)
         self._entries.clear()
         self._size = 0
         self._fill = False
-        return sink.copy(cur, query)
+        return self._render_query(fill, envelope, batch)
 
     def _render_query(self, fill: bool, envelope: tuple[str, str], batch: str) -> sql.Composed:
-        """Return the COPY that renders a batch (JSON text of `[action, message]` entries) in order."""
+        """Return the COPY that renders a batch (JSON text of `[tag, message]` entries) in order."""
+        extra = [
+            sql.SQL("CASE WHEN source.{} = 'D' THEN {} END AS {}").format(
+                _TAG, render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)
+            )
+        ]
+        if self.debug_lsn:
+            extra.append(sql.SQL("{} AS {}").format(_CHANGE_LSN_SQL, sql.Identifier(LSN)))
         typed = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(self._typed_value(column, fill), sql.Identifier(column.name))
             for column in self.columns
         )
         stored_row = sql.SQL("")
         if fill:
-            stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 <> 'D' AND {} = {}").format(
+            stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 = 'P' AND {} = {}").format(
                 sql.Identifier(self.table.schema_name, self.table.name),
                 _row(sql.SQL("stored.{}").format(sql.Identifier(k.name)) for k in self._keys),
-                _row(self._wal_value(k) for k in self._keys),
+                _row(self._wal_value(k, by_position=False) for k in self._keys),
             )
-        delete_columns = self._keys or self.columns
+        # OFFSET 0 keeps the typed values computed once per change, not once per use in a render
         return sql.SQL(
-            "COPY (SELECT {} || CASE WHEN change.entry->>0 = 'D' THEN {} ELSE {} END || {} "
-            "FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) "
-            "CROSS JOIN LATERAL (SELECT {} AS v) AS wal {} "
-            "CROSS JOIN LATERAL (SELECT {} OFFSET 0) AS source "
-            "ORDER BY change.n) TO STDOUT {}"
+            "COPY (SELECT {} || row_to_json(r)::text || {} FROM ("
+            "SELECT {} FROM ("
+            "SELECT change.n AS {}, change.entry->>0 AS {}, change.entry->1 AS {}, {} "
+            "FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} OFFSET 0"
+            ") AS source ORDER BY source.{}) AS r) TO STDOUT {}"
         ).format(
             sql.Literal(envelope[0]),
-            self._record_object(delete_columns, deleted=True),
-            self._record_object(self.columns, deleted=False),
             sql.Literal(envelope[1]),
-            sql.Literal(batch),
-            _CHANGE_VALUES,
-            stored_row,
+            rendered_columns(self.columns, extra),
+            _ORDER,
+            _TAG,
+            _MESSAGE,
             typed,
+            sql.Literal(batch),
+            stored_row,
+            _ORDER,
             COPY_OPTIONS,
         )
 
@@ -173,25 +187,33 @@ class StreamChanges:
         """Return the change's value of `column` read into the column's type."""
         if column.name in self._gone:
             return sql.SQL("NULL::{}").format(sql.SQL(column.cast_sql))
-        value = self._wal_value(column)
+        by_name = self._wal_value(column, by_position=False)
         if fill:
-            return sql.SQL("CASE WHEN wal.v ? {} THEN {} ELSE stored.{} END").format(
-                sql.Literal(column.name), value, sql.Identifier(column.name)
+            by_name = sql.SQL("coalesce({}, stored.{})").format(by_name, sql.Identifier(column.name))
+        if column.name not in self._wal_name_set:
+            return by_name
+        return sql.SQL("CASE WHEN change.entry->>0 = 'F' THEN {} ELSE {} END").format(
+            self._wal_value(column, by_position=True), by_name
+        )
+
+    def _wal_value(self, column: Column, *, by_position: bool) -> sql.Composable:
+        """Return SQL of the column's value in the change, by its position in a full row or else by name."""
+        if by_position:
+            text = sql.SQL("(change.entry->1->'columns'->{}->>'value')").format(
+                sql.Literal(self.wal_names.index(column.name))
             )
-        return value
-
-    @staticmethod
-    def _wal_value(column: Column) -> sql.Composable:
-        text = sql.SQL("wal.v->>{}").format(sql.Literal(column.name))
+        else:
+            # a delete's value is the old row's (its identity); an update's is the new row's, else
+            # the old row's (a FULL replica identity has every column, TOASTed ones included)
+            path = sql.Literal("$[*] ? (@.name == $n).value")
+            name = sql.Literal(json.dumps({"n": column.name}))
+            text = sql.SQL(
+                "((CASE WHEN change.entry->>0 = 'D' THEN {old} ELSE coalesce({new}, {old}) END) #>> '{{}}')"
+            ).format(
+                old=sql.SQL("jsonb_path_query_first(change.entry->1->'identity', {}, {})").format(path, name),
+                new=sql.SQL("jsonb_path_query_first(change.entry->1->'columns', {}, {})").format(path, name),
+            )
         return sql.SQL(types.wal2json_value_sql(column.type, "{text}", column.cast_sql)).format(text=text)
-
-    def _record_object(self, columns: list[Column], *, deleted: bool) -> sql.Composable:
-        """Return SQL of one record's JSON text, with the LOG_BASED properties."""
-        commit_time = render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL) if deleted else sql.SQL("NULL")
-        extra = [sql.SQL("{} AS {}").format(commit_time, sql.Identifier(DELETED_AT))]
-        if self.debug_lsn:
-            extra.append(sql.SQL("{} AS {}").format(_CHANGE_LSN_SQL, sql.Identifier(LSN)))
-        return sql.SQL("(SELECT row_to_json(r)::text FROM (SELECT {}) AS r)").format(rendered_columns(columns, extra))
 
 
 def _row(items) -> sql.Composable:
@@ -239,3 +261,54 @@ def with_new_columns(stream: SelectedStream, table: Table, wal_names: list[str],
     schema = {**stream.schema, "properties": properties}
     widened = dataclasses.replace(stream, columns=[*stream.columns, *(c.name for c in supported)], schema=schema)
     return widened, [*columns, *supported]
+
+
+class BatchRenderer:
+    """Renders batches on two sessions at once and writes their lines in the order they were given.
+
+    The server's rendering is the bottleneck, and psycopg2 releases the GIL while it waits, so
+    one batch renders while the next is read from the WAL and another renders on the second session.
+    Checkpoints queue behind the batches before them, so a STATE never overtakes its records.
+    """
+
+    def __init__(self, sessions: list[extensions.connection], sink: RecordSink):
+        self._cursors = [session.cursor() for session in sessions]
+        self._sink = sink
+        self._pool = ThreadPoolExecutor(max_workers=len(self._cursors))
+        self._queue: deque[Future | Callable[[], None]] = deque()
+        self._rendering = 0
+        self._next = 0
+
+    def submit(self, query: sql.Composed | None) -> None:
+        """Start rendering a batch, first writing older ones while every session is busy."""
+        if query is None:
+            return
+        while self._rendering == len(self._cursors):
+            self._write_oldest()
+        cursor = self._cursors[self._next % len(self._cursors)]
+        self._next += 1
+        self._queue.append(self._pool.submit(copy_to_bytes, cursor, query))
+        self._rendering += 1
+
+    def submit_checkpoint(self, checkpoint: Callable[[], None]) -> None:
+        """Run `checkpoint` (it writes a STATE) once every batch given before it has been written."""
+        self._queue.append(checkpoint)
+        while self._queue and not isinstance(self._queue[0], Future):
+            self._write_oldest()
+
+    def drain(self) -> None:
+        """Write every batch and run every checkpoint given so far."""
+        while self._queue:
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        item = self._queue.popleft()
+        if isinstance(item, Future):
+            self._rendering -= 1
+            self._sink.emit_batch(*item.result())
+        else:
+            item()
+
+    def close(self) -> None:
+        """Stop the worker threads (after a failure, the batches in flight are dropped)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

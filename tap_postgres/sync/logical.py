@@ -34,7 +34,7 @@ from tap_postgres.replication import (
     find_slot,
 )
 from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, lsn_to_int
-from tap_postgres.sync.changes import StreamChanges, log_based_schema, with_new_columns
+from tap_postgres.sync.changes import BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
@@ -196,6 +196,9 @@ class WalPass:
             int_to_lsn(end_lsn) if self.config.break_at_end_lsn else "(no end)",
             len(self.by_table),
         )
+        helper = connect(self.config)
+        helper.autocommit = True
+        self.renderer = BatchRenderer([self.sync.conn, helper], self.sink)
         replication = connect_replication(self.config)
         try:
             cur = replication.cursor()
@@ -210,14 +213,16 @@ class WalPass:
             except psycopg2.Error as exc:
                 raise describe_plugin_failure(exc, f'cannot read replication slot "{self.sync.slot.name}"') from None
             self._read(cur, end_lsn)
+            self._checkpoint(final=True)
         except psycopg2.Error as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ReplicationError(
-                f"the WAL stream broke off ({first_line}): rerun with the last STATE to go on from there"
+                f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
             ) from None
         finally:
+            self.renderer.close()
             replication.close()
-        self._checkpoint()
+            helper.close()
         self.progress.finish(self.sink)
 
     def _start_of(self, stream_id: str) -> int:
@@ -254,12 +259,10 @@ class WalPass:
             now = time.monotonic()
             if self._should_stop(now, end_lsn):
                 return
-            if (
-                not self.in_transaction
-                and (self.changes_since_state or self._bookmarks_behind())
-                and (self._state_due() or now - self.last_data >= POLL_SECONDS)
-            ):
-                self._checkpoint()
+            # idle: send what is pending after a quiet second, and let bookmarks follow keepalives
+            quiet = self.changes_since_state and now - self.last_data >= POLL_SECONDS
+            if not self.in_transaction and (quiet or (self._state_due() and self._bookmarks_behind())):
+                self._checkpoint(final=True)
             ready, _, _ = select.select([cur], [], [], POLL_SECONDS)
             if not ready and now - last_keepalive_request >= POLL_SECONDS:
                 cur.send_feedback(reply=True, force=True)  # ask for a keepalive: it carries the WAL end
@@ -298,7 +301,7 @@ class WalPass:
             changes.add(action, message, payload)
             self.changes_since_state += 1
             if changes.full:
-                changes.render(self.sync.conn.cursor(), self.sink)
+                self.renderer.submit(changes.take_batch())
         elif action == "T":
             LOGGER.warning(
                 "%s.%s was truncated at %s: LOG_BASED cannot replay a TRUNCATE, so the target still holds its "
@@ -321,7 +324,8 @@ class WalPass:
 
     def _take_new_columns(self, changes: StreamChanges, message: dict) -> None:
         """Render what is pending under the old columns, then describe the table again and emit its SCHEMA."""
-        changes.render(self.sync.conn.cursor(), self.sink)
+        self.renderer.submit(changes.take_batch())
+        self.renderer.drain()  # describe_tables below shares the first session
         stream = changes.stream
         described = describe_tables(self.sync.conn, tables=[(stream.schema_name, stream.table_name)])
         if not described:
@@ -344,17 +348,26 @@ class WalPass:
     def _bookmarks_behind(self) -> bool:
         return any(lsn < self.position for lsn in self.bookmarks.values())
 
-    def _checkpoint(self) -> None:
-        """Render every pending change, move each bookmark to the position read, and write STATE."""
-        cur = self.sync.conn.cursor()
+    def _checkpoint(self, final: bool = False) -> None:
+        """Queue every pending change, then a STATE moving each bookmark to the position read so far.
+
+        The bookmarks change in the state only when that STATE is written, after the records
+        before it: an interrupted run then writes a state that its output covers.
+        """
         for changes in self.by_table.values():
-            changes.render(cur, self.sink)
-        if not self.in_transaction:
+            self.renderer.submit(changes.take_batch())
+        position = self.position if not self.in_transaction else None
+
+        def write_state() -> None:
             for stream_id, lsn in self.bookmarks.items():
-                if self.position > lsn:
-                    self.bookmarks[stream_id] = self.position
-                    bookmark(self.state, stream_id)["lsn"] = self.position
-        self.writer.write_state(self.state)
+                if position is not None and position > lsn:
+                    self.bookmarks[stream_id] = position
+                    bookmark(self.state, stream_id)["lsn"] = position
+            self.writer.write_state(self.state)
+
+        self.renderer.submit_checkpoint(write_state)
+        if final:
+            self.renderer.drain()
         self.changes_since_state = 0
         self.last_state = time.monotonic()
 
