@@ -122,9 +122,10 @@ class StreamChanges:
         self._append(b'["' + tag + b'",' + payload + b"]")
 
     def _key_changed(self, identity: list[dict], columns: list[dict]) -> bool:
-        old = {c["name"]: c["value"] for c in identity if c["name"] in self._key_names}
-        new = {c["name"]: c["value"] for c in columns if c["name"] in self._key_names}
-        return len(new) == len(self._key_names) and old != new
+        keys = self._key_names
+        old = [c["value"] for c in identity if c["name"] in keys]
+        new = [c["value"] for c in columns if c["name"] in keys]
+        return len(new) == len(keys) and old != new
 
     def _append(self, entry: bytes) -> None:
         self._entries.append(entry)
@@ -168,7 +169,7 @@ class StreamChanges:
             "SELECT {} FROM ("
             "SELECT change.n AS {}, change.entry->>0 AS {}, change.entry->1 AS {}, {} "
             "FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} OFFSET 0"
-            ") AS source ORDER BY source.{}) AS r) TO STDOUT {}"
+            ") AS source {}) AS r) TO STDOUT {}"
         ).format(
             sql.Literal(envelope[0]),
             sql.Literal(envelope[1]),
@@ -179,7 +180,8 @@ class StreamChanges:
             typed,
             sql.Literal(batch),
             stored_row,
-            _ORDER,
+            # the function scan returns the batch in order; only the join to the stored rows may not
+            sql.SQL("ORDER BY source.{}").format(_ORDER) if fill else sql.SQL(""),
             COPY_OPTIONS,
         )
 

@@ -283,7 +283,10 @@ class WalPass:
         return False
 
     def _consume(self, payload: bytes, data_start: int) -> None:
-        message = _parse(payload)
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            message = json.loads(payload)  # numbers beyond a double (numeric 1e400)
         action = message["action"]
         if action == "B":
             self.in_transaction = True
@@ -370,14 +373,6 @@ class WalPass:
             self.renderer.drain()
         self.changes_since_state = 0
         self.last_state = time.monotonic()
-
-
-def _parse(payload: bytes) -> dict:
-    """Parse a wal2json message; numbers beyond a double (numeric 1e400) need the slower parser."""
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return json.loads(payload)
 
 
 def _escape(name: str) -> str:
