@@ -120,9 +120,15 @@ def median_run(command: list[str], repeat: int, env: dict | None = None) -> Run:
     return Run(middle.seconds, middle.out_bytes, middle.out_lines, max(run.rss_mb for run in runs))
 
 
+def psql_command(port: int, dbname: str, *args: str) -> list[str]:
+    """Return a psql command line reaching `dbname` on the bench cluster."""
+    return ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", dbname, *args]
+
+
 def psql(port: int, dbname: str, sql: str) -> None:
+    """Run SQL with psql, stopping at the first error."""
     subprocess.run(
-        ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", dbname],
+        psql_command(port, dbname, "-q", "-v", "ON_ERROR_STOP=1"),
         input=sql.encode(),
         check=True,
         stdout=subprocess.DEVNULL,
@@ -213,19 +219,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
     for table, rows in (("wide", args.wide_rows), ("narrow", args.narrow_rows)):
         print(f"measuring {table}...", flush=True)
         baseline = median_run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "bench",
-                "-c",
-                f"\\copy (select * from {table}) to /dev/null",
-            ],
+            psql_command(port, "bench", "-c", f"\\copy (select * from {table}) to /dev/null"),
             args.repeat,
             env=dict(os.environ, PGPASSWORD=pgcluster.PASSWORD),
         )
@@ -271,20 +265,7 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
     )
     lsn = int(
         subprocess.run(
-            [
-                "psql",
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "bench",
-                "-c",
-                "SELECT (pg_current_wal_lsn() - '0/0')::bigint",
-            ],
+            psql_command(port, "bench", "-At", "-c", "SELECT (pg_current_wal_lsn() - '0/0')::bigint"),
             capture_output=True,
             text=True,
             check=True,
