@@ -46,7 +46,9 @@ _COMMIT_TIME = types.ColumnType(base_name="timestamptz", base_kind="b", base_cat
 # Names of the per-change columns next to the table's in the render query: unlikely in any table.
 _ORDER, _TAG, _MESSAGE = (sql.Identifier(f"_tap_postgres_{name}") for name in ("order", "tag", "message"))
 _COMMIT_TIME_SQL = sql.SQL("(source.{}->>'timestamp')::timestamptz").format(_MESSAGE)
-_CHANGE_LSN_SQL = sql.SQL("((source.{}->>'lsn')::pg_lsn - '0/0')::bigint").format(_MESSAGE)
+_CHANGE_LSN_SQL = sql.SQL("(coalesce(source.{0}->>2, source.{0}->1->>'lsn')::pg_lsn - '0/0')::bigint").format(
+    sql.Identifier("_tap_postgres_entry")
+)
 
 
 def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
@@ -108,18 +110,25 @@ class StreamChanges:
     def add(self, action: str, message: dict, payload: bytes) -> None:
         """Queue one insert, update or delete (its raw wal2json text) for rendering.
 
-        Each entry is tagged for the render query: F, a full row whose values sit at the table's
-        positions; P, an update that left unchanged TOAST values out; D, a delete (its identity).
+        Each entry is tagged for the render query: `["F", columns, lsn]`, a full row, only its
+        columns array (the server parses less), values at the table's positions; `["P", message]`,
+        an update that left unchanged TOAST values out; `["D", message]`, a delete (its identity).
         """
-        tag = b"D" if action == "D" else b"F"
-        if action == "U":
-            if len(message["columns"]) < len(self.wal_names):
-                tag = b"P"
-                self._fill = True
-            identity = message.get("identity")
-            if identity and self._key_names and self._key_changed(identity, message["columns"]):
-                self._append(b'["D",' + payload + b"]")
-        self._append(b'["' + tag + b'",' + payload + b"]")
+        identity = message.get("identity")
+        if action == "D":
+            self._append(b'["D",' + payload + b"]")
+            return
+        if identity and self._key_names and self._key_changed(identity, message["columns"]):
+            self._append(b'["D",' + payload + b"]")
+        if action == "U" and len(message["columns"]) < len(self.wal_names):
+            self._fill = True
+            self._append(b'["P",' + payload + b"]")
+            return
+        # wal2json writes "columns" before "identity"; a quote inside a value is always escaped
+        start = payload.index(b'"columns":[') + 10
+        end = payload.rindex(b'],"identity":[') + 1 if identity else len(payload) - 1
+        lsn = b',"' + message["lsn"].encode() + b'"' if self.debug_lsn else b""
+        self._append(b'["F",' + payload[start:end] + lsn + b"]")
 
     def _key_changed(self, identity: list[dict], columns: list[dict]) -> bool:
         keys = self._key_names
@@ -167,7 +176,7 @@ class StreamChanges:
         return sql.SQL(
             "COPY (SELECT {} || row_to_json(r)::text || {} FROM ("
             "SELECT {} FROM ("
-            "SELECT change.n AS {}, change.entry->>0 AS {}, change.entry->1 AS {}, {} "
+            "SELECT change.n AS {}, change.entry->>0 AS {}, change.entry->1 AS {}, change.entry AS {}, {} "
             "FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} OFFSET 0"
             ") AS source {}) AS r) TO STDOUT {}"
         ).format(
@@ -177,6 +186,7 @@ class StreamChanges:
             _ORDER,
             _TAG,
             _MESSAGE,
+            sql.Identifier("_tap_postgres_entry"),
             typed,
             sql.Literal(batch),
             stored_row,
@@ -201,9 +211,7 @@ class StreamChanges:
     def _wal_value(self, column: Column, *, by_position: bool) -> sql.Composable:
         """Return SQL of the column's value in the change, by its position in a full row or else by name."""
         if by_position:
-            text = sql.SQL("(change.entry->1->'columns'->{}->>'value')").format(
-                sql.Literal(self.wal_names.index(column.name))
-            )
+            text = sql.SQL("(change.entry->1->{}->>'value')").format(sql.Literal(self.wal_names.index(column.name)))
         else:
             # a delete's value is the old row's (its identity); an update's is the new row's, else
             # the old row's (a FULL replica identity has every column, TOASTed ones included)
