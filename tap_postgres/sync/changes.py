@@ -32,7 +32,7 @@ from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import now_extracted, record_envelope
-from tap_postgres.sync.rows import COPY_OPTIONS, RecordSink, copy_to_bytes, render_column, rendered_columns
+from tap_postgres.sync.rows import COPY_OPTIONS, RecordSink, copy_to_bytes, render_column, rendered_columns, row_of
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -44,11 +44,9 @@ LSN = "_sdc_lsn"
 _COMMIT_TIME = types.ColumnType(base_name="timestamptz", base_kind="b", base_category="D")
 
 # Names of the per-change columns next to the table's in the render query: unlikely in any table.
-_ORDER, _TAG, _MESSAGE = (sql.Identifier(f"_tap_postgres_{name}") for name in ("order", "tag", "message"))
-_COMMIT_TIME_SQL = sql.SQL("(source.{}->>'timestamp')::timestamptz").format(_MESSAGE)
-_CHANGE_LSN_SQL = sql.SQL("(coalesce(source.{0}->>2, source.{0}->1->>'lsn')::pg_lsn - '0/0')::bigint").format(
-    sql.Identifier("_tap_postgres_entry")
-)
+_ORDER, _ENTRY = sql.Identifier("_tap_postgres_order"), sql.Identifier("_tap_postgres_entry")
+_COMMIT_TIME_SQL = sql.SQL("(source.{}->1->>'timestamp')::timestamptz").format(_ENTRY)
+_CHANGE_LSN_SQL = sql.SQL("(coalesce(source.{0}->>2, source.{0}->1->>'lsn')::pg_lsn - '0/0')::bigint").format(_ENTRY)
 
 
 def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
@@ -155,8 +153,8 @@ class StreamChanges:
     def _render_query(self, fill: bool, envelope: tuple[str, str], batch: str) -> sql.Composed:
         """Return the COPY that renders a batch (JSON text of `[tag, message]` entries) in order."""
         extra = [
-            sql.SQL("CASE WHEN source.{} = 'D' THEN {} END AS {}").format(
-                _TAG, render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)
+            sql.SQL("CASE WHEN source.{}->>0 = 'D' THEN {} END AS {}").format(
+                _ENTRY, render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)
             )
         ]
         if self.debug_lsn:
@@ -169,14 +167,14 @@ class StreamChanges:
         if fill:
             stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 = 'P' AND {} = {}").format(
                 sql.Identifier(self.table.schema_name, self.table.name),
-                _row(sql.SQL("stored.{}").format(sql.Identifier(k.name)) for k in self._keys),
-                _row(self._wal_value(k, by_position=False) for k in self._keys),
+                row_of(sql.SQL("stored.{}").format(sql.Identifier(k.name)) for k in self._keys),
+                row_of(self._wal_value(k, by_position=False) for k in self._keys),
             )
         # OFFSET 0 keeps the typed values computed once per change, not once per use in a render
         return sql.SQL(
             "COPY (SELECT {} || row_to_json(r)::text || {} FROM ("
             "SELECT {} FROM ("
-            "SELECT change.n AS {}, change.entry->>0 AS {}, change.entry->1 AS {}, change.entry AS {}, {} "
+            "SELECT change.n AS {}, change.entry AS {}, {} "
             "FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} OFFSET 0"
             ") AS source {}) AS r) TO STDOUT {}"
         ).format(
@@ -184,9 +182,7 @@ class StreamChanges:
             sql.Literal(envelope[1]),
             rendered_columns(self.columns, extra),
             _ORDER,
-            _TAG,
-            _MESSAGE,
-            sql.Identifier("_tap_postgres_entry"),
+            _ENTRY,
             typed,
             sql.Literal(batch),
             stored_row,
@@ -224,13 +220,6 @@ class StreamChanges:
                 new=sql.SQL("jsonb_path_query_first(change.entry->1->'columns', {}, {})").format(path, name),
             )
         return sql.SQL(types.wal2json_value_sql(column.type, "{text}", column.cast_sql)).format(text=text)
-
-
-def _row(items) -> sql.Composable:
-    """Return `(a, b)` for several items and `a` for one, for a row comparison."""
-    items = list(items)
-    joined = sql.SQL(", ").join(items)
-    return sql.SQL("({})").format(joined) if len(items) > 1 else joined
 
 
 # A stand-in column whose type renders the commit time like every other timestamptz.
@@ -301,7 +290,7 @@ class BatchRenderer:
         self._rendering += 1
 
     def submit_checkpoint(self, checkpoint: Callable[[], None]) -> None:
-        """Run `checkpoint` (it writes a STATE) once every batch given before it has been written."""
+        """Run `checkpoint` (it moves bookmarks, writes STATE) once every batch given before it is written."""
         self._queue.append(checkpoint)
         while self._queue and not isinstance(self._queue[0], Future):
             self._write_oldest()

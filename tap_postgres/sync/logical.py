@@ -123,7 +123,7 @@ class LogBasedSync:
             cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint, pg_current_snapshot()::text")
             lsn, snapshot = cur.fetchone()
             current["lsn"] = lsn
-            current.setdefault("resume_key", None)  # marks the copy as unfinished until it ends
+            current["resume_key"] = None  # marks the copy as unfinished until it ends
             self.copy_snapshots[stream.tap_stream_id] = CopySnapshot.parse(snapshot)
             LOGGER.info("%s: initial copy, then changes after %s", stream.tap_stream_id, int_to_lsn(lsn))
 
@@ -213,7 +213,7 @@ class WalPass:
             except psycopg2.Error as exc:
                 raise describe_plugin_failure(exc, f'cannot read replication slot "{self.sync.slot.name}"') from None
             self._read(cur, end_lsn)
-            self._checkpoint(final=True)
+            self._checkpoint(drain=True, write=False)
         except psycopg2.Error as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ReplicationError(
@@ -262,7 +262,7 @@ class WalPass:
             # idle: send what is pending after a quiet second, and let bookmarks follow keepalives
             quiet = self.changes_since_state and now - self.last_data >= POLL_SECONDS
             if not self.in_transaction and (quiet or (self._state_due() and self._bookmarks_behind())):
-                self._checkpoint(final=True)
+                self._checkpoint(drain=True)
             ready, _, _ = select.select([cur], [], [], POLL_SECONDS)
             if not ready and now - last_keepalive_request >= POLL_SECONDS:
                 cur.send_feedback(reply=True, force=True)  # ask for a keepalive: it carries the WAL end
@@ -351,25 +351,27 @@ class WalPass:
     def _bookmarks_behind(self) -> bool:
         return any(lsn < self.position for lsn in self.bookmarks.values())
 
-    def _checkpoint(self, final: bool = False) -> None:
-        """Queue every pending change, then a STATE moving each bookmark to the position read so far.
+    def _checkpoint(self, drain: bool = False, write: bool = True) -> None:
+        """Queue every pending change, then move each bookmark to the position read so far and write STATE.
 
-        The bookmarks change in the state only when that STATE is written, after the records
-        before it: an interrupted run then writes a state that its output covers.
+        The bookmarks change in the state only once the records before them are written: an
+        interrupted run then writes a state that its output covers. `drain` waits for that;
+        `write=False` leaves the STATE to the caller (the run's last one is sync_streams').
         """
         for changes in self.by_table.values():
             self.renderer.submit(changes.take_batch())
         position = self.position if not self.in_transaction else None
 
-        def write_state() -> None:
+        def move_bookmarks() -> None:
             for stream_id, lsn in self.bookmarks.items():
                 if position is not None and position > lsn:
                     self.bookmarks[stream_id] = position
                     bookmark(self.state, stream_id)["lsn"] = position
-            self.writer.write_state(self.state)
+            if write:
+                self.writer.write_state(self.state)
 
-        self.renderer.submit_checkpoint(write_state)
-        if final:
+        self.renderer.submit_checkpoint(move_bookmarks)
+        if drain:
             self.renderer.drain()
         self.changes_since_state = 0
         self.last_state = time.monotonic()

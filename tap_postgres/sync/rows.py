@@ -89,19 +89,24 @@ def record_query(
     )
 
 
+def row_of(items) -> sql.Composable:
+    """Return `(a, b)` for several SQL items and `a` for one, for row comparisons and ORDER BY."""
+    items = list(items)
+    joined = sql.SQL(", ").join(items)
+    return sql.SQL("({})").format(joined) if len(items) > 1 else joined
+
+
 def key_tuple(columns: list[Column]) -> sql.Composable:
     """Return `(a, b)` (or `a`) for key columns, for row comparisons and ORDER BY."""
-    names = sql.SQL(", ").join(column_ref(column) for column in columns)
-    return sql.SQL("({})").format(names) if len(columns) > 1 else names
+    return row_of(column_ref(column) for column in columns)
 
 
 def key_values(columns: list[Column], values: list) -> sql.Composable:
     """Return the bound, type-cast values `(%s::t1, %s::t2)` matching `key_tuple`."""
-    casts = sql.SQL(", ").join(
+    return row_of(
         sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(column.cast_sql))
         for column, value in zip(columns, values, strict=True)
     )
-    return sql.SQL("({})").format(casts) if len(columns) > 1 else casts
 
 
 def begin_snapshot(conn: extensions.connection) -> None:
