@@ -7,7 +7,7 @@ PGDATA_DIR := $(CURDIR)/.pgdata
 # python3-boto3 lets the PL/Python aws_s3 stand-in of the fast_sync_rds tests upload to S3.
 PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15 python3-boto3
 
-.PHONY: deps venv test unit_test integration_test demo bench start_db stop_db lint clean
+.PHONY: deps venv targets test unit_test integration_test fuzz soak demo bench start_db stop_db lint clean
 
 # System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python with boto3.
 deps:
@@ -27,8 +27,20 @@ $(BIN)/tap-postgres: setup.py
 
 venv: $(BIN)/tap-postgres
 
-test: deps venv
+# The real Singer targets the round-trip and chaos tests pipe the tap into, each in a venv of its own.
+targets: venv
+	bash tests/targets/install.sh
+
+test: deps venv targets
 	$(BIN)/pytest -q tests
+
+# The generative suite at length: EXAMPLES random tables (default 2000) from SEED (default random).
+fuzz: deps venv
+	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),2000) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_generative.py
+
+# tap | target pipelines killed at random for ROUNDS rounds (default 50), then compared with the source.
+soak: deps venv targets
+	TAP_CHAOS_ROUNDS=$(or $(ROUNDS),50) $(BIN)/pytest -q tests/test_chaos.py
 
 unit_test: venv
 	$(BIN)/pytest -q tests -m "not integration"

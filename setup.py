@@ -27,6 +27,9 @@ setup(
             "ruff>=0.4",
             # moto's standalone server is the S3-compatible endpoint of the fast_sync_rds tests
             "moto[server]>=5",
+            # the generative suite: random schemas and values, records validated under draft 4 and 2020-12
+            "hypothesis>=6.100",
+            "jsonschema>=4.18",
         ],
     },
     entry_points={"console_scripts": ["tap-postgres=tap_postgres.cli:main"]},

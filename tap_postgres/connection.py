@@ -14,6 +14,8 @@ from tap_postgres.errors import (
     ConnectionFailedError,
     DatabaseMissingError,
     ReplicationError,
+    StreamSyncError,
+    TableMissingError,
     TapPostgresError,
 )
 
@@ -123,3 +125,42 @@ def describe_connect_failure(exc: psycopg2.Error, options: dict) -> TapPostgresE
         )
     first_line = next((line for line in message.splitlines() if line.strip()), type(exc).__name__)
     return ConnectionFailedError(f"cannot connect to {where}: {first_line.strip()}")
+
+
+# SQLSTATEs of failures during a sync that the user can act on, with what to do about each.
+_SYNC_FAILURES = {
+    "42501": "permission denied: GRANT SELECT on the table and USAGE on its schema to the tap's user, or deselect it",
+    "57014": "the query was cancelled (statement_timeout, or pg_cancel_backend): raise statement_timeout for "
+    "the tap's user (ALTER ROLE ... SET statement_timeout = 0) and rerun with the last STATE",
+    "55000": "the server refused the query in its current state: if it is a materialized view created WITH NO "
+    "DATA, run REFRESH MATERIALIZED VIEW on it; then rerun with the last STATE",
+    "53100": "the server is out of disk space: free some and rerun with the last STATE",
+    "53200": "the server is out of memory: rerun with the last STATE (a smaller itersize uses less)",
+}
+_RECOVERY_CONFLICT = (
+    "the standby cancelled the query for a recovery conflict: set hot_standby_feedback = on (or raise "
+    "max_standby_streaming_delay) on the standby, or read from the primary, then rerun with the last STATE"
+)
+_CONNECTION_LOST = "the connection to the server was lost: rerun with the last STATE to resume"
+
+
+def describe_sync_failure(exc: psycopg2.Error, stream_id: str) -> TapPostgresError | None:
+    """Turn a database error during a stream's sync into a one-line error, or None when it is not the user's to fix."""
+    code = exc.pgcode or ""
+    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if code in ("42P01", "42703"):
+        return TableMissingError(
+            f"{stream_id}: {first_line}: the table or a column was dropped or renamed during the run; "
+            "rerun --discover and update the catalog"
+        )
+    if code == "40001" and "recovery" in first_line:
+        fix = _RECOVERY_CONFLICT
+    elif code in _SYNC_FAILURES:
+        fix = _SYNC_FAILURES[code]
+    elif code.startswith(("08", "57P")) or (
+        not code and isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
+    ):
+        fix = _CONNECTION_LOST
+    else:
+        return None
+    return StreamSyncError(f"{stream_id}: {first_line}: {fix}")

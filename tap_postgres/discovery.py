@@ -19,7 +19,7 @@ VIEW_KINDS = {"v", "m"}
 
 _TABLES_SQL = """
 SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
-       obj_description(c.oid, 'pg_class'), has_any_column_privilege(c.oid, 'SELECT')
+       obj_description(c.oid, 'pg_class'), has_any_column_privilege(c.oid, 'SELECT'), c.relispopulated
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -83,6 +83,7 @@ class Table:
     description: str | None
     columns: list[Column]
     primary_key: list[str]
+    populated: bool = True  # false for a materialized view created WITH NO DATA and not refreshed since
 
     @property
     def is_view(self) -> bool:
@@ -143,8 +144,9 @@ def describe_tables(
             description=description,
             columns=columns_by_table[oid],
             primary_key=list(primary_keys.get(oid, [])),
+            populated=populated,
         )
-        for oid, schema_name, name, kind, row_count, description, can_select in table_rows
+        for oid, schema_name, name, kind, row_count, description, can_select, populated in table_rows
         if _warn_unless_selectable(schema_name, name, can_select)
     ]
 

@@ -42,3 +42,11 @@ class NotSupportedError(TapPostgresError):
 
 class ReplicationError(TapPostgresError):
     """Raised when LOG_BASED cannot read the WAL: wal_level, a missing or lost slot, privileges, wal2json."""
+
+
+class StreamSyncError(TapPostgresError):
+    """Raised when the database stops a stream's sync for a reason the user can act on.
+
+    Privileges, a statement timeout, a lost connection, a standby's recovery conflict, an
+    unpopulated materialized view: the run ends with the last STATE written, so a rerun resumes.
+    """

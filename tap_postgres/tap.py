@@ -69,8 +69,9 @@ class TapPostgres(Tap):
                 "no catalog given: run with --discover to write one, select streams, "
                 "then pass it with --catalog (or --properties)"
             )
-        streams = catalog_module.parse_catalog(read_json_file(catalog, "catalog", CatalogError), settings)
-        # numbers with a fraction stay Decimal, so a numeric bookmark is bound back exactly
+        # numbers with a fraction stay Decimal: schema bounds pass through and bookmarks bind back exactly
+        raw_catalog = read_json_file(catalog, "catalog", CatalogError, parse_float=decimal.Decimal)
+        streams = catalog_module.parse_catalog(raw_catalog, settings)
         raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
         bookmarks = state_module.parse_state(raw_state)
         with MessageWriter.to_stdout() as writer:

@@ -16,16 +16,13 @@ Rules for values JSON or a target cannot hold (documented in the README):
 from __future__ import annotations
 
 import dataclasses
+import decimal
 from collections.abc import Callable
 
 TIMESTAMP_AFTER_RANGE = "9999-12-31T23:59:59.999999+00:00"
 TIMESTAMP_BEFORE_RANGE = "0001-01-01T00:00:00+00:00"
 # What the sync looks for in its output to warn that a stream held out-of-range dates.
 CLAMPED_TIMESTAMPS = (TIMESTAMP_AFTER_RANGE.encode(), TIMESTAMP_BEFORE_RANGE.encode())
-
-# numeric precision and scale used in the schema of an unconstrained numeric, as pipelinewise does
-UNCONSTRAINED_NUMERIC_PRECISION = 100
-UNCONSTRAINED_NUMERIC_SCALE = 38
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,29 +55,23 @@ def _integer_schema(bits: int) -> Callable[[ColumnType], dict]:
     return lambda column: {"type": ["integer"], "minimum": -(2 ** (bits - 1)), "maximum": 2 ** (bits - 1) - 1}
 
 
-def _numeric_precision_scale(typmod: int) -> tuple[int, int]:
-    """Return (precision, scale) of a numeric typmod, or pipelinewise's caps when unconstrained."""
-    if typmod < 4:
-        return UNCONSTRAINED_NUMERIC_PRECISION, UNCONSTRAINED_NUMERIC_SCALE
-    packed = typmod - 4
-    precision, scale = (packed >> 16) & 0xFFFF, packed & 0xFFFF
-    # PostgreSQL 15 allows a negative scale, stored as an 11-bit two's complement
-    if scale & 0x400:
-        scale -= 0x800
-    return min(precision, UNCONSTRAINED_NUMERIC_PRECISION), min(max(scale, 0), UNCONSTRAINED_NUMERIC_SCALE)
-
-
 def _numeric_schema(column: ColumnType) -> dict:
-    precision, scale = _numeric_precision_scale(column.typmod)
-    bound = 10 ** (precision - scale)
-    return {
-        "type": ["number"],
-        "exclusiveMaximum": True,
-        "maximum": bound,
-        "multipleOf": 10 ** (0 - scale),
-        "exclusiveMinimum": True,
-        "minimum": -bound,
-    }
+    """numeric(p,s) is bounded by its largest value, 99..9.9..9 (p nines, s after the point).
+
+    Only inclusive `minimum`/`maximum` mean the same under draft 4, draft 7 and 2020-12 (draft 4's
+    `exclusiveMaximum` is a boolean, later drafts' a number), and `multipleOf` is left out: float
+    validators reject 0.3 as a multiple of 0.1, and Decimal ones fail on 1e-38. The bound is a
+    Decimal so it is written exactly, however many digits it has. Targets pick their column type
+    from `type` alone (pipelinewise-target-postgres: double precision; singer-sdk: DECIMAL).
+    """
+    if column.typmod < 4:
+        return {"type": ["number"]}  # unconstrained: up to 131072 digits before the point
+    packed = column.typmod - 4
+    precision, scale = (packed >> 16) & 0xFFFF, packed & 0xFFFF
+    if scale & 0x400:  # PostgreSQL 15 allows a negative scale, stored as an 11-bit two's complement
+        scale -= 0x800
+    largest = decimal.Decimal((0, (9,) * precision, -scale))
+    return {"type": ["number"], "minimum": -largest, "maximum": largest}
 
 
 def _string_schema(column: ColumnType) -> dict:
@@ -200,7 +191,8 @@ def json_schema(column: ColumnType, *, nullable: bool) -> dict | None:
         return None
     schema = family.schema(column)
     if column.is_array:
-        schema = {"type": ["array"], "items": schema}
+        # an element of any array can be NULL: PostgreSQL has no NOT NULL for elements
+        schema = {"type": ["array"], "items": {**schema, "type": ["null", *schema["type"]]}}
     if nullable:
         schema["type"] = ["null", *schema["type"]]
     return schema

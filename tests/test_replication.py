@@ -33,16 +33,27 @@ def test_malformed_lsn_bookmark_is_a_state_error():
 
 
 def test_copy_snapshot_saw_committed_transactions_before_it_only():
-    snapshot = CopySnapshot.parse("100:105:101,103")
+    snapshot = CopySnapshot.parse("100:105:101,103", lsn=0)
     assert snapshot.saw(99) and snapshot.saw(102) and snapshot.saw(104)
     assert not snapshot.saw(101) and not snapshot.saw(103) and not snapshot.saw(105)
 
 
 def test_copy_snapshot_gives_32_bit_xids_the_snapshot_epoch():
     epoch = 3 << 32
-    snapshot = CopySnapshot.parse(f"{epoch + 10}:{epoch + 20}:")
+    snapshot = CopySnapshot.parse(f"{epoch + 10}:{epoch + 20}:", lsn=0)
     assert snapshot.saw(5)  # epoch + 5, before xmin
     assert not snapshot.saw(25)  # after xmax
-    wrapped = CopySnapshot.parse(f"{epoch - 10}:{epoch + 5}:")
+    wrapped = CopySnapshot.parse(f"{epoch - 10}:{epoch + 5}:", lsn=0)
     assert wrapped.saw(0xFFFFFFF0)  # the previous epoch, before xmin
     assert not wrapped.saw(6)
+
+
+def test_copy_snapshot_round_trips_through_its_bookmark_form():
+    snapshot = CopySnapshot.parse("100:105:103,101", lsn=4096)
+    assert CopySnapshot.from_bookmark("public-t", snapshot.to_bookmark()) == snapshot
+
+
+@pytest.mark.parametrize("saved", ["100:105:", {"snapshot": "100:105"}, {"snapshot": "a:b:", "lsn": 1}, {"lsn": 5}])
+def test_malformed_copy_snapshot_is_a_state_error(saved):
+    with pytest.raises(StateError, match="copy_snapshot"):
+        CopySnapshot.from_bookmark("public-t", saved)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
+
+import psycopg2
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
-from tap_postgres.connection import connect
+from tap_postgres.connection import connect, describe_sync_failure
 from tap_postgres.discovery import Table, describe_tables
-from tap_postgres.errors import TableMissingError
+from tap_postgres.errors import TableMissingError, TapPostgresError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
@@ -42,12 +46,16 @@ def sync_streams(config: Config, streams: list[SelectedStream], state: dict, wri
         logical = LogBasedSync(config, log_based, state, writer) if log_based else None
         with connect(config, secondary=config.use_secondary) as conn:
             tables = _tables_of(conn, streams)
+            if logical:
+                logical.check_replicable(tables)
             for stream in resume_order(streams, state.get("currently_syncing")):
                 state["currently_syncing"] = stream.tap_stream_id
-                _sync_stream(conn, tables, stream, state, writer, config, logical)
+                with _failing_with_state(stream.tap_stream_id, state, writer):
+                    _sync_stream(conn, tables, stream, state, writer, config, logical)
             state["currently_syncing"] = None
             if logical:
-                logical.stream_changes(tables)
+                with _failing_with_state("LOG_BASED", state, writer):
+                    logical.stream_changes(tables)
     except (KeyboardInterrupt, Interrupted):
         LOGGER.warning("Interrupted: writing the last STATE; rerun with it to resume")
         writer.write_state(state)
@@ -57,6 +65,27 @@ def sync_streams(config: Config, streams: list[SelectedStream], state: dict, wri
         if logical:
             logical.close()
     writer.write_state(state)
+
+
+@contextlib.contextmanager
+def _failing_with_state(name: str, state: dict, writer: MessageWriter) -> Iterator[None]:
+    """Write the last STATE before a failure the user can act on ends the run, so a rerun resumes.
+
+    A database error the user can act on becomes one line naming `name` (describe_sync_failure);
+    any other is a bug in the tap and keeps its traceback. The state in memory only ever holds
+    bookmarks whose records were written, so it is safe to write at any point.
+    """
+    try:
+        yield
+    except psycopg2.Error as exc:
+        failure = describe_sync_failure(exc, name)
+        if failure is None:
+            raise
+        writer.write_state(state)
+        raise failure from None
+    except TapPostgresError:
+        writer.write_state(state)
+        raise
 
 
 def resume_order(streams: list[SelectedStream], currently_syncing: str | None) -> list[SelectedStream]:
@@ -82,6 +111,14 @@ def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: Mess
             f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} no longer '
             "exists (or the user lost SELECT on it): rerun --discover and update the catalog"
         )
+    if not table.populated:
+        LOGGER.warning(
+            "Skipping %s: materialized view %s has not been populated (created WITH NO DATA); run "
+            "REFRESH MATERIALIZED VIEW on it to sync it",
+            stream.tap_stream_id,
+            f'"{table.schema_name}"."{table.name}"',
+        )
+        return
     columns = selected_columns(table, stream)
     LOGGER.info("Syncing %s with %s", stream.tap_stream_id, stream.replication_method)
     if stream.replication_method == "LOG_BASED":

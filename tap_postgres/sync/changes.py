@@ -32,7 +32,7 @@ from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import now_extracted, record_envelope
-from tap_postgres.sync.rows import COPY_OPTIONS, RecordSink, copy_to_bytes, render_column, rendered_columns, row_of
+from tap_postgres.sync.rows import RecordSink, copy_records, copy_to_bytes, render_column, row_of
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -43,20 +43,39 @@ DELETED_AT = "_sdc_deleted_at"
 LSN = "_sdc_lsn"
 _COMMIT_TIME = types.ColumnType(base_name="timestamptz", base_kind="b", base_category="D")
 
-# Names of the per-change columns next to the table's in the render query: unlikely in any table.
-_ORDER, _ENTRY = sql.Identifier("_tap_postgres_order"), sql.Identifier("_tap_postgres_entry")
-_COMMIT_TIME_SQL = sql.SQL("(source.{}->1->>'timestamp')::timestamptz").format(_ENTRY)
-_CHANGE_LSN_SQL = sql.SQL("(coalesce(source.{0}->>2, source.{0}->1->>'lsn')::pg_lsn - '0/0')::bigint").format(_ENTRY)
+# Every reference to a change, a stored row or a typed value is qualified by one of the render
+# query's relations (change, stored, typed), so no column name of a user's table can capture it.
+_COMMIT_TIME_SQL = sql.SQL("(change.entry->1->>'timestamp')::timestamptz")
+_CHANGE_LSN_SQL = sql.SQL("(coalesce(change.entry->>2, change.entry->1->>'lsn')::pg_lsn - '0/0')::bigint")
+
+
+# How a change's columns line up with the table's (StreamChanges.layout_of).
+IN_ORDER, BY_NAME, NEW_COLUMNS = "in order", "by name", "new columns"
 
 
 def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
-    """Return the stream's JSON schema with the properties LOG_BASED adds to every record."""
+    """Return the stream's JSON schema as LOG_BASED records fill it, with the properties it adds.
+
+    A delete carries only the replica identity, so every column but the key can be null in a
+    LOG_BASED record, NOT NULL or not (and every column of a table without a key).
+    """
+    keys = set(stream.key_properties)
     schema = dict(stream.schema)
-    schema["properties"] = dict(schema["properties"])
+    schema["properties"] = {
+        name: prop if name in keys else _nullable(prop) for name, prop in schema["properties"].items()
+    }
     schema["properties"][DELETED_AT] = {"type": ["null", "string"], "format": "date-time"}
     if debug_lsn:
         schema["properties"][LSN] = {"type": ["null", "integer"]}
     return schema
+
+
+def _nullable(prop: dict) -> dict:
+    """Return a property schema that also allows null."""
+    kinds = prop.get("type")
+    if kinds is None or "null" in kinds:
+        return prop
+    return {**prop, "type": ["null", *([kinds] if isinstance(kinds, str) else kinds)]}
 
 
 class StreamChanges:
@@ -94,23 +113,30 @@ class StreamChanges:
         """Tell whether the batch is large enough to render now."""
         return len(self._entries) >= BATCH_CHANGES or self._size >= BATCH_BYTES
 
-    def columns_changed(self, action: str, message: dict) -> bool:
-        """Tell whether a change's columns differ from the table's, other than TOAST values left out."""
+    def layout_of(self, action: str, message: dict) -> str:
+        """Tell how a change's columns compare with the table's as wal2json sends it.
+
+        IN_ORDER: the same names in the same order (read by position); BY_NAME: the same columns in
+        another order (a partition whose columns were created in another order), or an update that
+        left unchanged TOAST values out; NEW_COLUMNS: names the table did not have.
+        """
         if action == "D":
-            return False
+            return BY_NAME
         names = [column["name"] for column in message["columns"]]
         if names == self.wal_names:
-            return False
-        if action == "U" and self._wal_name_set.issuperset(names):
-            return False
-        return True
+            return IN_ORDER
+        if self._wal_name_set.issuperset(names) and (action == "U" or len(names) == len(self.wal_names)):
+            return BY_NAME
+        return NEW_COLUMNS
 
-    def add(self, action: str, message: dict, payload: bytes) -> None:
+    def add(self, action: str, message: dict, payload: bytes, layout: str) -> None:
         """Queue one insert, update or delete (its raw wal2json text) for rendering.
 
-        Each entry is tagged for the render query: `["F", columns, lsn]`, a full row, only its
-        columns array (the server parses less), values at the table's positions; `["P", message]`,
-        an update that left unchanged TOAST values out; `["D", message]`, a delete (its identity).
+        Each entry is tagged for the render query: `["F", columns, lsn]`, a full row in the table's
+        column order, only its columns array (the server parses less), values read by position;
+        `["P", message]`, an update that left unchanged TOAST values out, read by name and filled
+        from the stored row; `["N", message]`, a full row in another order, read by name;
+        `["D", message]`, a delete (its identity).
         """
         identity = message.get("identity")
         if action == "D":
@@ -118,9 +144,10 @@ class StreamChanges:
             return
         if identity and self._key_names and self._key_changed(identity, message["columns"]):
             self._append(b'["D",' + payload + b"]")
-        if action == "U" and len(message["columns"]) < len(self.wal_names):
-            self._fill = True
-            self._append(b'["P",' + payload + b"]")
+        if layout != IN_ORDER:
+            partial = len(message["columns"]) < len(self.wal_names)
+            self._fill = self._fill or partial
+            self._append((b'["P",' if partial else b'["N",') + payload + b"]")
             return
         # wal2json writes "columns" before "identity"; a quote inside a value is always escaped
         start = payload.index(b'"columns":[') + 10
@@ -151,14 +178,24 @@ class StreamChanges:
         return self._render_query(fill, envelope, batch)
 
     def _render_query(self, fill: bool, envelope: tuple[str, str], batch: str) -> sql.Composed:
-        """Return the COPY that renders a batch (JSON text of `[tag, message]` entries) in order."""
-        extra = [
-            sql.SQL("CASE WHEN source.{}->>0 = 'D' THEN {} END AS {}").format(
-                _ENTRY, render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)
+        """Return the COPY that renders a batch (JSON text of `[tag, message]` entries) in order.
+
+        Each change is read into typed values once (the LATERAL subquery, kept apart by OFFSET 0),
+        then rendered like a FULL_TABLE row.
+        """
+        rendered = [
+            sql.SQL("{} AS {}").format(
+                render_column(column, sql.Identifier("typed", column.name)), sql.Identifier(column.name)
             )
+            for column in self.columns
         ]
+        rendered.append(
+            sql.SQL("CASE WHEN change.entry->>0 = 'D' THEN {} END AS {}").format(
+                render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)
+            )
+        )
         if self.debug_lsn:
-            extra.append(sql.SQL("{} AS {}").format(_CHANGE_LSN_SQL, sql.Identifier(LSN)))
+            rendered.append(sql.SQL("{} AS {}").format(_CHANGE_LSN_SQL, sql.Identifier(LSN)))
         typed = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(self._typed_value(column, fill), sql.Identifier(column.name))
             for column in self.columns
@@ -167,29 +204,21 @@ class StreamChanges:
         if fill:
             stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 = 'P' AND {} = {}").format(
                 sql.Identifier(self.table.schema_name, self.table.name),
-                row_of(sql.SQL("stored.{}").format(sql.Identifier(k.name)) for k in self._keys),
+                row_of(sql.Identifier("stored", k.name) for k in self._keys),
                 row_of(self._wal_value(k, by_position=False) for k in self._keys),
             )
-        # OFFSET 0 keeps the typed values computed once per change, not once per use in a render
-        return sql.SQL(
-            "COPY (SELECT {} || row_to_json(r)::text || {} FROM ("
-            "SELECT {} FROM ("
-            "SELECT change.n AS {}, change.entry AS {}, {} "
-            "FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} OFFSET 0"
-            ") AS source {}) AS r) TO STDOUT {}"
+        query = sql.SQL(
+            "SELECT {} FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} "
+            "CROSS JOIN LATERAL (SELECT {} OFFSET 0) AS typed {}"
         ).format(
-            sql.Literal(envelope[0]),
-            sql.Literal(envelope[1]),
-            rendered_columns(self.columns, extra),
-            _ORDER,
-            _ENTRY,
-            typed,
+            sql.SQL(", ").join(rendered),
             sql.Literal(batch),
             stored_row,
+            typed,
             # the function scan returns the batch in order; only the join to the stored rows may not
-            sql.SQL("ORDER BY source.{}").format(_ORDER) if fill else sql.SQL(""),
-            COPY_OPTIONS,
+            sql.SQL("ORDER BY change.n") if fill else sql.SQL(""),
         )
+        return copy_records(envelope, query)
 
     def _typed_value(self, column: Column, fill: bool) -> sql.Composable:
         """Return the change's value of `column` read into the column's type."""
@@ -197,7 +226,7 @@ class StreamChanges:
             return sql.SQL("NULL::{}").format(sql.SQL(column.cast_sql))
         by_name = self._wal_value(column, by_position=False)
         if fill:
-            by_name = sql.SQL("coalesce({}, stored.{})").format(by_name, sql.Identifier(column.name))
+            by_name = sql.SQL("coalesce({}, {})").format(by_name, sql.Identifier("stored", column.name))
         if column.name not in self._wal_name_set:
             return by_name
         return sql.SQL("CASE WHEN change.entry->>0 = 'F' THEN {} ELSE {} END").format(

@@ -65,9 +65,6 @@ def sync_full_table(
     interrupted = "resume_key" in stream_bookmark or stream_bookmark.pop("xmin", None) is not None
     version = stream_bookmark["version"] if interrupted and not first_run else new_version()
     stream_bookmark["version"] = version
-    writer.write_state(state)
-    if first_run:
-        writer.write_activate_version(stream.tap_stream_id, version)
 
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
     progress = Progress(stream.tap_stream_id)
@@ -76,16 +73,17 @@ def sync_full_table(
     key_columns.sort(key=lambda column: table.primary_key.index(column.name))
 
     begin_snapshot(conn)
-    with conn.cursor() as cur:
+    with conn.cursor() as cur, _helper_session(conn, open_helper if key_columns else None) as helper:
+        if on_snapshot:
+            on_snapshot(cur)
+        # the first STATE already holds what on_snapshot recorded: a target may save only this one
+        writer.write_state(state)
+        if first_run:
+            writer.write_activate_version(stream.tap_stream_id, version)
         if key_columns:
-            with _helper_session(conn, open_helper) as helper:
-                if on_snapshot:
-                    on_snapshot(cur)
-                _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize)
+            _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize)
         else:
             LOGGER.info("%s has no primary key: copying it in one pass (not resumable)", stream.tap_stream_id)
-            if on_snapshot:
-                on_snapshot(cur)
             sink.copy(cur, record_query(stream, columns, envelope))
     conn.commit()
 

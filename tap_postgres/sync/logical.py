@@ -5,8 +5,11 @@ No change is lost because of three rules:
   position) once every record before it has been written, and the STATE carrying it follows them;
 - the slot is confirmed only up to the lowest `lsn` of the incoming state, which is what the
   target has saved (replication.confirm_up_to), never to what this run emits;
-- a stream copied in this run skips exactly the transactions its copy's snapshot already saw;
-  every later transaction is streamed, so rows written during the copy arrive (at least once).
+- a stream being copied skips exactly the transactions its copy's snapshot already saw; every
+  later transaction is streamed, so rows written during the copy arrive (at least once). The
+  copy's first STATE, before any of its rows, already holds that snapshot (`copy_snapshot`) and
+  an `lsn` no later than any transaction it did not see: a target that saves only that STATE
+  resumes the copy, and the changes since it (deletes of rows it already loaded included) follow.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import logging
 import select
 import time
+from typing import Any
 
 import orjson
 import psycopg2
@@ -23,9 +27,9 @@ from psycopg2 import extensions
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
-from tap_postgres.connection import connect, connect_replication
-from tap_postgres.discovery import Column, Table, describe_tables
-from tap_postgres.errors import ReplicationError, TableMissingError
+from tap_postgres.connection import connect, connect_replication, describe_sync_failure
+from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
+from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
 from tap_postgres.output import MessageWriter
 from tap_postgres.replication import (
     confirm_up_to,
@@ -34,12 +38,14 @@ from tap_postgres.replication import (
     find_slot,
 )
 from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, lsn_to_int
-from tap_postgres.sync.changes import BatchRenderer, StreamChanges, log_based_schema, with_new_columns
+from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
 
+# Views, materialized views and foreign tables: their rows are not written to the WAL as theirs.
+NOT_REPLICABLE = ("v", "m", "f")
 # A STATE follows at the first transaction end after this many changes or seconds.
 STATE_EVERY_CHANGES = 20000
 STATE_EVERY_SECONDS = 10.0
@@ -56,12 +62,29 @@ class CopySnapshot:
     xmin: int
     xmax: int
     running: frozenset[int]
+    lsn: int  # the WAL position read in the snapshot: every transaction ending later is unseen
 
     @classmethod
-    def parse(cls, text: str) -> CopySnapshot:
+    def parse(cls, text: str, lsn: int) -> CopySnapshot:
         """Read `xmin:xmax:xip,...`."""
         xmin, xmax, running = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(xid) for xid in running.split(",") if xid))
+        return cls(int(xmin), int(xmax), frozenset(int(xid) for xid in running.split(",") if xid), lsn)
+
+    @classmethod
+    def from_bookmark(cls, stream_id: str, saved: Any) -> CopySnapshot:
+        """Read the `copy_snapshot` a stream's bookmark keeps while its initial copy is not yet passed."""
+        try:
+            return cls.parse(saved["snapshot"], int(saved["lsn"]))
+        except (KeyError, TypeError, ValueError):
+            raise StateError(
+                f'{stream_id}: the state\'s copy_snapshot {saved!r} is not {{"snapshot": "xmin:xmax:xip", "lsn": n}}: '
+                "restore the state file the target saved"
+            ) from None
+
+    def to_bookmark(self) -> dict:
+        """Return the form kept in the state."""
+        running = ",".join(str(xid) for xid in sorted(self.running))
+        return {"snapshot": f"{self.xmin}:{self.xmax}:{running}", "lsn": self.lsn}
 
     def saw(self, xid: int) -> bool:
         """Tell whether a committed transaction, by its 32-bit xid from wal2json, was visible to the copy."""
@@ -97,11 +120,25 @@ class LogBasedSync:
                     int_to_lsn(self.slot.confirmed_flush),
                     int_to_lsn(lsn),
                 )
-        self.copy_snapshots: dict[str, CopySnapshot] = {}
+        self.copy_snapshots: dict[str, CopySnapshot] = {
+            stream.tap_stream_id: CopySnapshot.from_bookmark(stream.tap_stream_id, saved)
+            for stream in streams
+            if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
+        }
 
     def close(self) -> None:
         """Release the primary connection."""
         self.conn.close()
+
+    def check_replicable(self, tables: dict[tuple[str, str], Table]) -> None:
+        """Refuse a LOG_BASED stream on a relation that has no WAL of its own (a view, a foreign table)."""
+        for stream in self.streams:
+            table = tables.get((stream.schema_name, stream.table_name))
+            if table is not None and table.kind in NOT_REPLICABLE:
+                raise NotSupportedError(
+                    f"{stream.tap_stream_id} is a {RELATION_KINDS[table.kind]}, whose rows have no WAL of their "
+                    "own: LOG_BASED cannot replicate it; set its replication-method to FULL_TABLE or INCREMENTAL"
+                )
 
     def schema_of(self, stream: SelectedStream) -> dict:
         """Return the SCHEMA of a LOG_BASED stream."""
@@ -118,13 +155,16 @@ class LogBasedSync:
         fresh = "lsn" not in current
 
         def record_position(cur: extensions.cursor) -> None:
-            # read in the copy's snapshot: every transaction ending at or before this position that
-            # the snapshot saw is in the copy; the rest is streamed
+            # read in the copy's snapshot: the transactions it saw are in the copy, the rest is
+            # streamed from a position no later than any of them (the slot's, which the last run
+            # read past, or the current one)
             cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint, pg_current_snapshot()::text")
-            lsn, snapshot = cur.fetchone()
-            current["lsn"] = lsn
+            lsn, snapshot_text = cur.fetchone()
+            snapshot = CopySnapshot.parse(snapshot_text, lsn)
+            self.copy_snapshots[stream.tap_stream_id] = snapshot
+            current["lsn"] = min(lsn, self.slot.confirmed_flush)
+            current["copy_snapshot"] = snapshot.to_bookmark()
             current["resume_key"] = None  # marks the copy as unfinished until it ends
-            self.copy_snapshots[stream.tap_stream_id] = CopySnapshot.parse(snapshot)
             LOGGER.info("%s: initial copy, then changes after %s", stream.tap_stream_id, int_to_lsn(lsn))
 
         open_helper = lambda: connect(self.config)  # noqa: E731
@@ -176,6 +216,11 @@ class WalPass:
             self.by_table[(stream.schema_name, stream.table_name)] = StreamChanges(
                 stream, table, selected_columns(table, stream), version, self.config.debug_lsn
             )
+        # wal2json names the leaf partition a row is in: the partitioned tables' changes are routed
+        # to their streams through pg_partition_ancestors, with no table filter (see _route)
+        self.partitioned = any(changes.table.kind == "p" for changes in self.by_table.values())
+        self.routes: dict[tuple[str, str], list[StreamChanges]] = {}
+        self.catalog_conn: extensions.connection | None = None
         self.bookmarks = {
             stream.tap_stream_id: bookmark_lsn(self.state, stream.tap_stream_id) for stream in sync.streams
         }
@@ -188,7 +233,7 @@ class WalPass:
     def run(self) -> None:
         """Stream until a stop condition holds, then render what is pending and write the last STATE."""
         end_lsn = current_wal_lsn(self.sync.conn)
-        start_lsn = min(self._start_of(stream_id) for stream_id in self.bookmarks)
+        start_lsn = min(self.bookmarks.values())
         LOGGER.info(
             "Reading slot %s from %s to %s for %d streams",
             self.sync.slot.name,
@@ -215,6 +260,9 @@ class WalPass:
             self._read(cur, end_lsn)
             self._checkpoint(drain=True, write=False)
         except psycopg2.Error as exc:
+            failure = describe_sync_failure(exc, "LOG_BASED")
+            if failure is not None:
+                raise failure from None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ReplicationError(
                 f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
@@ -223,26 +271,25 @@ class WalPass:
             self.renderer.close()
             replication.close()
             helper.close()
+            if self.catalog_conn is not None:
+                self.catalog_conn.close()
         self.progress.finish(self.sink)
 
-    def _start_of(self, stream_id: str) -> int:
-        """Where the WAL must be read from for a stream: its bookmark, or the slot's position if copied now."""
-        if stream_id in self.sync.copy_snapshots:
-            # transactions committed before the copy's WAL position may still be invisible to its snapshot
-            return min(self.bookmarks[stream_id], self.sync.slot.confirmed_flush)
-        return self.bookmarks[stream_id]
-
     def _wal2json_options(self) -> dict:
-        tables = ",".join(f"{_escape(schema)}.{_escape(table)}" for schema, table in sorted(self.by_table))
-        return {
+        options = {
             "format-version": "2",  # one message per row change: memory does not grow with a transaction
             "include-xids": "true",
             "include-timestamp": "true",
             "include-lsn": "true",
             "include-types": "false",
             "actions": "insert,update,delete,truncate",
-            "add-tables": tables,
         }
+        if not self.partitioned:
+            # a partition attached during the run would not be in this list: only without partitioned tables
+            options["add-tables"] = ",".join(
+                f"{_escape(schema)}.{_escape(table)}" for schema, table in sorted(self.by_table)
+            )
+        return options
 
     def _read(self, cur, end_lsn: int) -> None:
         last_keepalive_request = 0.0
@@ -295,16 +342,22 @@ class WalPass:
             self.in_transaction = False
             self.position = max(self.position, data_start)  # the end of the commit record
         elif action in ("I", "U", "D"):
-            changes = self.by_table.get((message["schema"], message["table"]))
-            if changes is None or changes.stream.tap_stream_id in self.skipped:
-                return
-            self.last_data = time.monotonic()
-            if changes.columns_changed(action, message):
-                self._take_new_columns(changes, message)
-            changes.add(action, message, payload)
-            self.changes_since_state += 1
-            if changes.full:
-                self.renderer.submit(changes.take_batch())
+            relation = (message["schema"], message["table"])
+            route = self.routes.get(relation)
+            if route is None:
+                route = self.routes[relation] = self._route(relation)
+            for changes in route:
+                if changes.stream.tap_stream_id in self.skipped:
+                    continue
+                self.last_data = time.monotonic()
+                layout = changes.layout_of(action, message)
+                if layout == NEW_COLUMNS:
+                    self._take_new_columns(changes, message)
+                    layout = changes.layout_of(action, message)
+                changes.add(action, message, payload, layout)
+                self.changes_since_state += 1
+                if changes.full:
+                    self.renderer.submit(changes.take_batch())
         elif action == "T":
             LOGGER.warning(
                 "%s.%s was truncated at %s: LOG_BASED cannot replay a TRUNCATE, so the target still holds its "
@@ -314,14 +367,32 @@ class WalPass:
                 int_to_lsn(data_start),
             )
 
+    def _route(self, relation: tuple[str, str]) -> list[StreamChanges]:
+        """Return the streams a table's changes belong to: its own, and those of the partitioned tables above it."""
+        own = self.by_table.get(relation)
+        if not self.partitioned:
+            return [own] if own else []
+        if self.catalog_conn is None:
+            self.catalog_conn = connect(self.config)
+            self.catalog_conn.autocommit = True
+        with self.catalog_conn.cursor() as cur:
+            # pg_partition_ancestors lists the table itself first, then each parent up to the root
+            cur.execute(
+                "SELECT n.nspname, c.relname FROM pg_partition_ancestors(("
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s)) AS a(relid) "
+                "JOIN pg_class c ON c.oid = a.relid JOIN pg_namespace n ON n.oid = c.relnamespace",
+                relation,
+            )
+            related = [self.by_table[row] for row in cur.fetchall() if row in self.by_table]
+        return related or ([own] if own else [])
+
     def _already_emitted(self, xid: int, end: int) -> set[str]:
         """Return the streams that already hold a transaction ending at `end`, which must skip it."""
         skipped = set()
         for stream_id, lsn in self.bookmarks.items():
-            if end > lsn:
-                continue
             snapshot = self.sync.copy_snapshots.get(stream_id)
-            if snapshot is None or snapshot.saw(xid):
+            if end <= lsn or (snapshot is not None and snapshot.saw(xid)):
                 skipped.add(stream_id)
         return skipped
 
@@ -363,10 +434,16 @@ class WalPass:
         position = self.position if not self.in_transaction else None
 
         def move_bookmarks() -> None:
-            for stream_id, lsn in self.bookmarks.items():
-                if position is not None and position > lsn:
+            for stream_id, lsn in self.bookmarks.items() if position is not None else ():
+                stream_bookmark = bookmark(self.state, stream_id)
+                if position > lsn:
                     self.bookmarks[stream_id] = position
-                    bookmark(self.state, stream_id)["lsn"] = position
+                    stream_bookmark["lsn"] = position
+                snapshot = self.sync.copy_snapshots.get(stream_id)
+                if snapshot is not None and position >= snapshot.lsn and "resume_key" not in stream_bookmark:
+                    # past the copy's position every unseen transaction ends later: the lsn rule suffices
+                    del self.sync.copy_snapshots[stream_id]
+                    stream_bookmark.pop("copy_snapshot", None)
             if write:
                 self.writer.write_state(self.state)
 

@@ -83,9 +83,17 @@ def record_query(
     inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered_columns(columns), table_source(stream), where)
     if order_by is not None:
         inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
+    return copy_records(envelope, inner)
+
+
+def copy_records(envelope: tuple[str, str], rendered: sql.Composable) -> sql.Composed:
+    """Return the COPY that wraps each row of the `rendered` query in the RECORD envelope.
+
+    `r.*`, not `r`: a bare `r` would mean a column named r of the user's table, if it has one.
+    """
     prefix, suffix = envelope
-    return sql.SQL("COPY (SELECT {} || row_to_json(r)::text || {} FROM ({}) AS r) TO STDOUT {}").format(
-        sql.Literal(prefix), sql.Literal(suffix), inner, COPY_OPTIONS
+    return sql.SQL("COPY (SELECT {} || row_to_json(r.*)::text || {} FROM ({}) AS r) TO STDOUT {}").format(
+        sql.Literal(prefix), sql.Literal(suffix), rendered, COPY_OPTIONS
     )
 
 
