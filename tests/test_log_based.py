@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import TAP, records_of, select_all, states_of
+from jsonschema import Draft4Validator, Draft202012Validator
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +313,104 @@ def test_million_row_transaction_streams_in_bounded_memory(db, slot):
         records = sum(1 for line in lines if line.startswith(b'{"type":"RECORD"'))
     assert records == 1_000_000
     assert peak_kib < 150 * 1024, f"peak RSS {peak_kib / 1024:.0f} MB"
+
+
+def test_copy_killed_after_its_first_state_still_streams_the_deletes_made_since(db, slot):
+    # a target may save only the copy's first STATE (it commits what it has flushed): a rerun from
+    # it must still delete the rows the partial copy delivered and that were deleted meanwhile
+    db.execute("CREATE TABLE copied (id int PRIMARY KEY, v text)")
+    db.execute("INSERT INTO copied SELECT g, 'x' FROM generate_series(1, 20000) g")
+    catalog = log_based(db, "public-copied")
+    process = db.start_sync(catalog, config=dict(db.config, itersize=500))
+    first_state = None
+    for line in process.stdout:
+        message = json.loads(line)
+        if message["type"] == "STATE" and "public-copied" in message["value"]["bookmarks"]:
+            first_state = message["value"]
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert "lsn" in first_state["bookmarks"]["public-copied"]
+
+    db.execute("DELETE FROM copied WHERE id <= 100")
+    db.execute("UPDATE copied SET v = 'changed' WHERE id = 200")
+    rerun = records_of(db.sync(catalog, state=first_state))
+    final = {}
+    for record in rerun:
+        final[record["id"]] = None if record.get("_sdc_deleted_at") else record["v"]
+    assert all(final[row_id] is None for row_id in range(1, 101))
+    assert final[200] == "changed"
+    assert {key for key, value in final.items() if value is not None} == set(range(101, 20001))
+
+
+@pytest.fixture(scope="module")
+def partitioned(db, slot):
+    db.execute(
+        "CREATE TABLE payment (id int, paid_on date, amount numeric(6, 2) NOT NULL, note text NOT NULL DEFAULT '', "
+        "PRIMARY KEY (id, paid_on)) PARTITION BY RANGE (paid_on)"
+    )
+    db.execute("CREATE TABLE payment_2022 PARTITION OF payment FOR VALUES FROM ('2022-01-01') TO ('2023-01-01')")
+    db.execute(
+        "CREATE TABLE payment_2023 PARTITION OF payment FOR VALUES FROM ('2023-01-01') TO ('2024-01-01') "
+        "PARTITION BY RANGE (id)"
+    )
+    db.execute("CREATE TABLE payment_2023_low PARTITION OF payment_2023 FOR VALUES FROM (0) TO (1000)")
+    db.execute("CREATE TABLE payment_2023_high PARTITION OF payment_2023 FOR VALUES FROM (1000) TO (MAXVALUE)")
+    db.execute("INSERT INTO payment VALUES (1, '2022-05-01', 10), (2, '2023-05-01', 20), (1001, '2023-06-01', 30)")
+    catalog = db.discover(dict(db.config, include_partitions=True))
+    return select_all(catalog, method="LOG_BASED", only={"public-payment", "public-payment_2022"})
+
+
+def test_partition_changes_arrive_under_the_partitioned_tables_stream(db, partitioned):
+    state = states_of(db.sync(partitioned))[-1]
+    # a partition attached after the slot was created, its columns in another order
+    db.execute(
+        "CREATE TABLE payment_2024 (note text NOT NULL DEFAULT '', amount numeric(6, 2) NOT NULL, paid_on date NOT NULL, id int NOT NULL)"
+    )
+    db.execute("ALTER TABLE payment ATTACH PARTITION payment_2024 FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    db.execute("INSERT INTO payment VALUES (3, '2024-02-01', 40)")
+    db.execute("UPDATE payment SET amount = 11 WHERE id = 1")
+    db.execute("DELETE FROM payment WHERE id = 1001")
+    db.execute("UPDATE payment SET paid_on = '2024-03-01' WHERE id = 2")  # moves to another partition
+    messages = db.sync(partitioned, state=state)
+
+    changes = [
+        (r["id"], r["paid_on"][:10] if r["paid_on"] else None, r["amount"], r["_sdc_deleted_at"] is not None)
+        for r in records_of(messages, "public-payment")
+    ]
+    assert changes == [
+        (3, "2024-02-01", 40, False),
+        (1, "2022-05-01", 11, False),
+        (1001, "2023-06-01", None, True),
+        (2, "2023-05-01", None, True),
+        (2, "2024-03-01", 20, False),
+    ]
+    # the leaf partition selected as a stream of its own gets its own changes too
+    assert [(r["id"], r["amount"]) for r in records_of(messages, "public-payment_2022")] == [(1, 11)]
+
+
+@pytest.mark.parametrize("validator", [Draft4Validator, Draft202012Validator], ids=["draft4", "2020-12"])
+def test_every_log_based_record_validates_against_its_schema(db, partitioned, validator):
+    # deletes carry only the key: NOT NULL columns (amount, note) are null in them
+    state = states_of(db.sync(partitioned))[-1]
+    db.execute("INSERT INTO payment VALUES (5, '2022-07-01', 50)")
+    db.execute("DELETE FROM payment WHERE id = 5")
+    messages = db.sync(partitioned, state=state)
+    schemas = {m["stream"]: m["schema"] for m in messages if m["type"] == "SCHEMA"}
+    records = [m for m in messages if m["type"] == "RECORD"]
+    assert any(m["record"]["_sdc_deleted_at"] for m in records)
+    for message in records:
+        assert list(validator(schemas[message["stream"]]).iter_errors(message["record"])) == []
+
+
+def test_log_based_foreign_table_is_a_one_line_error_before_any_copy(db, slot):
+    db.execute("CREATE FOREIGN DATA WRAPPER nowhere; CREATE SERVER elsewhere FOREIGN DATA WRAPPER nowhere")
+    db.execute("CREATE FOREIGN TABLE remote_orders (id int) SERVER elsewhere")
+    catalog = log_based(db, "public-remote_orders", "public-customers")
+    lines, stderr, code = db.run_tap("--catalog", str(db.write_json("catalog.json", catalog)), check=False)
+    assert code == 1
+    assert stderr.strip().splitlines()[-1] == (
+        "tap-postgres: error: public-remote_orders is a foreign table, whose rows have no WAL of their own: "
+        "LOG_BASED cannot replicate it; set its replication-method to FULL_TABLE or INCREMENTAL"
+    )
+    assert not [line for line in lines if '"RECORD"' in line]

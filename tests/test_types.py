@@ -9,6 +9,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from jsonschema import Draft4Validator, Draft202012Validator
 from conftest import select_all
 
 HI = "9999-12-31T23:59:59.999999+00:00"
@@ -79,6 +80,12 @@ CASES = [
     ("integer[]", "'{}'", []),
     ("text[]", """'{"a b","c\\"d"}'""", ["a b", 'c"d']),
     ("numeric[]", "'{1.5,NaN}'", [Decimal("1.5"), None]),
+    ("integer[]", "'{1,NULL,3}'", [1, None, 3]),
+    ("text[]", "'{x,NULL}'", ["x", None]),
+    ("numeric(5,2)", "999.99", Decimal("999.99")),
+    ("numeric(5,2)", "-999.99", Decimal("-999.99")),
+    ("numeric(2,-3)", "99000", 99000),
+    ("numeric(3,5)", "0.00999", Decimal("0.00999")),
     ("date[]", "'{2024-01-01,NULL}'", ["2024-01-01T00:00:00+00:00", None]),
     ("timestamptz[]", "'{\"2024-01-01 10:00:00+01\"}'", ["2024-01-01T09:00:00+00:00"]),
     ("jsonb[]", "ARRAY['{\"k\": 1}'::jsonb]", [{"k": 1}]),
@@ -152,3 +159,15 @@ def test_record_lines_are_valid_json_with_the_envelope(synced):
     assert set(record) == {"type", "stream", "record", "version", "time_extracted"}
     assert record["stream"] == "public-every_value"
     assert record["time_extracted"].endswith("Z")
+
+
+@pytest.mark.parametrize("validator", [Draft4Validator, Draft202012Validator], ids=["draft4", "2020-12"])
+@pytest.mark.parametrize("parse_float", [float, Decimal], ids=["float", "Decimal"])
+def test_record_validates_against_its_schema(synced, validator, parse_float):
+    """Targets validate with draft 4 (pipelinewise) or 2020-12 (singer-sdk), parsing numbers as float or Decimal."""
+    _, _, lines = synced
+    messages = [json.loads(line, parse_float=parse_float) for line in lines]
+    schema = next(m for m in messages if m["type"] == "SCHEMA")["schema"]
+    validator.check_schema(schema)
+    record = next(m for m in messages if m["type"] == "RECORD")["record"]
+    assert list(validator(schema).iter_errors(record)) == []
