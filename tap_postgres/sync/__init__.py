@@ -44,7 +44,8 @@ def sync_streams(config: Config, streams: list[SelectedStream], state: dict, wri
     try:
         # checks the slot first: a missing slot should fail the run before hours of copying
         logical = LogBasedSync(config, log_based, state, writer) if log_based else None
-        with connect(config, secondary=config.use_secondary) as conn:
+        # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
+        with contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
             tables = _tables_of(conn, streams)
             if logical:
                 logical.check_replicable(tables)
