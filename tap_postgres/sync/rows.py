@@ -66,10 +66,11 @@ def render_column(column: Column, value: sql.Composable | None = None) -> sql.Co
     return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or column_ref(column))
 
 
-def rendered_columns(columns: list[Column], extra: list[sql.Composable] = ()) -> sql.Composed:
-    """Return the select list `render(source."c") AS "c", ...` (plus `extra` items) of one record."""
-    items = [sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns]
-    return sql.SQL(", ").join([*items, *extra])
+def rendered_columns(columns: list[Column]) -> sql.Composed:
+    """Return the select list `render(source."c") AS "c", ...` of one record."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns
+    )
 
 
 def record_query(
