@@ -1,0 +1,1 @@
+"""Real Singer targets for the round-trip and chaos tests: installing them, running pipelines, comparing tables."""
