@@ -40,13 +40,25 @@ SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
  ORDER BY a.attrelid, a.attnum
 """
 
-# Every type but the row types of tables and their arrays: what columns can refer to.
+# The columns' types and every type they are built on (a domain's base, an array's element, a
+# domain over an array over a domain ...), followed to the bottom. The last column names the type
+# by its own name, without a modifier: a domain's value is cast to it, and `character` or `bit`
+# without a length would mean a length of one.
 _TYPES_SQL = """
+WITH RECURSIVE needed(oid) AS (
+    SELECT unnest(%(oids)s::oid[])
+    UNION
+    SELECT part.oid
+      FROM needed
+      JOIN pg_type t ON t.oid = needed.oid
+     CROSS JOIN LATERAL (VALUES (t.typbasetype), (t.typelem)) AS part(oid)
+     WHERE part.oid <> 0
+)
 SELECT t.oid, t.typname, t.typtype, t.typcategory, t.typelem, t.typbasetype, t.typtypmod,
-       format_type(t.oid, NULL)
+       format('%%I.%%I', n.nspname, t.typname)
   FROM pg_type t
- WHERE t.oid = ANY(%(oids)s::oid[])
-    OR (t.typrelid = 0 AND t.typcategory <> 'A')
+  JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.oid IN (SELECT oid FROM needed)
 """
 
 _PRIMARY_KEYS_SQL = """

@@ -44,7 +44,13 @@ class TypeFamily:
     name: str
     schema: Callable[[ColumnType], dict]
     render: str | Callable[[ColumnType], str]  # SQL template of {v}, the value; "{v}" means to_json is right
-    orderable: bool = True
+    orderable: bool = True  # can be an INCREMENTAL replication key
+    # SQL template of {v} whose to_json is an INCREMENTAL bookmark that casts back to exactly the
+    # value (None: the emitted value is exact); needed where rendering loses something (NaN, 24:00)
+    bookmark: str | None = None
+    comparable: bool = True  # has the ordinary < and > a key range needs (hstore's btree has others)
+    # the emitted value can be null in a NOT NULL column (NaN becomes null, a json value can be null)
+    emits_null: bool = False
 
     def template(self, column: ColumnType) -> str:
         """Return the render template for this column."""
@@ -96,6 +102,10 @@ def _fixed(schema: dict) -> Callable[[ColumnType], dict]:
 # x - x = 0 holds for every finite number and fails for NaN and both infinities; the literal
 # 'Infinity' would not parse as a numeric before PostgreSQL 14, this test does everywhere.
 _FINITE = "CASE WHEN {v} - {v} = 0 THEN {v} END"
+# ... and a bookmark keeps NaN and the infinities as the text they cast back from
+_FINITE_OR_TEXT = "CASE WHEN {v} - {v} = 0 THEN to_json({v}) ELSE to_json({v}::text) END"
+# Exact text for every value, where rendering changes some (24:00:00, a time zone, a bit)
+_TEXT_BOOKMARK = "to_json({v}::text)"
 # to_json prints every type below with its output function, as a JSON string
 _AS_STRING = "{v}"
 # PostGIS defines a cast to json (GeoJSON) that to_json would pick; the README promises its text form
@@ -109,11 +119,32 @@ _DATE_TIME = (
     "WHEN ({v})::timestamptz < '0001-01-01 00:00:00+00' THEN '0001-01-01 00:00:00+00'::timestamptz "
     "ELSE ({v})::timestamptz END"
 )
+# A date compares as a date first: one after 294276 AD has no timestamp to be cast to.
+_DATE = (
+    "CASE WHEN {v} > '9999-12-31'::date THEN '9999-12-31 23:59:59.999999+00'::timestamptz "
+    "WHEN {v} < '0001-01-01'::date THEN '0001-01-01 00:00:00+00'::timestamptz "
+    "ELSE ({v})::timestamptz END"
+)
+# A bookmark in the years JSON holds is the emitted value; outside them, the exact text
+_IN_RANGE_BOOKMARK = (
+    "CASE WHEN {v} BETWEEN '0001-01-01 00:00:00+00' AND '9999-12-31 23:59:59.999999+00' "
+    "THEN to_json(({v})::timestamptz) ELSE to_json({v}::text) END"
+)
+_DATE_BOOKMARK = (
+    "CASE WHEN {v} BETWEEN '0001-01-01'::date AND '9999-12-31'::date "
+    "THEN to_json(({v})::timestamptz) ELSE to_json({v}::text) END"
+)
+# json keeps its text, which may hold \u0000 (jsonb cannot), with its line breaks (whitespace
+# outside strings: inside them JSON has them escaped) made spaces so a RECORD stays one line.
+_JSON = "translate({v}::text, E'\\n\\r', '  ')::json"
 _TIME = "replace({v}::text, '24:00:00', '00:00:00')"
 _TIMETZ = "replace((({v}) AT TIME ZONE 'UTC')::time::text, '24:00:00', '00:00:00')"
 
 _DATE_TIME_SCHEMA = _fixed({"type": ["string"], "format": "date-time"})
 _TIME_SCHEMA = _fixed({"type": ["string"], "format": "time"})
+
+# A json value may be any JSON value: an object, an array, or a scalar (null included)
+_JSON_SCHEMA = _fixed({"type": ["null", "object", "array", "string", "number", "boolean"]})
 
 _INTEGER = TypeFamily("integer", _integer_schema(32), "{v}")
 _TEXT = TypeFamily("text", _sized_string_schema, _AS_STRING)
@@ -126,12 +157,16 @@ FAMILIES_BY_NAME: dict[str, TypeFamily] = {
     "int4": _INTEGER,
     "int8": TypeFamily("bigint", _integer_schema(64), "{v}"),
     "oid": TypeFamily("oid", _fixed({"type": ["integer"], "minimum": 0, "maximum": 2**32 - 1}), "{v}::bigint"),
-    "numeric": TypeFamily("numeric", _numeric_schema, _FINITE),
-    "float4": TypeFamily("real", _fixed({"type": ["number"]}), _FINITE),
-    "float8": TypeFamily("double precision", _fixed({"type": ["number"]}), _FINITE),
+    "numeric": TypeFamily("numeric", _numeric_schema, _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True),
+    "float4": TypeFamily("real", _fixed({"type": ["number"]}), _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True),
+    "float8": TypeFamily(
+        "double precision", _fixed({"type": ["number"]}), _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True
+    ),
     "money": TypeFamily("money", _string_schema, _AS_STRING),
     "bool": TypeFamily("boolean", _fixed({"type": ["boolean"]}), "{v}"),
-    "bit": TypeFamily("bit", _bit_schema, lambda column: "{v} = B'1'" if column.typmod == 1 else _AS_STRING),
+    "bit": TypeFamily(
+        "bit", _bit_schema, lambda column: "{v} = B'1'" if column.typmod == 1 else _AS_STRING, bookmark=_TEXT_BOOKMARK
+    ),
     "varbit": _STRING,
     # char(n) keeps its padding, as pipelinewise emits it (a cast to text would strip it)
     "bpchar": _TEXT,
@@ -140,14 +175,16 @@ FAMILIES_BY_NAME: dict[str, TypeFamily] = {
     "citext": _STRING,
     "name": _STRING,
     "uuid": _STRING,
-    "json": TypeFamily("json", _fixed({"type": ["object", "array"]}), "{v}::jsonb", orderable=False),
-    "jsonb": TypeFamily("jsonb", _fixed({"type": ["object", "array"]}), "{v}", orderable=False),
-    "hstore": TypeFamily("hstore", _fixed({"type": ["object"], "properties": {}}), "{v}::json", orderable=False),
-    "date": TypeFamily("date", _DATE_TIME_SCHEMA, _DATE_TIME),
-    "timestamp": TypeFamily("timestamp", _DATE_TIME_SCHEMA, _DATE_TIME),
-    "timestamptz": TypeFamily("timestamptz", _DATE_TIME_SCHEMA, _DATE_TIME),
-    "time": TypeFamily("time", _TIME_SCHEMA, _TIME),
-    "timetz": TypeFamily("timetz", _TIME_SCHEMA, _TIMETZ),
+    "json": TypeFamily("json", _JSON_SCHEMA, _JSON, orderable=False, emits_null=True),
+    "jsonb": TypeFamily("jsonb", _JSON_SCHEMA, "{v}", orderable=False, emits_null=True),
+    "hstore": TypeFamily(
+        "hstore", _fixed({"type": ["object"], "properties": {}}), "{v}::json", orderable=False, comparable=False
+    ),
+    "date": TypeFamily("date", _DATE_TIME_SCHEMA, _DATE, bookmark=_DATE_BOOKMARK),
+    "timestamp": TypeFamily("timestamp", _DATE_TIME_SCHEMA, _DATE_TIME, bookmark=_IN_RANGE_BOOKMARK),
+    "timestamptz": TypeFamily("timestamptz", _DATE_TIME_SCHEMA, _DATE_TIME, bookmark=_IN_RANGE_BOOKMARK),
+    "time": TypeFamily("time", _TIME_SCHEMA, _TIME, bookmark=_TEXT_BOOKMARK),
+    "timetz": TypeFamily("timetz", _TIME_SCHEMA, _TIMETZ, bookmark=_TEXT_BOOKMARK),
     # IntervalStyle iso_8601 is pinned by the connection, so the text is an ISO 8601 duration.
     "interval": TypeFamily("interval", _string_schema, _AS_STRING),
     "inet": _STRING,
@@ -192,16 +229,37 @@ def json_schema(column: ColumnType, *, nullable: bool) -> dict | None:
     schema = family.schema(column)
     if column.is_array:
         # an element of any array can be NULL: PostgreSQL has no NOT NULL for elements
-        schema = {"type": ["array"], "items": {**schema, "type": ["null", *schema["type"]]}}
-    if nullable:
-        schema["type"] = ["null", *schema["type"]]
-    return schema
+        schema = {"type": ["array"], "items": _with_null(schema)}
+    elif family.emits_null:
+        nullable = True
+    return _with_null(schema) if nullable else schema
+
+
+def _with_null(schema: dict) -> dict:
+    """Return the schema with "null" first among its types."""
+    if "null" in schema["type"]:
+        return schema
+    return {**schema, "type": ["null", *schema["type"]]}
 
 
 def is_orderable(column: ColumnType) -> bool:
     """Tell whether a column can order an INCREMENTAL bookmark."""
     family = family_of(column)
     return family is not None and family.orderable and not column.is_array
+
+
+def is_comparable(column: ColumnType) -> bool:
+    """Tell whether a key column has the ordinary < and > that FULL_TABLE's key ranges use."""
+    family = family_of(column)
+    return family is not None and family.comparable
+
+
+def bookmark_sql(column: ColumnType, value_sql: str) -> str:
+    """Return SQL of the json bookmark of a replication key: the emitted value where that is exact."""
+    family = family_of(column)
+    if family is None or family.bookmark is None:
+        return f"to_json({render_sql(column, value_sql)})"
+    return family.bookmark.format(v=_as_base(column, value_sql))
 
 
 def render_sql(column: ColumnType, value_sql: str) -> str:

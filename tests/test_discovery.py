@@ -155,8 +155,9 @@ EXPECTED_SCHEMAS = {
     "c_citext": {"type": ["null", "string"]},
     "c_name": {"type": ["null", "string"]},
     "c_uuid": {"type": ["null", "string"]},
-    "c_json": {"type": ["null", "object", "array"]},
-    "c_jsonb": {"type": ["null", "object", "array"]},
+    # any JSON value, scalars and null included, whether the column is NOT NULL or not
+    "c_json": {"type": ["null", "object", "array", "string", "number", "boolean"]},
+    "c_jsonb": {"type": ["null", "object", "array", "string", "number", "boolean"]},
     "c_hstore": {"type": ["null", "object"], "properties": {}},
     "c_date": {"type": ["null", "string"], "format": "date-time"},
     "c_time": {"type": ["null", "string"], "format": "time"},
@@ -191,7 +192,10 @@ EXPECTED_SCHEMAS = {
     },
     "c_date_array": {"type": ["null", "array"], "items": {"type": ["null", "string"], "format": "date-time"}},
     "c_mood_array": {"type": ["null", "array"], "items": {"type": ["null", "string"]}},
-    "c_jsonb_array": {"type": ["null", "array"], "items": {"type": ["null", "object", "array"]}},
+    "c_jsonb_array": {
+        "type": ["null", "array"],
+        "items": {"type": ["null", "object", "array", "string", "number", "boolean"]},
+    },
     "c_pg_lsn": {"type": ["null", "string"]},
     "c_regclass": {},
 }

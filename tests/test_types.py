@@ -86,6 +86,14 @@ CASES = [
     ("numeric(5,2)", "-999.99", Decimal("-999.99")),
     ("numeric(2,-3)", "99000", 99000),
     ("numeric(3,5)", "0.00999", Decimal("0.00999")),
+    ("int_list", "'{1,2}'", [1, 2]),
+    ("code4", "'abcd'", "abcd"),
+    ("bits3", "B'101'", "101"),
+    ("json", """'{"a": "\\u0000"}'""", {"a": "\x00"}),
+    ("jsonb", "'5'", 5),
+    ("json", """'"s"'""", "s"),
+    ("jsonb", "'null'", None),
+    ("date", "'5874897-12-31'", HI),
     ("date[]", "'{2024-01-01,NULL}'", ["2024-01-01T00:00:00+00:00", None]),
     ("timestamptz[]", "'{\"2024-01-01 10:00:00+01\"}'", ["2024-01-01T09:00:00+00:00"]),
     ("jsonb[]", "ARRAY['{\"k\": 1}'::jsonb]", [{"k": 1}]),
@@ -102,6 +110,10 @@ def synced(db):
     db.execute("CREATE EXTENSION IF NOT EXISTS hstore; CREATE EXTENSION IF NOT EXISTS citext")
     db.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
     db.execute("CREATE DOMAIN positive_amount AS numeric(10, 2) CHECK (VALUE > 0)")
+    # domains over an array, and over types whose name alone means a length of one
+    db.execute(
+        "CREATE DOMAIN int_list AS integer[]; CREATE DOMAIN code4 AS character(4); CREATE DOMAIN bits3 AS bit(3)"
+    )
     columns = ", ".join(f"c{index} {sql_type}" for index, (sql_type, _, _) in enumerate(CASES))
     values = ", ".join(literal for _, literal, _ in CASES)
     db.execute(f"CREATE TABLE every_value (id int PRIMARY KEY, {columns})")
@@ -171,3 +183,22 @@ def test_record_validates_against_its_schema(synced, validator, parse_float):
     validator.check_schema(schema)
     record = next(m for m in messages if m["type"] == "RECORD")["record"]
     assert list(validator(schema).iter_errors(record)) == []
+
+
+@pytest.mark.parametrize("validator", [Draft4Validator, Draft202012Validator], ids=["draft4", "2020-12"])
+def test_values_emitted_as_null_in_not_null_columns_are_allowed_by_the_schema(db, synced, validator):
+    # NaN and the infinities become null, and a json column can hold the JSON value null
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS not_null_nan (id numeric PRIMARY KEY, r real NOT NULL, d double precision NOT NULL, "
+        "j jsonb NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO not_null_nan VALUES ('NaN', 'Infinity', '-Infinity', 'null'), (1, 1, 1, '{}') ON CONFLICT DO NOTHING"
+    )
+    catalog = select_all(db.discover(), only={"public-not_null_nan"})
+    messages = [json.loads(line) for line in db.run_tap("--catalog", str(db.write_json("nan.json", catalog)))[0]]
+    schema = next(m for m in messages if m["type"] == "SCHEMA")["schema"]
+    records = [m["record"] for m in messages if m["type"] == "RECORD"]
+    assert {"id": None, "r": None, "d": None, "j": None} in records
+    for record in records:
+        assert list(validator(schema).iter_errors(record)) == []

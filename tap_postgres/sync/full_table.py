@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 from psycopg2 import extensions, sql
 
+from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import TapPostgresError
@@ -71,6 +72,8 @@ def sync_full_table(
     sink = RecordSink(writer, progress)
     key_columns = [] if table.is_view else [column for column in table.columns if column.name in table.primary_key]
     key_columns.sort(key=lambda column: table.primary_key.index(column.name))
+    if not all(column.type and types.is_comparable(column.type) for column in key_columns):
+        key_columns = []  # a key without the ordinary < and > (hstore) cannot bound ranges: one pass
 
     begin_snapshot(conn)
     with conn.cursor() as cur, _helper_session(conn, open_helper if key_columns else None) as helper:
@@ -115,13 +118,13 @@ def _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sin
 
     def next_bound(key: list | None) -> list | None:
         cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET %s LIMIT 1").format(
+            sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1").format(
                 sql.SQL(", ").join(sql.SQL("{}::text").format(column_ref(c)) for c in key_columns),
                 table_source(stream),
                 after(key),
                 keys,
-            ),
-            (itersize - 1,),
+                sql.Literal(itersize - 1),
+            )
         )
         row = cur.fetchone()
         return list(row) if row else None

@@ -3,7 +3,9 @@
 Each batch ends at the key of its `itersize`-th row and takes every row with that key, so the
 bookmark never stops in the middle of equal keys; with `limit` this is what keeps a run from
 stalling when more than `limit` rows share one key value. The bookmark is the key as the tap
-emits it (its JSON value) and is bound back with a cast to the column's type.
+emits it (its JSON value), or the key's exact text where the emitted value is not exact (NaN,
+out-of-range dates, 24:00, time zones: types.bookmark_sql), and is bound back with a cast to the
+column's type.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 
 from psycopg2 import extensions, sql
 
+from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import MessageWriter, now_extracted, record_envelope
@@ -26,7 +29,6 @@ from tap_postgres.sync.rows import (
     column_ref,
     key_values,
     record_query,
-    render_column,
     table_source,
 )
 
@@ -94,10 +96,9 @@ def sync_incremental(
 def _key_at_offset(cur, stream: SelectedStream, key_column: Column, where: sql.Composable, offset: int):
     """Return the emitted value of the key `offset` rows into the rows matching `where`, or None."""
     cur.execute(
-        sql.SQL("SELECT to_json({})::text FROM {} WHERE {} ORDER BY {} OFFSET %s LIMIT 1").format(
-            render_column(key_column), table_source(stream), where, column_ref(key_column)
-        ),
-        (offset,),
+        sql.SQL("SELECT {}::text FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1").format(
+            bookmark_of(key_column), table_source(stream), where, column_ref(key_column), sql.Literal(offset)
+        )
     )
     return _json_value(cur.fetchone())
 
@@ -105,11 +106,16 @@ def _key_at_offset(cur, stream: SelectedStream, key_column: Column, where: sql.C
 def last_key(cur, stream: SelectedStream, key_column: Column, where: sql.Composable):
     """Return the emitted value of the greatest key among rows matching `where`, or None."""
     cur.execute(
-        sql.SQL("SELECT to_json({})::text FROM {} WHERE {} ORDER BY {} DESC LIMIT 1").format(
-            render_column(key_column), table_source(stream), where, column_ref(key_column)
+        sql.SQL("SELECT {}::text FROM {} WHERE {} ORDER BY {} DESC LIMIT 1").format(
+            bookmark_of(key_column), table_source(stream), where, column_ref(key_column)
         )
     )
     return _json_value(cur.fetchone())
+
+
+def bookmark_of(key_column: Column) -> sql.Composable:
+    """Return the SQL of the key's bookmark: the emitted JSON value, or its exact text where that is lossy."""
+    return sql.SQL(types.bookmark_sql(key_column.type, "{v}")).format(v=column_ref(key_column))
 
 
 def _json_value(row: tuple | None):

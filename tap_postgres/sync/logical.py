@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 import psycopg2
-from psycopg2 import extensions
+from psycopg2 import extensions, sql
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
@@ -250,11 +250,9 @@ class WalPass:
         try:
             cur = replication.cursor()
             try:
-                cur.start_replication(
-                    slot_name=self.sync.slot.name,
+                cur.start_replication_expert(
+                    start_replication_command(self.sync.slot.name, start_lsn, self._wal2json_options()).as_string(cur),
                     decode=False,
-                    start_lsn=int_to_lsn(start_lsn),
-                    options=self._wal2json_options(),
                     status_interval=STATUS_INTERVAL_SECONDS,
                 )
             except psycopg2.Error as exc:
@@ -454,6 +452,19 @@ class WalPass:
             self.renderer.drain()
         self.changes_since_state = 0
         self.last_state = time.monotonic()
+
+
+def start_replication_command(slot_name: str, start_lsn: int, options: dict[str, str]) -> sql.Composed:
+    """Return START_REPLICATION for a logical slot, its options quoted in the connection's encoding.
+
+    Not psycopg2's start_replication: it quotes option values as Latin-1 whatever the connection's
+    encoding, so a table named café in add-tables would match no table and its changes be dropped.
+    """
+    return sql.SQL("START_REPLICATION SLOT {} LOGICAL {} ({})").format(
+        sql.Identifier(slot_name),
+        sql.SQL(int_to_lsn(start_lsn)),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in options.items()),
+    )
 
 
 def _escape(name: str) -> str:

@@ -113,7 +113,8 @@ def key_tuple(columns: list[Column]) -> sql.Composable:
 def key_values(columns: list[Column], values: list) -> sql.Composable:
     """Return the bound, type-cast values `(%s::t1, %s::t2)` matching `key_tuple`."""
     return row_of(
-        sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(column.cast_sql))
+        # parenthesised: -5::int would read as -(5::int), out of range for the type's minimum
+        sql.SQL("({})::{}").format(sql.Literal(value), sql.SQL(column.cast_sql))
         for column, value in zip(columns, values, strict=True)
     )
 
