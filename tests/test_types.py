@@ -9,8 +9,8 @@ import json
 from decimal import Decimal
 
 import pytest
-from jsonschema import Draft4Validator, Draft202012Validator
 from conftest import select_all
+from jsonschema import Draft4Validator, Draft202012Validator
 
 HI = "9999-12-31T23:59:59.999999+00:00"
 LO = "0001-01-01T00:00:00+00:00"
