@@ -102,6 +102,9 @@ def _fixed(schema: dict) -> Callable[[ColumnType], dict]:
 # x - x = 0 holds for every finite number and fails for NaN and both infinities; the literal
 # 'Infinity' would not parse as a numeric before PostgreSQL 14, this test does everywhere.
 _FINITE = "CASE WHEN {v} - {v} = 0 THEN {v} END"
+# Floats also lose the sign of zero (-0 + 0 is 0): LOG_BASED reads a change's values through
+# jsonb, whose numbers have no -0, so FULL_TABLE must not emit one either. '0' takes the float's type.
+_FINITE_FLOAT = "CASE WHEN {v} - {v} = 0 THEN {v} + '0' END"
 # ... and a bookmark keeps NaN and the infinities as the text they cast back from
 _FINITE_OR_TEXT = "CASE WHEN {v} - {v} = 0 THEN to_json({v}) ELSE to_json({v}::text) END"
 # Exact text for every value, where rendering changes some (24:00:00, a time zone, a bit)
@@ -158,9 +161,11 @@ FAMILIES_BY_NAME: dict[str, TypeFamily] = {
     "int8": TypeFamily("bigint", _integer_schema(64), "{v}"),
     "oid": TypeFamily("oid", _fixed({"type": ["integer"], "minimum": 0, "maximum": 2**32 - 1}), "{v}::bigint"),
     "numeric": TypeFamily("numeric", _numeric_schema, _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True),
-    "float4": TypeFamily("real", _fixed({"type": ["number"]}), _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True),
+    "float4": TypeFamily(
+        "real", _fixed({"type": ["number"]}), _FINITE_FLOAT, bookmark=_FINITE_OR_TEXT, emits_null=True
+    ),
     "float8": TypeFamily(
-        "double precision", _fixed({"type": ["number"]}), _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True
+        "double precision", _fixed({"type": ["number"]}), _FINITE_FLOAT, bookmark=_FINITE_OR_TEXT, emits_null=True
     ),
     "money": TypeFamily("money", _string_schema, _AS_STRING),
     "bool": TypeFamily("boolean", _fixed({"type": ["boolean"]}), "{v}"),
@@ -281,6 +286,17 @@ def render_sql(column: ColumnType, value_sql: str) -> str:
         f"CASE WHEN {value_sql} IS NOT NULL THEN (SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') "
         f"FROM unnest({value_sql}) WITH ORDINALITY AS e(v, n)) END"
     )
+
+
+def comparison_sql(column: ColumnType) -> str | None:
+    """Return the type to cast a domain's values to before comparing them, or None when not a domain.
+
+    The operators of an enum (anyenum) do not resolve for a domain over it, so keys and bookmarks
+    are compared as their base type.
+    """
+    if not column.base_sql:
+        return None
+    return column.base_sql + ("[]" if column.is_array else "")
 
 
 def _as_base(column: ColumnType, value_sql: str) -> str:

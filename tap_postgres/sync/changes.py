@@ -32,7 +32,7 @@ from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import now_extracted, record_envelope
-from tap_postgres.sync.rows import RecordSink, copy_records, copy_to_bytes, render_column, row_of
+from tap_postgres.sync.rows import RecordSink, compared, copy_records, copy_to_bytes, render_column, row_of
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -204,8 +204,8 @@ class StreamChanges:
         if fill:
             stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 = 'P' AND {} = {}").format(
                 sql.Identifier(self.table.schema_name, self.table.name),
-                row_of(sql.Identifier("stored", k.name) for k in self._keys),
-                row_of(self._wal_value(k, by_position=False) for k in self._keys),
+                row_of(compared(k, sql.Identifier("stored", k.name)) for k in self._keys),
+                row_of(compared(k, self._wal_value(k, by_position=False)) for k in self._keys),
             )
         query = sql.SQL(
             "SELECT {} FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} "

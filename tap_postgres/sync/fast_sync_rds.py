@@ -25,7 +25,7 @@ from tap_postgres.output import MessageWriter
 from tap_postgres.state import bookmark
 from tap_postgres.sync.full_table import new_version
 from tap_postgres.sync.incremental import last_key
-from tap_postgres.sync.rows import EVERY_ROW, begin_snapshot, column_ref, key_values, table_source
+from tap_postgres.sync.rows import EVERY_ROW, begin_snapshot, column_ref, key_tuple, key_values, table_source
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -144,7 +144,7 @@ def _incremental_condition(cur, stream: SelectedStream, columns: list[Column], s
     where = (
         EVERY_ROW
         if start is None
-        else sql.SQL("{} >= {}").format(column_ref(key_column), key_values([key_column], [start]))
+        else sql.SQL("{} >= {}").format(key_tuple([key_column]), key_values([key_column], [start]))
     )
     # The new bookmark is read before the export, so rows written while it runs are exported next time.
     newest = last_key(cur, stream, key_column, sql.SQL("{} IS NOT NULL").format(column_ref(key_column)))

@@ -27,6 +27,7 @@ from tap_postgres.sync.rows import (
     RecordSink,
     begin_snapshot,
     column_ref,
+    key_tuple,
     key_values,
     record_query,
     table_source,
@@ -54,7 +55,7 @@ def sync_incremental(
     writer.write_activate_version(stream.tap_stream_id, version)
 
     key_column = next(column for column in columns if column.name == stream.replication_key)
-    key = column_ref(key_column)
+    key = key_tuple([key_column])
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
     progress = Progress(stream.tap_stream_id)
     sink = RecordSink(writer, progress)

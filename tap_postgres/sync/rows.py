@@ -105,16 +105,22 @@ def row_of(items) -> sql.Composable:
     return sql.SQL("({})").format(joined) if len(items) > 1 else joined
 
 
+def compared(column: Column, value: sql.Composable) -> sql.Composable:
+    """Return `value` (of the column's type) ready for < = >: a domain's value cast to its base type."""
+    base = types.comparison_sql(column.type)
+    return sql.SQL("({})::{}").format(value, sql.SQL(base)) if base else value
+
+
 def key_tuple(columns: list[Column]) -> sql.Composable:
     """Return `(a, b)` (or `a`) for key columns, for row comparisons and ORDER BY."""
-    return row_of(column_ref(column) for column in columns)
+    return row_of(compared(column, column_ref(column)) for column in columns)
 
 
 def key_values(columns: list[Column], values: list) -> sql.Composable:
-    """Return the bound, type-cast values `(%s::t1, %s::t2)` matching `key_tuple`."""
+    """Return the bound, type-cast values `((%s)::t1, (%s)::t2)` matching `key_tuple`."""
     return row_of(
         # parenthesised: -5::int would read as -(5::int), out of range for the type's minimum
-        sql.SQL("({})::{}").format(sql.Literal(value), sql.SQL(column.cast_sql))
+        compared(column, sql.SQL("({})::{}").format(sql.Literal(value), sql.SQL(column.cast_sql)))
         for column, value in zip(columns, values, strict=True)
     )
 
