@@ -288,11 +288,13 @@ def render_sql(column: ColumnType, value_sql: str) -> str:
     )
 
 
-def comparison_sql(column: ColumnType) -> str | None:
-    """Return the type to cast a domain's values to before comparing them, or None when not a domain.
+def base_type_sql(column: ColumnType) -> str | None:
+    """Return the type a domain's values are compared and read back as, or None when not a domain.
 
     The operators of an enum (anyenum) do not resolve for a domain over it, so keys and bookmarks
-    are compared as their base type.
+    compare as the base type; and a change's values are read into the base type because a delete
+    has nulls where a NOT NULL domain allows none. The base type carries no length or precision,
+    which a value already stored never needs.
     """
     if not column.base_sql:
         return None
@@ -309,4 +311,4 @@ def wal2json_value_sql(column: ColumnType, text_sql: str, cast_sql: str) -> str:
     if column.base_name == "bytea" and not column.is_array and not column.base_sql:
         # wal2json prints a bytea column as bare hex, without the \\x prefix the input function needs
         return f"decode({text_sql}, 'hex')"
-    return f"({text_sql})::{cast_sql}"
+    return f"({text_sql})::{base_type_sql(column) or cast_sql}"

@@ -223,7 +223,7 @@ class StreamChanges:
     def _typed_value(self, column: Column, fill: bool) -> sql.Composable:
         """Return the change's value of `column` read into the column's type."""
         if column.name in self._gone:
-            return sql.SQL("NULL::{}").format(sql.SQL(column.cast_sql))
+            return sql.SQL("NULL::{}").format(sql.SQL(types.base_type_sql(column.type) or column.cast_sql))
         by_name = self._wal_value(column, by_position=False)
         if fill:
             by_name = sql.SQL("coalesce({}, {})").format(by_name, sql.Identifier("stored", column.name))

@@ -107,7 +107,7 @@ def row_of(items) -> sql.Composable:
 
 def compared(column: Column, value: sql.Composable) -> sql.Composable:
     """Return `value` (of the column's type) ready for < = >: a domain's value cast to its base type."""
-    base = types.comparison_sql(column.type)
+    base = types.base_type_sql(column.type)
     return sql.SQL("({})::{}").format(value, sql.SQL(base)) if base else value
 
 

@@ -173,7 +173,8 @@ def _numeric_texts(precision: int | None, scale: int) -> st.SearchStrategy[str]:
     def fitting(draw) -> str:
         # m * 10^-scale with |m| < 10^precision fits numeric(precision, scale) exactly, for any scale sign
         digits = draw(st.integers(0, 10**precision - 1))
-        value = Decimal(draw(st.sampled_from([1, -1])) * digits).scaleb(-scale)
+        # built from its digits: Decimal arithmetic would round to 28 digits (and overflow the type)
+        value = Decimal((draw(st.sampled_from([0, 1])), tuple(int(d) for d in str(digits)), -scale))
         return format(value, "f")
 
     return st.one_of(st.just("NaN"), st.just("0"), fitting())
@@ -391,8 +392,9 @@ def _date_order(text: str):
 
 
 _RANGE_SUBTYPES = {
-    "int4range": (st.integers(-(2**31), 2**31 - 1).map(str), int),
-    "int8range": (st.integers(-(2**63), 2**63 - 1).map(str), int),
+    # below the maximum: a range is stored as [low, high), so an inclusive maximum would overflow
+    "int4range": (st.integers(-(2**31), 2**31 - 2).map(str), int),
+    "int8range": (st.integers(-(2**63), 2**63 - 2).map(str), int),
     "numrange": (_decimal_text(5, 3), Decimal),
     "daterange": (st.dates().map(lambda d: d.isoformat()), _date_order),
     "tsrange": (st.datetimes().map(lambda d: d.isoformat(" ")), _date_order),
