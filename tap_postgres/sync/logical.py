@@ -157,10 +157,10 @@ class LogBasedSync:
         def record_position(cur: extensions.cursor) -> None:
             # read in the copy's snapshot: the transactions it saw are in the copy, the rest is
             # streamed from a position no later than any of them (the slot's, which the last run
-            # read past, or the current one). The insert position, not the write one: a commit
-            # (asynchronous ones included) is inserted before it becomes visible, so every
-            # transaction the snapshot saw ends at or before it.
-            cur.execute("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint, pg_current_snapshot()::text")
+            # read past, or the current one). The write position, which this run's WAL pass is sure
+            # to reach, so copy_snapshot leaves the state at its end; an asynchronous commit the
+            # snapshot saw that ends past it is at worst emitted again.
+            cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint, pg_current_snapshot()::text")
             lsn, snapshot_text = cur.fetchone()
             snapshot = CopySnapshot.parse(snapshot_text, lsn)
             self.copy_snapshots[stream.tap_stream_id] = snapshot
