@@ -234,17 +234,18 @@ def json_schema(column: ColumnType, *, nullable: bool) -> dict | None:
     schema = family.schema(column)
     if column.is_array:
         # an element of any array can be NULL: PostgreSQL has no NOT NULL for elements
-        schema = {"type": ["array"], "items": _with_null(schema)}
+        schema = {"type": ["array"], "items": with_null(schema)}
     elif family.emits_null:
         nullable = True
-    return _with_null(schema) if nullable else schema
+    return with_null(schema) if nullable else schema
 
 
-def _with_null(schema: dict) -> dict:
-    """Return the schema with "null" first among its types."""
-    if "null" in schema["type"]:
+def with_null(schema: dict) -> dict:
+    """Return the schema with "null" first among its types (as it is when it has none, e.g. unsupported)."""
+    kinds = schema.get("type")
+    if kinds is None or "null" in kinds:
         return schema
-    return {**schema, "type": ["null", *schema["type"]]}
+    return {**schema, "type": ["null", *([kinds] if isinstance(kinds, str) else kinds)]}
 
 
 def is_orderable(column: ColumnType) -> bool:

@@ -32,7 +32,15 @@ from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import now_extracted, record_envelope
-from tap_postgres.sync.rows import RecordSink, compared, copy_records, copy_to_bytes, render_column, row_of
+from tap_postgres.sync.rows import (
+    RecordSink,
+    compared,
+    copy_records,
+    copy_to_bytes,
+    render_column,
+    rendered_columns,
+    row_of,
+)
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -62,20 +70,12 @@ def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
     keys = set(stream.key_properties)
     schema = dict(stream.schema)
     schema["properties"] = {
-        name: prop if name in keys else _nullable(prop) for name, prop in schema["properties"].items()
+        name: prop if name in keys else types.with_null(prop) for name, prop in schema["properties"].items()
     }
     schema["properties"][DELETED_AT] = {"type": ["null", "string"], "format": "date-time"}
     if debug_lsn:
         schema["properties"][LSN] = {"type": ["null", "integer"]}
     return schema
-
-
-def _nullable(prop: dict) -> dict:
-    """Return a property schema that also allows null."""
-    kinds = prop.get("type")
-    if kinds is None or "null" in kinds:
-        return prop
-    return {**prop, "type": ["null", *([kinds] if isinstance(kinds, str) else kinds)]}
 
 
 class StreamChanges:
@@ -183,12 +183,7 @@ class StreamChanges:
         Each change is read into typed values once (the LATERAL subquery, kept apart by OFFSET 0),
         then rendered like a FULL_TABLE row.
         """
-        rendered = [
-            sql.SQL("{} AS {}").format(
-                render_column(column, sql.Identifier("typed", column.name)), sql.Identifier(column.name)
-            )
-            for column in self.columns
-        ]
+        rendered = [rendered_columns(self.columns, relation="typed")]
         rendered.append(
             sql.SQL("CASE WHEN change.entry->>0 = 'D' THEN {} END AS {}").format(
                 render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)

@@ -56,9 +56,9 @@ def table_source(stream: SelectedStream) -> sql.Composed:
     return sql.SQL("{} AS source").format(sql.Identifier(stream.schema_name, stream.table_name))
 
 
-def column_ref(column: Column) -> sql.Identifier:
+def column_ref(column: Column, relation: str = "source") -> sql.Identifier:
     """Return `source."column"`: qualified, because a bare name in ORDER BY would mean the rendered output column."""
-    return sql.Identifier("source", column.name)
+    return sql.Identifier(relation, column.name)
 
 
 def render_column(column: Column, value: sql.Composable | None = None) -> sql.Composable:
@@ -66,10 +66,11 @@ def render_column(column: Column, value: sql.Composable | None = None) -> sql.Co
     return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or column_ref(column))
 
 
-def rendered_columns(columns: list[Column]) -> sql.Composed:
-    """Return the select list `render(source."c") AS "c", ...` of one record."""
+def rendered_columns(columns: list[Column], relation: str = "source") -> sql.Composed:
+    """Return the select list `render(source."c") AS "c", ...` of one record, read from `relation`."""
     return sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(render_column(column), sql.Identifier(column.name)) for column in columns
+        sql.SQL("{} AS {}").format(render_column(column, column_ref(column, relation)), sql.Identifier(column.name))
+        for column in columns
     )
 
 
