@@ -33,17 +33,19 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
 
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
-       format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum),
+       format_type(a.atttypid, NULL), tn.nspname, t.typname, col_description(a.attrelid, a.attnum),
        has_column_privilege(a.attrelid, a.attnum, 'SELECT')
   FROM pg_attribute a
+  JOIN pg_type t ON t.oid = a.atttypid
+  JOIN pg_namespace tn ON tn.oid = t.typnamespace
  WHERE a.attrelid = ANY(%(oids)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attrelid, a.attnum
 """
 
 # The columns' types and every type they are built on (a domain's base, an array's element, a
-# domain over an array over a domain ...), followed to the bottom. The last column names the type
-# by its own name, without a modifier: a domain's value is cast to it, and `character` or `bit`
-# without a length would mean a length of one.
+# domain over an array over a domain ...), followed to the bottom. A domain's value is cast to its
+# base type by (schema, typname), without a modifier: `bpchar` and `bit` without one have no length,
+# where `character` or `bit` written by format_type would mean a length of one.
 _TYPES_SQL = """
 WITH RECURSIVE needed(oid) AS (
     SELECT unnest(%(oids)s::oid[])
@@ -54,8 +56,7 @@ WITH RECURSIVE needed(oid) AS (
      CROSS JOIN LATERAL (VALUES (t.typbasetype), (t.typelem)) AS part(oid)
      WHERE part.oid <> 0
 )
-SELECT t.oid, t.typname, t.typtype, t.typcategory, t.typelem, t.typbasetype, t.typtypmod,
-       format('%%I.%%I', n.nspname, t.typname)
+SELECT t.oid, t.typname, t.typtype, t.typcategory, t.typelem, t.typbasetype, t.typtypmod, n.nspname
   FROM pg_type t
   JOIN pg_namespace n ON n.oid = t.typnamespace
  WHERE t.oid IN (SELECT oid FROM needed)
@@ -76,8 +77,10 @@ class Column:
     """One column of a table as pg_catalog describes it."""
 
     name: str
-    sql_datatype: str  # format_type without modifier, as pipelinewise reports it
-    cast_sql: str  # format_type with modifier: casts a bound value to exactly this column's type
+    sql_datatype: str  # format_type without modifier, as pipelinewise reports it (never put into SQL)
+    # the column's own type as (schema, typname): a bound value is cast to it, without a modifier,
+    # which a value read from the table never needs
+    type_name: tuple[str, str]
     type: types.ColumnType | None  # None when the type is not one the tap knows
     not_null: bool
     description: str | None
@@ -141,10 +144,21 @@ def describe_tables(
     conn.rollback()
 
     columns_by_table: dict[int, list[Column]] = defaultdict(list)
-    for relid, name, not_null, type_oid, typmod, sql_datatype, cast_sql, description, selectable in column_rows:
+    for (
+        relid,
+        name,
+        not_null,
+        type_oid,
+        typmod,
+        sql_datatype,
+        type_schema,
+        typname,
+        description,
+        selectable,
+    ) in column_rows:
         column_type = resolve_type(type_rows, type_oid, typmod)
         columns_by_table[relid].append(
-            Column(name, sql_datatype, cast_sql, column_type, not_null, description, selectable)
+            Column(name, sql_datatype, (type_schema, typname), column_type, not_null, description, selectable)
         )
 
     return [
@@ -179,7 +193,7 @@ def resolve_type(type_rows: dict[int, tuple], type_oid: int, typmod: int) -> typ
     for _ in range(16):  # domains over domains over arrays: a bounded walk
         if row is None:
             return None
-        _, typname, typtype, category, typelem, basetype, domain_typmod, sql_name = row
+        _, typname, typtype, category, typelem, basetype, domain_typmod, type_schema = row
         if typtype == "d":
             is_domain = True
             typmod = domain_typmod if domain_typmod != -1 else typmod
@@ -194,7 +208,7 @@ def resolve_type(type_rows: dict[int, tuple], type_oid: int, typmod: int) -> typ
                 base_category=category,
                 typmod=typmod,
                 is_array=is_array,
-                base_sql=sql_name if is_domain else "",
+                domain_base=(type_schema, typname) if is_domain else None,
             )
     return None
 

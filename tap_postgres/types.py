@@ -5,6 +5,11 @@ asks it how to read wal2json's text of a value back into its type (`wal2json_val
 JSON text is produced by the server: `render_sql` wraps a column in an expression whose `to_json`
 is exactly what the tap emits, so FULL_TABLE copies bytes and never builds a Python value per column.
 
+Every function here composes SQL structurally (psycopg2.sql): a family's template is the tap's own
+text with one placeholder, `{v}`, and the values put into it (a column, a type name the server
+reported) are Composables, never text formatted into a template, so an enum named `x{text}y` stays
+a quoted name.
+
 Rules for values JSON or a target cannot hold (documented in the README):
 - numeric and float NaN, Infinity and -Infinity become null;
 - dates and timestamps after 9999-12-31 (and `infinity`) become `9999-12-31T23:59:59.999999+00:00`,
@@ -18,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import decimal
 from collections.abc import Callable
+
+from psycopg2 import sql
 
 TIMESTAMP_AFTER_RANGE = "9999-12-31T23:59:59.999999+00:00"
 TIMESTAMP_BEFORE_RANGE = "0001-01-01T00:00:00+00:00"
@@ -34,7 +41,8 @@ class ColumnType:
     base_category: str  # pg_type.typcategory of the base type
     typmod: int = -1  # type modifier of the base type: length, precision and scale
     is_array: bool = False
-    base_sql: str = ""  # the base type as SQL, used to cast domain values to it (empty when not a domain)
+    # a domain's base type as (schema, typname), which its values are cast to; None when not a domain
+    domain_base: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,36 +268,35 @@ def is_comparable(column: ColumnType) -> bool:
     return family is not None and family.comparable
 
 
-def bookmark_sql(column: ColumnType, value_sql: str) -> str:
+def bookmark_sql(column: ColumnType, value: sql.Composable) -> sql.Composable:
     """Return SQL of the json bookmark of a replication key: the emitted value where that is exact."""
     family = family_of(column)
     if family is None or family.bookmark is None:
-        return f"to_json({render_sql(column, value_sql)})"
-    return family.bookmark.format(v=_as_base(column, value_sql))
+        return sql.SQL("to_json({})").format(render_sql(column, value))
+    return sql.SQL(family.bookmark).format(v=_as_base(column, value))
 
 
-def render_sql(column: ColumnType, value_sql: str) -> str:
-    """Return SQL that renders `value_sql` (a quoted column or expression) as the value to emit."""
+def render_sql(column: ColumnType, value: sql.Composable) -> sql.Composable:
+    """Return SQL that renders `value` (a column or an expression of its type) as the value to emit."""
     family = family_of(column)
     if family is None:
         raise ValueError(f"unsupported type {column.base_name}")
     template = family.template(column)
     if not column.is_array:
-        return template.format(v=_as_base(column, value_sql))
-    if template == "{v}" and not column.base_sql:
+        return sql.SQL(template).format(v=_as_base(column, value))
+    if template == "{v}" and not column.domain_base:
         # to_json already renders these element types right; only extra dimensions need flattening
-        return (
-            f"CASE WHEN array_ndims({value_sql}) > 1 THEN to_json(ARRAY(SELECT unnest({value_sql}))) "
-            f"ELSE to_json({value_sql}) END"
-        )
-    element = template.format(v=_as_base(column, "e.v"))
-    return (
-        f"CASE WHEN {value_sql} IS NOT NULL THEN (SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') "
-        f"FROM unnest({value_sql}) WITH ORDINALITY AS e(v, n)) END"
-    )
+        return sql.SQL(
+            "CASE WHEN array_ndims({v}) > 1 THEN to_json(ARRAY(SELECT unnest({v}))) ELSE to_json({v}) END"
+        ).format(v=value)
+    element = sql.SQL(template).format(v=_as_base(column, sql.Identifier("e", "v")))
+    return sql.SQL(
+        "CASE WHEN {v} IS NOT NULL THEN (SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') "
+        "FROM unnest({v}) WITH ORDINALITY AS e(v, n)) END"
+    ).format(v=value, element=element)
 
 
-def base_type_sql(column: ColumnType) -> str | None:
+def base_type_sql(column: ColumnType) -> sql.Composable | None:
     """Return the type a domain's values are compared and read back as, or None when not a domain.
 
     The operators of an enum (anyenum) do not resolve for a domain over it, so keys and bookmarks
@@ -297,19 +304,22 @@ def base_type_sql(column: ColumnType) -> str | None:
     has nulls where a NOT NULL domain allows none. The base type carries no length or precision,
     which a value already stored never needs.
     """
-    if not column.base_sql:
+    if not column.domain_base:
         return None
-    return column.base_sql + ("[]" if column.is_array else "")
+    base = sql.Identifier(*column.domain_base)
+    return sql.SQL("{}[]").format(base) if column.is_array else base
 
 
-def _as_base(column: ColumnType, value_sql: str) -> str:
+def _as_base(column: ColumnType, value: sql.Composable) -> sql.Composable:
     """Cast a domain value to its base type so the family's SQL applies to it."""
-    return f"({value_sql})::{column.base_sql}" if column.base_sql else value_sql
+    if not column.domain_base:
+        return value
+    return sql.SQL("({})::{}").format(value, sql.Identifier(*column.domain_base))
 
 
-def wal2json_value_sql(column: ColumnType, text_sql: str, cast_sql: str) -> str:
-    """Return SQL that reads wal2json's text of a value (`text_sql`) back into the column's type."""
-    if column.base_name == "bytea" and not column.is_array and not column.base_sql:
+def wal2json_value_sql(column: ColumnType, text: sql.Composable, cast: sql.Composable) -> sql.Composable:
+    """Return SQL that reads wal2json's text of a value (`text`) back into the column's type (`cast`)."""
+    if column.base_name == "bytea" and not column.is_array and not column.domain_base:
         # wal2json prints a bytea column as bare hex, without the \\x prefix the input function needs
-        return f"decode({text_sql}, 'hex')"
-    return f"({text_sql})::{base_type_sql(column) or cast_sql}"
+        return sql.SQL("decode({}, 'hex')").format(text)
+    return sql.SQL("({})::{}").format(text, base_type_sql(column) or cast)

@@ -81,3 +81,59 @@ def test_full_table_on_an_hstore_key_copies_in_one_pass(db):
     catalog = select_all(db.discover(), only={"public-keyed_by_hstore"})
     records = records_of(db.sync(catalog, config=dict(db.config, itersize=1)))
     assert sorted(r["h"]["a"] if "a" in r["h"] else r["h"].popitem()[1] for r in records) == ["1", "2", "3"]
+
+
+# Type names are server-provided text: composed as identifiers, a brace or a quote in one is only a
+# character of the name, never a placeholder of the tap's SQL templates.
+HOSTILE_TYPES = '''
+CREATE SCHEMA "s{v}%s";
+CREATE TYPE "s{v}%s"."x{text}y" AS ENUM ('a{v}', 'b%s', 'c''q');
+CREATE DOMAIN "s{v}%s"."e{v}" AS "s{v}%s"."x{text}y" NOT NULL;
+CREATE DOMAIN "d{0}""" AS text CHECK (VALUE <> '');
+CREATE TABLE "s{v}%s"."t{v}" (k "s{v}%s"."e{v}" PRIMARY KEY, d "d{0}""", ds "d{0}"""[], e "s{v}%s"."x{text}y"[]);
+INSERT INTO "s{v}%s"."t{v}" VALUES
+    ('a{v}', '{x}', ARRAY['%(x)s'], ARRAY['b%s']::"s{v}%s"."x{text}y"[]),
+    ('b%s', '10% off', NULL, NULL),
+    ('c''q', '50%% done', ARRAY[NULL, 'q'], ARRAY['c''q']::"s{v}%s"."x{text}y"[]);
+'''
+HOSTILE_ROWS = [
+    {"k": "a{v}", "d": "{x}", "ds": ["%(x)s"], "e": ["b%s"]},
+    {"k": "b%s", "d": "10% off", "ds": None, "e": None},
+    {"k": "c'q", "d": "50%% done", "ds": [None, "q"], "e": ["c'q"]},
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(db):
+    db.execute(HOSTILE_TYPES)
+    return db.discover()
+
+
+def test_full_table_key_ranges_over_types_named_with_braces(db, hostile):
+    catalog = select_all(hostile, only={"s{v}%s-t{v}"})
+    records = records_of(db.sync(catalog, config=dict(db.config, itersize=1)))
+    assert records == HOSTILE_ROWS
+
+
+@pytest.mark.parametrize("key", ["k", "d"])
+def test_incremental_bookmarks_with_percent_and_braces_resume(db, hostile, key):
+    catalog = select_all(hostile, method="INCREMENTAL", replication_key=key, only={"s{v}%s-t{v}"})
+    records = records_of(db.sync(catalog, config=dict(db.config, itersize=1)))
+    assert sorted(records, key=lambda row: row["k"]) == HOSTILE_ROWS
+    for row in HOSTILE_ROWS:  # a rerun from a bookmark holding % or braces takes that row again, unchanged
+        state = {"bookmarks": {"s{v}%s-t{v}": {"replication_key": key, "replication_key_value": row[key]}}}
+        messages = db.sync(catalog, state=state)
+        assert row in records_of(messages)
+        assert states_of(messages)[-1]["bookmarks"]["s{v}%s-t{v}"]["replication_key_value"] is not None
+
+
+def test_log_based_changes_of_types_named_with_braces(db, hostile, slot):
+    catalog = select_all(hostile, method="LOG_BASED", only={"s{v}%s-t{v}"})
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("""UPDATE "s{v}%s"."t{v}" SET d = '{y}' WHERE d = '{x}'""")
+    db.execute("""DELETE FROM "s{v}%s"."t{v}" WHERE d = '10% off'""")
+    records = records_of(db.sync(catalog, state=state))
+    assert [(r["k"], r["d"], r["_sdc_deleted_at"] is None) for r in records] == [
+        ("a{v}", "{y}", True),
+        ("b%s", None, False),
+    ]

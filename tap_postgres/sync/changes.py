@@ -218,7 +218,7 @@ class StreamChanges:
     def _typed_value(self, column: Column, fill: bool) -> sql.Composable:
         """Return the change's value of `column` read into the column's type."""
         if column.name in self._gone:
-            return sql.SQL("NULL::{}").format(sql.SQL(types.base_type_sql(column.type) or column.cast_sql))
+            return sql.SQL("NULL::{}").format(types.base_type_sql(column.type) or sql.Identifier(*column.type_name))
         by_name = self._wal_value(column, by_position=False)
         if fill:
             by_name = sql.SQL("coalesce({}, {})").format(by_name, sql.Identifier("stored", column.name))
@@ -243,14 +243,14 @@ class StreamChanges:
                 old=sql.SQL("jsonb_path_query_first(change.entry->1->'identity', {}, {})").format(path, name),
                 new=sql.SQL("jsonb_path_query_first(change.entry->1->'columns', {}, {})").format(path, name),
             )
-        return sql.SQL(types.wal2json_value_sql(column.type, "{text}", column.cast_sql)).format(text=text)
+        return types.wal2json_value_sql(column.type, text, sql.Identifier(*column.type_name))
 
 
 # A stand-in column whose type renders the commit time like every other timestamptz.
 _COMMIT_COLUMN = Column(
     name=DELETED_AT,
     sql_datatype="timestamp with time zone",
-    cast_sql="timestamp with time zone",
+    type_name=("pg_catalog", "timestamptz"),
     type=_COMMIT_TIME,
     not_null=False,
     description=None,

@@ -116,7 +116,7 @@ def last_key(cur, stream: SelectedStream, key_column: Column, where: sql.Composa
 
 def bookmark_of(key_column: Column) -> sql.Composable:
     """Return the SQL of the key's bookmark: the emitted JSON value, or its exact text where that is lossy."""
-    return sql.SQL(types.bookmark_sql(key_column.type, "{v}")).format(v=column_ref(key_column))
+    return types.bookmark_sql(key_column.type, column_ref(key_column))
 
 
 def _json_value(row: tuple | None):

@@ -63,7 +63,7 @@ def column_ref(column: Column, relation: str = "source") -> sql.Identifier:
 
 def render_column(column: Column, value: sql.Composable | None = None) -> sql.Composable:
     """Return the SQL that renders a column (or `value`, an expression of its type) for emitting."""
-    return sql.SQL(types.render_sql(column.type, "{v}")).format(v=value or column_ref(column))
+    return types.render_sql(column.type, value or column_ref(column))
 
 
 def rendered_columns(columns: list[Column], relation: str = "source") -> sql.Composed:
@@ -109,7 +109,7 @@ def row_of(items) -> sql.Composable:
 def compared(column: Column, value: sql.Composable) -> sql.Composable:
     """Return `value` (of the column's type) ready for < = >: a domain's value cast to its base type."""
     base = types.base_type_sql(column.type)
-    return sql.SQL("({})::{}").format(value, sql.SQL(base)) if base else value
+    return sql.SQL("({})::{}").format(value, base) if base else value
 
 
 def key_tuple(columns: list[Column]) -> sql.Composable:
@@ -121,7 +121,7 @@ def key_values(columns: list[Column], values: list) -> sql.Composable:
     """Return the bound, type-cast values `((%s)::t1, (%s)::t2)` matching `key_tuple`."""
     return row_of(
         # parenthesised: -5::int would read as -(5::int), out of range for the type's minimum
-        compared(column, sql.SQL("({})::{}").format(sql.Literal(value), sql.SQL(column.cast_sql)))
+        compared(column, sql.SQL("({})::{}").format(sql.Literal(value), sql.Identifier(*column.type_name)))
         for column, value in zip(columns, values, strict=True)
     )
 
