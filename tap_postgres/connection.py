@@ -31,6 +31,16 @@ SESSION_SETTINGS = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
 }
+# Every session of the tap is read-only at the server, set for the session before its first
+# statement, so every transaction after it is read-only whatever the client does (autocommit
+# included). The slot functions and walsender commands the tap uses work in read-only sessions.
+READ_ONLY = {"default_transaction_read_only": "on"}
+
+
+def startup_options(settings: dict[str, str]) -> str:
+    """Return the libpq `options` value that sets these settings when the session starts."""
+    # a space separates options; one inside a value is escaped with a backslash
+    return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}" for name, value in settings.items())
 
 
 def connection_options(config: Config, *, secondary: bool = False) -> dict:
@@ -60,10 +70,12 @@ def connect(config: Config, *, secondary: bool = False) -> psycopg2.extensions.c
         conn = psycopg2.connect(**options)
     except psycopg2.OperationalError as exc:
         raise describe_connect_failure(exc, options) from None
+    # SET, not startup options: connection poolers (PgBouncer) refuse or drop those; in autocommit,
+    # so no transaction of the session ever begins before it is read-only
+    conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("".join(f"SET {name} = '{value}';" for name, value in SESSION_SETTINGS.items()))
-    conn.commit()
-    conn.set_session(readonly=True)
+        cur.execute("".join(f"SET {name} = '{value}';" for name, value in {**READ_ONLY, **SESSION_SETTINGS}.items()))
+    conn.autocommit = False
     return conn
 
 
@@ -74,10 +86,11 @@ def connect_replication(config: Config) -> psycopg2.extras.LogicalReplicationCon
     text it sends then reads back into exactly the values FULL_TABLE renders.
     """
     options = connection_options(config)
-    startup = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in SESSION_SETTINGS.items())
     try:
         return psycopg2.connect(
-            **options, options=startup, connection_factory=psycopg2.extras.LogicalReplicationConnection
+            **options,
+            options=startup_options({**SESSION_SETTINGS, **READ_ONLY}),
+            connection_factory=psycopg2.extras.LogicalReplicationConnection,
         )
     except psycopg2.OperationalError as exc:
         if "replication" in str(exc).lower() and "superuser" in str(exc).lower():

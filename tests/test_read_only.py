@@ -1,0 +1,628 @@
+"""The tap never writes to the database it reads: an audit, by the server, of every session the tap opens.
+
+The contract (hardening issue), for --discover and every replication method:
+
+1. The tap sends no statement that writes. Allowed are SELECT (WITH ... SELECT), COPY (SELECT ...) TO
+   STDOUT, SET / SHOW / RESET, transaction control (BEGIN, START TRANSACTION, COMMIT, ROLLBACK) that
+   never asks for READ WRITE, cursors (DECLARE, FETCH, MOVE, CLOSE), the replication commands
+   IDENTIFY_SYSTEM, START_REPLICATION and CREATE_REPLICATION_SLOT, and, on the slot the config
+   names only, pg_create_logical_replication_slot and pg_replication_slot_advance. Exporting and
+   importing a snapshot (pg_export_snapshot, SET TRANSACTION SNAPSHOT) is reading.
+2. Every session runs read-only: the server reports `transaction_read_only = on` wherever the tap's
+   queries run, so no function they reach could write either.
+
+How it is checked. The module starts a cluster of its own that logs every statement, replication
+command, connection and disconnection as JSON lines (jsonlog: each record has the backend's pid,
+session id and user). A role with the README's least-privilege grants (LOGIN, REPLICATION, SELECT)
+runs the real CLI: --discover; a sync with FULL_TABLE (a table of several `itersize` batches, so a
+helper session on the exported snapshot renders every other one), INCREMENTAL and LOG_BASED
+(tables and a partitioned table: the slot is created, then the initial copies); inserts, updates
+and deletes; a second sync (the changes rendered by two sessions); a third with fast_sync_rds
+(moto's S3 and the aws_s3 stand-in of tests/aws_s3_stub.sql), LOG_BASED confirming the slot.
+Then, from the log records of the sessions opened by that role (the test's superuser is left aside):
+
+- clause 1: each statement is split and classified (`writing_reason`), with literals, quoted names
+  and comments blanked so that a table named "insert" is not a write;
+- clause 2 needs the server's word, so user code reached by the tap's own queries reports it:
+  `spy.report()` tries to INSERT into spy.writes, catches the read-only error and logs
+  (RAISE LOG, into the session's log lines) `transaction_read_only` and whether the write was
+  refused. It is called by
+  - a row-level security policy on every synced table, once per row a session reads: the main
+    session of FULL_TABLE, INCREMENTAL and fast_sync_rds, the LOG_BASED session during the initial
+    copies, and every helper session on an exported snapshot;
+  - a cast from text to the enum `mood`, which LOG_BASED uses to read each change's value back into
+    its column's type: both sessions that render changes.
+  Every report must say read-only and refused, spy.writes must stay empty, every session that
+  copied rows must have reported, and so must every statement that rendered changes.
+
+Sessions no user code can reach, covered by clause 1 only: the --discover session (pg_catalog
+queries), the LOG_BASED session that looks up partitions' parents, the walsender (replication
+commands; wal2json runs only built-in output functions), and every session's first transaction,
+which only SETs the pinned settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pgcluster
+import pytest
+from conftest import TAP, Server, records_of, select_all, states_of
+
+integration = pytest.mark.integration
+
+DBNAME = "shop"
+TAP_USER = "tap_reader"
+TAP_PASSWORD = "tap-reader-secret"
+SLOT = f"pipelinewise_{DBNAME}"
+BUCKET, REGION = "exports", "eu-west-1"
+END_OF_RUNS = "read-only audit: the tap runs are over"
+
+# jsonlog needs the logging collector, hence a restart after ALTER SYSTEM
+LOG_SETTINGS = {
+    "logging_collector": "on",
+    "log_destination": "jsonlog",
+    "log_directory": "log",
+    "log_filename": "server.log",  # jsonlog writes server.json
+    "log_rotation_age": "0",
+    "log_rotation_size": "0",
+    "log_statement": "all",
+    "log_replication_commands": "on",
+    "log_connections": "on",
+    "log_disconnections": "on",
+}
+
+SPY_SQL = """
+CREATE SCHEMA spy;
+CREATE TABLE spy.writes (pid int, spy text);
+
+-- Tries to write, and logs what the server says about the session's transaction.
+CREATE FUNCTION spy.report(spy text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    BEGIN
+        INSERT INTO spy.writes VALUES (pg_backend_pid(), spy);
+        RAISE LOG 'tap-spy: %: transaction_read_only=%, write accepted',
+            spy, current_setting('transaction_read_only');
+    EXCEPTION WHEN read_only_sql_transaction THEN
+        RAISE LOG 'tap-spy: %: transaction_read_only=%, write refused',
+            spy, current_setting('transaction_read_only');
+    END;
+    RETURN true;
+END $$;
+
+-- LOG_BASED reads a change's value with (text)::public.mood: this cast replaces the input function.
+CREATE TYPE public.mood AS ENUM ('calm', 'busy');
+CREATE FUNCTION spy.mood_from_text(value text) RETURNS public.mood
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM spy.report('text-to-enum cast');
+    RETURN (SELECT m FROM unnest(enum_range(NULL::public.mood)) AS m WHERE m::text = value);
+END $$;
+CREATE CAST (text AS public.mood) WITH FUNCTION spy.mood_from_text(text);
+"""
+
+TABLES_SQL = """
+CREATE TABLE big (id int PRIMARY KEY, mood mood NOT NULL, note text);
+INSERT INTO big SELECT g, 'calm', 'row ' || g FROM generate_series(1, 95) g;
+CREATE TABLE events (id int PRIMARY KEY, mood mood, updated_at timestamptz NOT NULL);
+INSERT INTO events SELECT g, 'busy', timestamptz '2024-01-01 00:00+00' + g * interval '1 hour'
+  FROM generate_series(1, 25) g;
+CREATE TABLE orders (id int PRIMARY KEY, mood mood, note text);
+INSERT INTO orders SELECT g, 'calm', 'order ' || g FROM generate_series(1, 25) g;
+CREATE TABLE payments (id int PRIMARY KEY, mood mood, amount numeric(10, 2));
+INSERT INTO payments SELECT g, 'busy', g * 1.5 FROM generate_series(1, 5) g;
+CREATE TABLE readings (id int PRIMARY KEY, mood mood) PARTITION BY RANGE (id);
+CREATE TABLE readings_low PARTITION OF readings FOR VALUES FROM (MINVALUE) TO (100);
+CREATE TABLE readings_high PARTITION OF readings FOR VALUES FROM (100) TO (MAXVALUE);
+INSERT INTO readings SELECT g, 'calm' FROM generate_series(95, 104) g;
+"""
+
+SYNCED_TABLES = ("big", "events", "orders", "payments", "readings")
+
+# the README's least-privilege grants, LOG_BASED included
+GRANTS_SQL = f"""
+CREATE ROLE {TAP_USER} LOGIN REPLICATION PASSWORD '{TAP_PASSWORD}';
+GRANT CONNECT ON DATABASE {DBNAME} TO {TAP_USER};
+GRANT USAGE ON SCHEMA public, aws_s3, aws_commons TO {TAP_USER};
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO {TAP_USER};
+"""
+
+CHANGES_SQL = [
+    "BEGIN; INSERT INTO orders VALUES (26, 'busy', 'new'); UPDATE orders SET mood = 'busy' WHERE id = 2; "
+    "DELETE FROM orders WHERE id = 3; COMMIT",
+    "BEGIN; INSERT INTO payments VALUES (6, 'calm', 9); DELETE FROM payments WHERE id = 1; COMMIT",
+    "BEGIN; INSERT INTO readings VALUES (105, 'busy'), (5, 'busy'); DELETE FROM readings WHERE id = 96; COMMIT",
+    "INSERT INTO events VALUES (26, 'calm', '2024-02-01 00:00+00')",
+    "INSERT INTO big VALUES (96, 'busy', 'late')",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the server log
+
+
+@dataclass
+class Statement:
+    """One statement (or replication command) a session sent, with the spy reports logged while it ran."""
+
+    text: str
+    reports: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Session:
+    """One backend the tap's user opened, as the server log tells it."""
+
+    id: str
+    pid: int
+    backend_type: str = ""
+    statements: list[Statement] = field(default_factory=list)
+    disconnected: bool = False
+
+    @property
+    def reports(self) -> list[str]:
+        return [report for statement in self.statements for report in statement.reports]
+
+    def ran(self, pattern: str) -> bool:
+        return any(re.search(pattern, statement.text, re.I) for statement in self.statements)
+
+    @property
+    def renders_changes(self) -> bool:
+        return any(renders_changes(statement) for statement in self.statements)
+
+    @property
+    def kind(self) -> str:
+        """What the session was for, told from what it ran (for the reader of a failure)."""
+        return next(label for label, test in SESSION_KINDS if test(self))
+
+    def __str__(self) -> str:
+        return f"{self.kind} session (pid {self.pid}, session id {self.id})"
+
+
+def renders_changes(statement: Statement) -> bool:
+    """Tell whether a statement renders LOG_BASED changes (wal2json messages sent back as a JSON array)."""
+    return statement.text.startswith("COPY") and "jsonb_array_elements(" in statement.text
+
+
+SESSION_KINDS = [
+    ("walsender", lambda s: s.backend_type == "walsender"),
+    ("helper on an exported snapshot", lambda s: s.ran(r"^SET TRANSACTION SNAPSHOT")),
+    ("LOG_BASED partition lookup", lambda s: s.ran(r"pg_partition_ancestors")),
+    ("LOG_BASED slot, then first renderer", lambda s: s.ran(r"FROM pg_replication_slots") and s.renders_changes),
+    ("LOG_BASED slot and initial copies", lambda s: s.ran(r"FROM pg_replication_slots")),
+    ("LOG_BASED second renderer", lambda s: s.renders_changes),
+    ("fast_sync_rds", lambda s: s.ran(r"aws_s3\.query_export_to_s3")),
+    ("--discover", lambda s: s.ran(r"current_database\(\)")),
+    ("FULL_TABLE and INCREMENTAL", lambda s: s.ran(r"^COPY")),
+    ("settings only (LOG_BASED second renderer, nothing to render)", lambda s: not s.ran(r"^(?!BEGIN|SET|COMMIT)")),
+    ("unknown", lambda s: True),
+]
+
+
+STATEMENT = re.compile(r"(?:statement|execute [^:]*|received replication command): (.*)", re.S)
+SPY_REPORT = re.compile(r"tap-spy: (.*)", re.S)
+
+
+def log_records(data_dir: Path) -> list[dict]:
+    """Every record of the cluster's JSON log, in order."""
+    records = []
+    for path in sorted((data_dir / "log").glob("*.json")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records
+
+
+def tap_sessions(records: list[dict]) -> dict[str, Session]:
+    """Group the tap user's log records by session: statements in order, each with its spy reports."""
+    sessions: dict[str, Session] = {}
+    for record in records:
+        if record.get("user") != TAP_USER:
+            continue
+        session = sessions.setdefault(record["session_id"], Session(record["session_id"], record["pid"]))
+        session.backend_type = record.get("backend_type", session.backend_type)
+        message = record.get("message", "")
+        if match := STATEMENT.match(message):
+            session.statements.append(Statement(match.group(1)))
+        elif match := SPY_REPORT.match(message):
+            if not session.statements:
+                session.statements.append(Statement("(before any statement)"))
+            session.statements[-1].reports.append(match.group(1))
+        elif message.startswith("disconnection:"):
+            session.disconnected = True
+    return sessions
+
+
+def read_complete_log(server: Server, timeout: float = 15.0) -> dict[str, Session]:
+    """Wait until the log collector has written everything the tap's sessions logged, and parse it.
+
+    The collector writes asynchronously: a statement logged after the tap exited marks the end of
+    its statements, and each of its sessions ends with a disconnection line.
+    """
+    with closing(server.connect(DBNAME)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT %s", (END_OF_RUNS,))
+    deadline = time.monotonic() + timeout
+    while True:
+        records = log_records(server.data_dir)
+        sessions = tap_sessions(records)
+        marked = any(END_OF_RUNS in record.get("message", "") for record in records)
+        if marked and all(session.disconnected for session in sessions.values()):
+            return sessions
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server log did not show the end of the tap's sessions in {timeout} s")
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifying statements
+
+_QUOTED = re.compile(
+    r"""(?P<estring>[Ee]'(?:[^'\\]|\\.|'')*')
+      | (?P<string>'(?:[^']|'')*')
+      | (?P<ident>"(?:[^"]|"")*")
+      | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)\$)
+      | (?P<comment>--[^\n]*|/\*.*?\*/)""",
+    re.S | re.X,
+)
+
+
+def _blank(match: re.Match) -> str:
+    text = match.group(0)
+    if match.lastgroup == "comment":
+        return " " * len(text)
+    opening = 2 if match.lastgroup == "estring" else 1
+    return text[:opening] + "x" * (len(text) - opening - 1) + text[-1]
+
+
+def split_statements(text: str) -> list[tuple[str, str]]:
+    """Split a message into statements: (raw, masked) pairs, masked having literals, names and comments blanked."""
+    masked = _QUOTED.sub(_blank, text)
+    pieces, start = [], 0
+    for end in [m.start() for m in re.finditer(";", masked)] + [len(masked)]:
+        if masked[start:end].strip():
+            pieces.append((text[start:end].strip(), masked[start:end].strip()))
+        start = end + 1
+    return pieces
+
+
+READING_COMMANDS = {
+    "SELECT",
+    "WITH",
+    "COPY",
+    "SET",
+    "SHOW",
+    "RESET",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "END",
+    "ROLLBACK",
+    "DECLARE",
+    "FETCH",
+    "MOVE",
+    "CLOSE",
+    "IDENTIFY_SYSTEM",
+    "START_REPLICATION",
+    "CREATE_REPLICATION_SLOT",
+}
+WRITING_WORDS = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|MERGE|INTO|TRUNCATE|CREATE|ALTER|DROP|GRANT|REVOKE|COMMENT|LOCK|SHARE|"
+    r"VACUUM|ANALYZE|CLUSTER|REINDEX|REFRESH|NOTIFY|LISTEN|CALL|IMPORT)\b",
+    re.I,
+)
+WRITING_FUNCTIONS = re.compile(
+    r"\b(nextval|setval|pg_(?:try_)?advisory_\w+|lo_\w+|txid_current|pg_current_xact_id|set_config|"
+    r"pg_drop_replication_slot|pg_copy_\w+_slot|pg_create_physical_replication_slot|pg_logical_slot_get_\w+|"
+    r"pg_logical_emit_message|pg_replication_origin_\w+|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|"
+    r"pg_rotate_logfile|pg_switch_wal|pg_create_restore_point|pg_stat_reset\w*|pg_file_\w+|dblink\w*)\s*\(",
+    re.I,
+)
+SLOT_FUNCTIONS = re.compile(
+    r"\b(pg_create_logical_replication_slot|pg_replication_slot_advance)\s*\(\s*'([^']*)'", re.I
+)
+TURNS_READ_ONLY_OFF = re.compile(r"READ\s+WRITE|read_only\s*(?:=|\bTO\b)\s*'?(?:off|false|no|0)\b", re.I)
+
+
+def writing_reason(raw: str, masked: str) -> str | None:
+    """Return why one statement writes (or may turn read-only off), or None when it only reads."""
+    command = masked.split(None, 1)[0].upper()
+    if command not in READING_COMMANDS:
+        return f"{command} is not a reading command"
+    if command == "COPY" and not re.fullmatch(r"COPY\s*\(.*\)\s*TO\s+STDOUT\b.*", masked, re.S | re.I):
+        return "COPY other than COPY (query) TO STDOUT"
+    if word := WRITING_WORDS.search(masked):
+        return f"contains {word.group(1).upper()}"
+    if function := WRITING_FUNCTIONS.search(masked):
+        return f"calls {function.group(1)}()"
+    for function, slot in SLOT_FUNCTIONS.findall(raw):
+        if slot != SLOT:
+            return f"calls {function}() on slot {slot!r}, not the configured {SLOT!r}"
+    if TURNS_READ_ONLY_OFF.search(raw):
+        return "asks for READ WRITE"
+    return None
+
+
+def writing_reasons(text: str) -> list[str]:
+    """Return why each statement of a message writes; empty when they all only read."""
+    return [reason for raw, masked in split_statements(text) if (reason := writing_reason(raw, masked))]
+
+
+def test_the_classifier_tells_reading_from_writing():
+    """The parser the audit relies on: literals and quoted names are not keywords, every statement is seen."""
+    reading = [
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "SET TimeZone = 'UTC';SET DateStyle = 'ISO, MDY';",
+        "SET TRANSACTION SNAPSHOT '00000003-00000002-1'",
+        """COPY (SELECT '{"type": "RECORD", "stream": "insert"}' || row_to_json(r.*)::text FROM (SELECT "update"."x"
+           FROM "public"."delete" AS source) AS r) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')""",
+        "SELECT txid_snapshot_xmin(txid_current_snapshot())",
+        f"SELECT pg_create_logical_replication_slot('{SLOT}', 'wal2json')",
+        "WITH RECURSIVE needed(oid) AS (SELECT 1) SELECT * FROM needed -- INSERT in a comment",
+        'START_REPLICATION SLOT "x" LOGICAL 0/0 ("add-tables" \'public.drop\')',
+    ]
+    writing = {
+        "INSERT INTO t VALUES (1)": "INSERT is not a reading command",
+        "SELECT 1; DELETE FROM t": "DELETE is not a reading command",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d": "contains DELETE",
+        "SELECT * INTO new_table FROM t": "contains INTO",
+        "SELECT nextval('s')": "calls nextval()",
+        "SELECT pg_advisory_lock(1)": "calls pg_advisory_lock()",
+        "SELECT * FROM t FOR SHARE": "contains SHARE",
+        "COPY t FROM STDIN": "COPY other than COPY (query) TO STDOUT",
+        "COPY (SELECT 1) TO '/tmp/file'": "COPY other than COPY (query) TO STDOUT",
+        "SET default_transaction_read_only = off": "asks for READ WRITE",
+        "BEGIN READ WRITE": "asks for READ WRITE",
+        "SELECT pg_replication_slot_advance('other', '0/1')": "calls pg_replication_slot_advance() on slot 'other', "
+        f"not the configured {SLOT!r}",
+    }
+    for text in reading:
+        assert writing_reasons(text) == [], text
+    for text, reason in writing.items():
+        assert writing_reasons(text) == [reason], text
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster, the database and the runs
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A cluster of this module's own that logs every statement of every session as JSON lines."""
+    data_dir = Path(tempfile.mkdtemp(prefix="tap-postgres-read-only-"))
+    try:
+        port = pgcluster.start(data_dir)
+        server = Server(port=port, data_dir=data_dir)
+        with closing(server.connect()) as conn, conn.cursor() as cur:
+            for name, value in LOG_SETTINGS.items():
+                cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
+        pgcluster.stop(data_dir)
+        pgcluster.start(data_dir, port)
+        yield server
+    finally:
+        pgcluster.stop(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 with a bucket, for fast_sync_rds."""
+    import boto3
+
+    port = pgcluster.free_port()
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        pgcluster.wait_until_ready(port)
+        boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        yield endpoint
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def database(cluster, s3_endpoint):
+    """The synced tables, each spied on by a row policy; the spies; the aws_s3 stand-in; the tap's role."""
+    with closing(cluster.connect()) as admin, admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {DBNAME}")
+    with closing(cluster.connect(DBNAME)) as conn, conn.cursor() as cur:
+        cur.execute(SPY_SQL)
+        cur.execute(TABLES_SQL)
+        for table in SYNCED_TABLES:
+            cur.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            cur.execute(f"CREATE POLICY spy ON {table} FOR SELECT USING (spy.report('row policy'))")
+        cur.execute((Path(__file__).parent / "aws_s3_stub.sql").read_text())
+        cur.execute(f"ALTER DATABASE {DBNAME} SET aws_s3_stub.endpoint_url = %s", (s3_endpoint,))
+        cur.execute(GRANTS_SQL)
+    return cluster
+
+
+class Runs:
+    """The real CLI, as the tap's role, with its outputs kept for the sanity checks."""
+
+    def __init__(self, server: Server, tmp_dir: Path, s3_endpoint: str):
+        self.server = server
+        self.tmp_dir = tmp_dir
+        self.env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        self.outputs: dict[str, list[dict]] = {}
+
+    def config(self, **extra) -> dict:
+        return {
+            "host": self.server.host,
+            "port": self.server.port,
+            "user": TAP_USER,
+            "password": TAP_PASSWORD,
+            "dbname": DBNAME,
+            "itersize": 10,  # big's 95 rows take ten batches: the helper session renders every other one
+            "create_replication_slot": True,
+            **extra,
+        }
+
+    def tap(self, name: str, *args: str, config: dict) -> str:
+        config_path = self.tmp_dir / f"{name}-config.json"
+        config_path.write_text(json.dumps(config))
+        result = subprocess.run(
+            [*TAP, "--config", str(config_path), *args], capture_output=True, timeout=60, env=self.env
+        )
+        assert result.returncode == 0, f"{name}: tap exited {result.returncode}:\n{result.stderr.decode()}"
+        return result.stdout.decode()
+
+    def discover(self) -> dict:
+        return json.loads(self.tap("discover", "--discover", config=self.config()))
+
+    def sync(self, name: str, catalog: dict, state: dict | None = None, **extra) -> list[dict]:
+        args = ["--catalog", str(self._write(f"{name}-catalog.json", catalog))]
+        if state is not None:
+            args += ["--state", str(self._write(f"{name}-state.json", state))]
+        messages = [json.loads(line) for line in self.tap(name, *args, config=self.config(**extra)).splitlines()]
+        self.outputs[name] = messages
+        return messages
+
+    def _write(self, name: str, content: dict) -> Path:
+        path = self.tmp_dir / name
+        path.write_text(json.dumps(content))
+        return path
+
+
+@pytest.fixture(scope="module")
+def runs(database, s3_endpoint, tmp_path_factory) -> Runs:
+    """Discovery, then every replication method, then fast_sync_rds, all as the tap's role."""
+    runs = Runs(database, tmp_path_factory.mktemp("read_only"), s3_endpoint)
+    catalog = select_all(runs.discover(), "FULL_TABLE", only={"public-big"})
+    catalog = select_all(catalog, "INCREMENTAL", "updated_at", only={"public-events"})
+    catalog = select_all(catalog, "LOG_BASED", only={"public-orders", "public-payments", "public-readings"})
+
+    first = runs.sync("first", catalog)  # creates the slot, copies the LOG_BASED tables
+    with closing(database.connect(DBNAME)) as conn, conn.cursor() as cur:
+        for statement in CHANGES_SQL:
+            cur.execute(statement)
+    second = runs.sync("second", catalog, state=states_of(first)[-1])  # renders the changes
+
+    # FULL_TABLE and INCREMENTAL exported to S3; LOG_BASED as before, confirming the slot
+    runs.sync(
+        "fast_sync_rds",
+        catalog,
+        state=states_of(second)[-1],
+        fast_sync_rds=True,
+        fast_sync_rds_s3_bucket=BUCKET,
+        fast_sync_rds_s3_region=REGION,
+        fast_sync_rds_s3_prefix="audit",
+    )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def sessions(runs) -> list[Session]:
+    """The tap's sessions, from the complete server log."""
+    return list(read_complete_log(runs.server).values())
+
+
+@pytest.fixture(scope="module")
+def spy_writes(runs) -> list[tuple]:
+    """The rows the spies managed to write: none, in read-only transactions."""
+    with closing(runs.server.connect(DBNAME)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pid, spy FROM spy.writes ORDER BY pid")
+        return cur.fetchall()
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit
+
+
+def statement_line(statement: Statement) -> str:
+    return " ".join(statement.text.split())[:160]
+
+
+@integration
+def test_the_runs_reached_every_kind_of_session(runs, sessions):
+    """Not the contract: the proof that the runs reached every kind of session the contract is about."""
+    second = runs.outputs["second"]
+    assert len(records_of(runs.outputs["first"], "public-big")) == 95
+    assert {r["id"] for r in records_of(second, "public-orders")} == {2, 3, 26}
+    assert {r["id"] for r in records_of(second, "public-payments")} == {1, 6}
+    assert {r["id"] for r in records_of(second, "public-readings")} == {5, 96, 105}
+    assert [r["id"] for r in records_of(second, "public-events")] == [25, 26]
+    assert [m["type"] for m in runs.outputs["fast_sync_rds"]].count("FAST_SYNC_RDS_S3_INFO") == 2
+
+    kinds = {session.kind for session in sessions}
+    assert "unknown" not in kinds
+    assert kinds >= {
+        "--discover",
+        "FULL_TABLE and INCREMENTAL",
+        "helper on an exported snapshot",
+        "LOG_BASED slot and initial copies",
+        "LOG_BASED slot, then first renderer",
+        "LOG_BASED second renderer",
+        "LOG_BASED partition lookup",
+        "walsender",
+        "fast_sync_rds",
+    }
+    assert sum(session.ran(r"^START_REPLICATION") for session in sessions) == 3
+    assert sum(session.ran(r"pg_create_logical_replication_slot\(") for session in sessions) == 1
+    assert sum(session.ran(r"pg_replication_slot_advance\(") for session in sessions) >= 1
+
+
+@integration
+def test_no_statement_writes(sessions):
+    """Clause 1: every statement of every session of the tap's role only reads."""
+    writes = [
+        f"{session}: {', '.join(reasons)}:\n    {statement_line(statement)}"
+        for session in sessions
+        for statement in session.statements
+        if (reasons := writing_reasons(statement.text))
+    ]
+    assert not writes, "the tap sent statements that write:\n" + "\n".join(writes)
+
+
+@integration
+def test_every_session_runs_read_only(sessions, spy_writes):
+    """Clause 2: wherever the tap's queries ran user code, the server says the transaction is read-only."""
+    not_read_only = [
+        f"{session}: {statement.reports.count(report)} x {report!r}\n    during {statement_line(statement)}"
+        for session in sessions
+        for statement in session.statements
+        for report in sorted(set(statement.reports))
+        if not report.endswith(": transaction_read_only=on, write refused")
+    ]
+    assert not not_read_only, "sessions of the tap that are not read-only:\n" + "\n".join(not_read_only)
+    assert spy_writes == [], "the spies' writes went through"
+
+
+@integration
+def test_the_spies_saw_every_session_that_read_rows(sessions):
+    """Clause 2 is only as good as its reach: each session that copied rows, and each rendering of changes, reported."""
+    unseen = [
+        str(session) for session in sessions if session.ran(r"^COPY|aws_s3\.query_export_to_s3") and not session.reports
+    ]
+    assert not unseen, "sessions that read rows but no spy reported from:\n" + "\n".join(unseen)
+    unseen_renders = [
+        f"{session}: {statement_line(statement)}"
+        for session in sessions
+        for statement in session.statements
+        if renders_changes(statement) and not statement.reports
+    ]
+    assert not unseen_renders, "renderings of changes no spy reported from:\n" + "\n".join(unseen_renders)
