@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -226,27 +228,30 @@ class Config:
 
 
 def _coerce(setting: Setting, value: Any) -> Any:
-    """Return `value` as the setting's type, or raise ConfigError naming the key."""
+    """Return `value` as the setting's type, or raise ConfigError naming the key (never a secret's value)."""
     if value is None:
         return None
+    shown = "a value that is hidden" if setting.secret else repr(value)
     if setting.kind == "boolean":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise ConfigError(f'config key "{setting.name}" must be true or false, got {value!r}')
+        raise ConfigError(f'config key "{setting.name}" must be true or false, got {shown}')
     if setting.kind == "integer":
         if isinstance(value, bool):
-            raise ConfigError(f'config key "{setting.name}" must be an integer, got {value!r}')
+            raise ConfigError(f'config key "{setting.name}" must be an integer, got {shown}')
         if isinstance(value, int):
             return value
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
-        raise ConfigError(f'config key "{setting.name}" must be an integer, got {value!r}')
+        raise ConfigError(f'config key "{setting.name}" must be an integer, got {shown}')
     if not isinstance(value, str):
-        raise ConfigError(f'config key "{setting.name}" must be a string, got {value!r}')
+        raise ConfigError(f'config key "{setting.name}" must be a string, got {shown}')
+    if "\x00" in value:
+        raise ConfigError(f'config key "{setting.name}" holds a NUL character, which libpq cannot send: remove it')
     if setting.allowed and value not in setting.allowed:
-        raise ConfigError(f'config key "{setting.name}" must be one of {", ".join(setting.allowed)}, got {value!r}')
+        raise ConfigError(f'config key "{setting.name}" must be one of {", ".join(setting.allowed)}, got {shown}')
     return value
 
 
@@ -260,7 +265,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
         if value is None or (setting.required and value == ""):
             if setting.required:
                 raise ConfigError(
-                    f'config key "{setting.name}" is missing: add it to the config file ({setting.description})'
+                    f'config key "{setting.name}" is missing: add it to the config file or set '
+                    f"{ENV_PREFIX}{setting.name.upper()} ({setting.description})"
                 )
             continue
         values[setting.name] = value
@@ -301,12 +307,29 @@ def read_json_file(path: str | Path, what: str, error: type[Exception] = ConfigE
         ) from None
 
 
-def merge_config_files(paths: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """Read each config file in turn; a key in a later file wins."""
+# The prefix of the environment variables that set what the config files leave out (`--about` lists them).
+ENV_PREFIX = "TAP_POSTGRES_"
+# `--config ENV`, as singer-sdk spells it: no file, settings from the environment only.
+ENV_CONFIG = "ENV"
+
+
+def merge_config_files(paths: tuple[str, ...] | list[str], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read each config file in turn (a key in a later file wins), then fill the keys none of them sets
+    from `TAP_POSTGRES_<KEY>` environment variables, so a secret need not be written to a file.
+
+    The files win over the environment: a key an existing config sets keeps its meaning.
+    """
     merged: dict[str, Any] = {}
     for path in paths:
+        if path == ENV_CONFIG:
+            continue
         content = read_json_file(path, "config")
         if not isinstance(content, dict):
             raise ConfigError(f"the config file {path} must hold a JSON object of settings")
         merged.update(content)
+    environ = os.environ if environ is None else environ
+    for setting in SETTINGS:
+        variable = ENV_PREFIX + setting.name.upper()
+        if merged.get(setting.name) is None and variable in environ:
+            merged[setting.name] = environ[variable]
     return merged

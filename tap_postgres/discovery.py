@@ -19,7 +19,8 @@ VIEW_KINDS = {"v", "m"}
 
 _TABLES_SQL = """
 SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
-       obj_description(c.oid, 'pg_class'), has_any_column_privilege(c.oid, 'SELECT'), c.relispopulated
+       obj_description(c.oid, 'pg_class'), c.relispopulated,
+       has_schema_privilege(n.oid, 'USAGE'), has_any_column_privilege(c.oid, 'SELECT')
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -99,11 +100,18 @@ class Table:
     columns: list[Column]
     primary_key: list[str]
     populated: bool = True  # false for a materialized view created WITH NO DATA and not refreshed since
+    schema_usable: bool = True  # the user has USAGE on the schema, without which no name in it resolves
+    selectable: bool = True  # the user has SELECT on the table or on one of its columns at least
 
     @property
     def is_view(self) -> bool:
         """Tell whether rows come from a query rather than storage (no key, no WAL)."""
         return self.kind in VIEW_KINDS
+
+    @property
+    def qualified_name(self) -> str:
+        """The table as SQL names it, `"schema"."table"`, for messages."""
+        return f"{quote_ident(self.schema_name)}.{quote_ident(self.name)}"
 
     @property
     def tap_stream_id(self) -> str:
@@ -171,18 +179,44 @@ def describe_tables(
             columns=columns_by_table[oid],
             primary_key=list(primary_keys.get(oid, [])),
             populated=populated,
+            schema_usable=schema_usable,
+            selectable=selectable,
         )
-        for oid, schema_name, name, kind, row_count, description, can_select, populated in table_rows
-        if _warn_unless_selectable(schema_name, name, can_select)
+        for oid, schema_name, name, kind, row_count, description, populated, schema_usable, selectable in table_rows
     ]
 
 
-def _warn_unless_selectable(schema_name: str, name: str, can_select: bool) -> bool:
-    if not can_select:
+def readable_tables(tables: list[Table], user: str) -> list[Table]:
+    """Return the tables the user can read, warning once about each schema and table left out."""
+    unusable = sorted({table.schema_name for table in tables if not table.schema_usable})
+    for schema_name in unusable:
         LOGGER.warning(
-            'Skipping "%s"."%s": user lacks SELECT on it (GRANT SELECT ON it to discover it)', schema_name, name
+            "Skipping schema %s: user %s lacks USAGE on it (GRANT USAGE ON SCHEMA %s TO %s to discover it)",
+            quote_ident(schema_name),
+            quote_ident(user),
+            quote_ident(schema_name),
+            quote_ident(user),
         )
-    return can_select
+    readable = []
+    for table in tables:
+        if not table.schema_usable:
+            continue
+        if not table.selectable:
+            LOGGER.warning(
+                "Skipping %s: user %s lacks SELECT on it (GRANT SELECT ON %s TO %s to discover it)",
+                table.qualified_name,
+                quote_ident(user),
+                table.qualified_name,
+                quote_ident(user),
+            )
+            continue
+        readable.append(table)
+    return readable
+
+
+def quote_ident(name: str) -> str:
+    """Return a name quoted as SQL spells it, for messages that tell the user what to run."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def resolve_type(type_rows: dict[int, tuple], type_oid: int, typmod: int) -> types.ColumnType | None:
@@ -220,6 +254,14 @@ def discover_catalog(conn, config: Config) -> dict:
         (database_name,) = cur.fetchone()
     conn.rollback()
     tables = describe_tables(conn, schemas=config.schemas, include_partitions=config.include_partitions)
+    for schema_name in sorted(set(config.schemas or []) - {table.schema_name for table in tables}):
+        LOGGER.warning(
+            "filter_schemas names %s, which holds no table or view: check its spelling (schema names are "
+            "case-sensitive) and that it is in database %s",
+            quote_ident(schema_name),
+            database_name,
+        )
+    tables = readable_tables(tables, config.user)
     streams = [catalog_entry(table, database_name) for table in tables]
     LOGGER.info("Discovered %d streams in database %s", len(streams), database_name)
     return {"streams": streams}

@@ -50,3 +50,7 @@ class StreamSyncError(TapPostgresError):
     Privileges, a statement timeout, a lost connection, a standby's recovery conflict, an
     unpopulated materialized view: the run ends with the last STATE written, so a rerun resumes.
     """
+
+
+class PrivilegeError(TapPostgresError):
+    """Raised before any copy when the user lacks a privilege the run needs: schema USAGE, SELECT, REPLICATION."""

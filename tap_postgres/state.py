@@ -13,10 +13,19 @@ the table again under the same version.
 
 from __future__ import annotations
 
+import decimal
+import json
 import re
 from typing import Any
 
 from tap_postgres.errors import StateError
+
+# Integer bookmarks and the values they may take: a version is a bigint at the targets, xids and
+# WAL positions are unsigned 64-bit numbers on the server.
+_INTEGER_LIMITS = {"version": 2**63, "snapshot_xmin": 2**64, "xmin": 2**64, "lsn": 2**64}
+# What a key value in a bookmark may be: a JSON scalar other than null (booleans are ints)
+_SCALARS = (str, int, decimal.Decimal, float)
+_FIX = "fix it, or remove the stream's bookmark from the state to sync it anew"
 
 
 def parse_state(raw: Any) -> dict:
@@ -39,6 +48,57 @@ def parse_state(raw: Any) -> dict:
     return state
 
 
+def check_bookmark(stream_id: str, saved: dict) -> None:
+    """Raise StateError naming the stream, the key and the value when a bookmark value has the wrong shape.
+
+    Whether a key value is a value of its column's type is the server's to say (sync.preflight).
+    """
+    for key, limit in _INTEGER_LIMITS.items():
+        value = saved.get(key)
+        if value is not None and key != "lsn" and not _is_integer_below(value, limit):
+            raise StateError(
+                f'{stream_id}: the state\'s "{key}" is {shown(value)}, not an integer from 0 to {limit - 1}: {_FIX}'
+            )
+    bookmark_lsn({"bookmarks": {stream_id: saved}}, stream_id)
+    for key in ("replication_key", "last_replication_method"):
+        if saved.get(key) is not None and not isinstance(saved[key], str):
+            raise StateError(f'{stream_id}: the state\'s "{key}" is {shown(saved[key])}, not a name: {_FIX}')
+    value = saved.get("replication_key_value")
+    if value is not None and not _is_scalar(value):
+        raise StateError(f'{stream_id}: the state\'s "replication_key_value" is {shown(value)}, not one value: {_FIX}')
+    resume_key = saved.get("resume_key")
+    if resume_key is not None and not (
+        isinstance(resume_key, list) and resume_key and all(_is_scalar(item) for item in resume_key)
+    ):
+        raise StateError(
+            f'{stream_id}: the state\'s "resume_key" is {shown(resume_key)}, not a list of key values: {_FIX}'
+        )
+
+
+def _is_integer_below(value: Any, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < limit
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, _SCALARS)
+
+
+def shown(value: Any) -> str:
+    """Return a value as the state file spells it, cut short, for an error message."""
+    text = _as_json(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _as_json(value: Any) -> str:
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # a number with a fraction, as read: not a string
+    if isinstance(value, list):
+        return "[" + ", ".join(_as_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_as_json(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def bookmark(state: dict, stream_id: str) -> dict:
     """Return the stream's bookmark, created empty when missing (it is the state's own dict)."""
     return state["bookmarks"].setdefault(stream_id, {})
@@ -58,11 +118,11 @@ def reset_on_method_change(state: dict, stream_id: str, method: str, replication
 def bookmark_lsn(state: dict, stream_id: str) -> int | None:
     """Return a stream's `lsn` bookmark as an int (pipelinewise writes ints; `X/Y` text is read too)."""
     value = state["bookmarks"].get(stream_id, {}).get("lsn")
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+    if value is None or _is_integer_below(value, _INTEGER_LIMITS["lsn"]):
         return value
     if isinstance(value, str) and re.fullmatch("[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", value):
         return lsn_to_int(value)
-    raise StateError(f'the "lsn" bookmark of {stream_id} is {value!r}, not a WAL position: fix or remove it')
+    raise StateError(f'{stream_id}: the state\'s "lsn" is {shown(value)}, not a WAL position: {_FIX}')
 
 
 def lsn_to_int(lsn: str) -> int:

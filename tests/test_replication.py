@@ -28,7 +28,7 @@ def test_lsn_bookmark_reads_pipelinewise_ints_and_lsn_text(value, expected):
 
 
 def test_malformed_lsn_bookmark_is_a_state_error():
-    with pytest.raises(StateError, match='"lsn" bookmark of public-t'):
+    with pytest.raises(StateError, match='public-t: the state.s "lsn" is "yesterday", not a WAL position'):
         bookmark_lsn({"bookmarks": {"public-t": {"lsn": "yesterday"}}}, "public-t")
 
 

@@ -13,13 +13,14 @@ from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, describe_sync_failure
 from tap_postgres.discovery import Table, describe_tables
-from tap_postgres.errors import TableMissingError, TapPostgresError
+from tap_postgres.errors import TapPostgresError
 from tap_postgres.output import MessageWriter
-from tap_postgres.state import reset_on_method_change
+from tap_postgres.state import bookmark, check_bookmark, reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.incremental import sync_incremental
 from tap_postgres.sync.logical import LogBasedSync
+from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -37,18 +38,23 @@ def sync_streams(config: Config, streams: list[SelectedStream], state: dict, wri
     """
     for stream in streams:
         reset_on_method_change(state, stream.tap_stream_id, stream.replication_method, stream.replication_key)
+        check_bookmark(stream.tap_stream_id, bookmark(state, stream.tap_stream_id))
     log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     logical = None
     try:
-        # checks the slot first: a missing slot should fail the run before hours of copying
+        # everything a run needs is checked before any copy or slot confirmation: the slot, the
+        # REPLICATION privilege and the state's WAL positions, then the tables and the state's keys
         logical = LogBasedSync(config, log_based, state, writer) if log_based else None
         # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
         with contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
             tables = _tables_of(conn, streams)
+            with _failing_with_state("catalog", state, writer):
+                check_streams(conn, config, streams, tables, state)
             if logical:
                 logical.check_replicable(tables)
+                logical.confirm_saved_position()
             for stream in resume_order(streams, state.get("currently_syncing")):
                 state["currently_syncing"] = stream.tap_stream_id
                 with _failing_with_state(stream.tap_stream_id, state, writer):
@@ -106,12 +112,7 @@ def _tables_of(conn, streams: list[SelectedStream]) -> dict[tuple[str, str], Tab
 
 
 def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: MessageWriter, config: Config, logical):
-    table = tables.get((stream.schema_name, stream.table_name))
-    if table is None:
-        raise TableMissingError(
-            f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} no longer '
-            "exists (or the user lost SELECT on it): rerun --discover and update the catalog"
-        )
+    table = tables[(stream.schema_name, stream.table_name)]  # check_streams made sure it is there
     if not table.populated:
         LOGGER.warning(
             "Skipping %s: materialized view %s has not been populated (created WITH NO DATA); run "

@@ -118,12 +118,22 @@ def key_tuple(columns: list[Column]) -> sql.Composable:
 
 
 def key_values(columns: list[Column], values: list) -> sql.Composable:
-    """Return the bound, type-cast values `((%s)::t1, (%s)::t2)` matching `key_tuple`."""
+    """Return the key values as literals of the key columns' types, `('v1'::t1, 'v2'::t2)`, matching `key_tuple`.
+
+    Each value is given as text to its type's input function, which accepts only a value of that
+    type: 1.5 or true for an integer key is an error, where a cast of a number would round it.
+    """
     return row_of(
-        # parenthesised: -5::int would read as -(5::int), out of range for the type's minimum
-        compared(column, sql.SQL("({})::{}").format(sql.Literal(value), sql.Identifier(*column.type_name)))
+        compared(column, sql.SQL("{}::{}").format(sql.Literal(_as_text(value)), sql.Identifier(*column.type_name)))
         for column, value in zip(columns, values, strict=True)
     )
+
+
+def _as_text(value) -> str:
+    """Return a key value of a bookmark (a JSON scalar) as the text its type's input function reads."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def begin_snapshot(conn: extensions.connection) -> None:
