@@ -61,7 +61,7 @@ def test_log_based_changes_of_columns_named_like_its_aliases(db, table, slot):
     assert records[1] == {**expected_row(2), "r": 100, "stored": 200, "_sdc_deleted_at": None}
 
 
-@pytest.mark.parametrize("table_name", ["%s", "café", "名前"])
+@pytest.mark.parametrize("table_name", ["%s", "café", "名前", "t\tab", "new\nline, x.y*\\z"])
 def test_log_based_on_tables_named_with_percent_or_unicode(db, table, slot, table_name):
     # wal2json's add-tables must name the table as the server spells it, or its changes are dropped
     quoted = '"' + table_name + '"'

@@ -107,11 +107,45 @@ class LogBasedSync:
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
         self.slot = find_slot(self.conn, config)
-        saved = [lsn for stream in streams if (lsn := bookmark_lsn(state, stream.tap_stream_id)) is not None]
-        if saved:
-            self.slot = confirm_up_to(self.conn, self.slot, min(saved))
-        for stream in streams:
-            lsn = bookmark_lsn(state, stream.tap_stream_id)
+        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
+        self.saved_positions = {
+            stream.tap_stream_id: lsn
+            for stream in streams
+            if (lsn := bookmark_lsn(state, stream.tap_stream_id)) is not None
+        }
+        self.copy_snapshots: dict[str, CopySnapshot] = {
+            stream.tap_stream_id: CopySnapshot.from_bookmark(stream.tap_stream_id, saved)
+            for stream in streams
+            if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
+        }
+        self._refuse_positions_from_elsewhere()
+
+    def _refuse_positions_from_elsewhere(self) -> None:
+        """Refuse a state whose WAL positions or copy snapshots this server has not reached.
+
+        They cannot come from this server's slot: confirming the slot up to such a position would
+        release changes nobody read, and the stream would skip every change until then.
+        """
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint, pg_snapshot_xmax(pg_current_snapshot())::text")
+            end, next_xid = cur.fetchone()
+        self.conn.rollback()
+        for stream in self.streams:
+            lsn = self.saved_positions.get(stream.tap_stream_id, 0)
+            snapshot = self.copy_snapshots.get(stream.tap_stream_id)
+            if lsn > end or (snapshot and (snapshot.lsn > end or snapshot.xmax > int(next_xid))):
+                raise StateError(
+                    f'{stream.tap_stream_id}: the state\'s "lsn" or "copy_snapshot" is beyond the server\'s current WAL '
+                    f"position {int_to_lsn(end)}: the state is not from this server's slot; restore the state the "
+                    "target saved, or remove the stream's bookmark to copy it anew"
+                )
+
+    def confirm_saved_position(self) -> None:
+        """Confirm the slot up to the lowest position the state holds: the target has saved what is before it."""
+        if self.saved_positions:
+            self.slot = confirm_up_to(self.conn, self.slot, min(self.saved_positions.values()))
+        for stream in self.streams:
+            lsn = self.saved_positions.get(stream.tap_stream_id)
             if lsn is not None and lsn < self.slot.confirmed_flush:
                 LOGGER.warning(
                     "%s: the slot was confirmed up to %s, past this stream's bookmark %s: changes in between "
@@ -120,11 +154,6 @@ class LogBasedSync:
                     int_to_lsn(self.slot.confirmed_flush),
                     int_to_lsn(lsn),
                 )
-        self.copy_snapshots: dict[str, CopySnapshot] = {
-            stream.tap_stream_id: CopySnapshot.from_bookmark(stream.tap_stream_id, saved)
-            for stream in streams
-            if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
-        }
 
     def close(self) -> None:
         """Release the primary connection."""
@@ -468,5 +497,10 @@ def start_replication_command(slot_name: str, start_lsn: int, options: dict[str,
 
 
 def _escape(name: str) -> str:
-    """Escape a schema or table name for wal2json's add-tables list."""
-    return "".join("\\" + char if char in "\\.,* " else char for char in name)
+    """Escape a schema or table name for wal2json's add-tables list.
+
+    wal2json splits the list at commas and at any whitespace (tab and newline too), and reads a
+    backslash as "the next character is part of the name"; every ASCII character other than a
+    letter, a digit or `_` is escaped, which is always safe. Other characters are never special.
+    """
+    return "".join("\\" + char if char < "\x80" and not (char.isalnum() or char == "_") else char for char in name)
