@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -55,7 +56,8 @@ def test_missing_dbname_names_the_key(tmp_path):
     code, _, stderr, seconds = run(["--config", str(path), "--discover"])
     assert code == 1
     assert error_lines(stderr) == [
-        'tap-postgres: error: config key "dbname" is missing: add it to the config file (Database to discover and sync.)'
+        'tap-postgres: error: config key "dbname" is missing: add it to the config file or set TAP_POSTGRES_DBNAME '
+        "(Database to discover and sync.)"
     ]
     assert "secret-pw" not in stderr
     assert seconds < 10
@@ -147,3 +149,26 @@ def test_malformed_catalog_and_state_are_one_line_errors(db, tmp_path):
         'tap-postgres: error: "bookmarks" in the state file must map each stream id to an object: '
         "fix or remove the file"
     ]
+
+
+def test_password_from_the_environment_as_about_advertises(db, tmp_path):
+    config = {key: value for key, value in db.config.items() if key != "password"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    environment = dict(os.environ, TAP_POSTGRES_PASSWORD=db.config["password"])
+    result = subprocess.run([*TAP, "--config", str(path), "--discover"], capture_output=True, env=environment)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["streams"] is not None
+    about = subprocess.run([*TAP, "--about"], capture_output=True, check=True).stdout.decode()
+    assert "Environment Variable: TAP_POSTGRES_PASSWORD" in about
+
+
+def test_nul_in_the_password_is_one_line(db, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(db.config, password="se\x00cret-xyz")))
+    code, stdout, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert error_lines(stderr) == [
+        'tap-postgres: error: config key "password" holds a NUL character, which libpq cannot send: remove it'
+    ]
+    assert "Traceback" not in stderr and "cret-xyz" not in stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tap_postgres.config import parse_config
+from tap_postgres.config import merge_config_files, parse_config
 from tap_postgres.errors import ConfigError
 
 BASE = {"host": "db", "user": "u", "dbname": "d"}
@@ -59,3 +59,29 @@ def test_ssl_true_means_sslmode_require_unless_sslmode_is_given():
 
 def test_filter_schemas_is_split_and_trimmed():
     assert parse_config(dict(BASE, filter_schemas=" public, sales ,")).schemas == ["public", "sales"]
+
+
+def test_environment_variables_fill_what_the_config_files_leave_out(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"host": "db", "user": "u", "dbname": "d", "port": 6000}')
+    environ = {"TAP_POSTGRES_PASSWORD": "from-env", "TAP_POSTGRES_PORT": "7000", "TAP_POSTGRES_ITERSIZE": "5"}
+    config = parse_config(merge_config_files([str(path)], environ))
+    # the file wins where it sets a key: an existing config keeps its meaning
+    assert (config.password, config.port, config.itersize) == ("from-env", 6000, 5)
+
+
+def test_config_env_reads_every_setting_from_the_environment():
+    environ = {"TAP_POSTGRES_HOST": "db", "TAP_POSTGRES_USER": "u", "TAP_POSTGRES_DBNAME": "d"}
+    assert parse_config(merge_config_files(["ENV"], environ)).host == "db"
+
+
+def test_a_secret_of_the_wrong_type_is_not_shown():
+    with pytest.raises(ConfigError) as failure:
+        parse_config(dict(BASE, password=123456789))
+    assert str(failure.value) == 'config key "password" must be a string, got a value that is hidden'
+
+
+def test_a_nul_character_is_one_line_naming_the_key_not_the_value():
+    with pytest.raises(ConfigError) as failure:
+        parse_config(dict(BASE, password="pass\x00word"))
+    assert str(failure.value) == 'config key "password" holds a NUL character, which libpq cannot send: remove it'
