@@ -98,6 +98,16 @@ class Database:
         lines = result.stdout.decode().splitlines()
         return lines, stderr, result.returncode
 
+    def try_sync(
+        self, catalog: dict, config: dict | None = None, state: dict | None = None
+    ) -> tuple[list[dict], list[str], int]:
+        """Run a sync that may fail; return its messages, its stderr lines and its exit code."""
+        args = ["--catalog", str(self.write_json("catalog.json", catalog))]
+        if state is not None:
+            args += ["--state", str(self.write_json("state.json", state))]
+        lines, stderr, code = self.run_tap(*args, config=config, check=False)
+        return [json.loads(line) for line in lines], stderr.strip().splitlines(), code
+
     def start_sync(self, catalog: dict, config: dict, state: dict | None = None) -> subprocess.Popen:
         """Start a sync in the background, its stdout and stderr piped, for tests that interrupt it."""
         args = ["--config", str(self.write_json("config-background.json", config))]

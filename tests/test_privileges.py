@@ -27,13 +27,6 @@ def role(db):
     db.execute(f"DROP OWNED BY {ROLE}; DROP ROLE {ROLE}")
 
 
-def run(db, catalog: dict, config: dict):
-    lines, stderr, code = db.run_tap(
-        "--catalog", str(db.write_json("catalog.json", catalog)), config=config, check=False
-    )
-    return [json.loads(line) for line in lines], stderr.strip().splitlines(), code
-
-
 def test_discovery_leaves_out_a_schema_without_usage_and_names_the_grant(db, role):
     lines, stderr, code = db.run_tap("--discover", config=role)
     streams = {stream["tap_stream_id"] for stream in json.loads("\n".join(lines))["streams"]}
@@ -47,7 +40,7 @@ def test_discovery_leaves_out_a_schema_without_usage_and_names_the_grant(db, rol
 
 def test_sync_of_a_table_in_a_schema_without_usage_stops_before_any_copy(db, role):
     catalog = select_all(db.discover(), only={"public-open_rows", "closed-hidden_rows"})
-    messages, stderr, code = run(db, catalog, role)
+    messages, stderr, code = db.try_sync(catalog, role)
     assert code == 1
     assert stderr[-1] == (
         'tap-postgres: error: closed-hidden_rows: user "tap_least" lacks USAGE on schema "closed": '
@@ -61,7 +54,7 @@ def test_log_based_without_replication_stops_before_any_copy(db, role):
     slot = db.create_slot()
     try:
         catalog = select_all(db.discover(), only={"public-open_rows"}, method="LOG_BASED")
-        messages, stderr, code = run(db, catalog, role)
+        messages, stderr, code = db.try_sync(catalog, role)
     finally:
         db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     assert code == 1

@@ -3,8 +3,6 @@ copy with one line naming the stream, the key and the value, and never moves the
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from conftest import records_of, select_all
 
@@ -26,10 +24,9 @@ def slot(db):
 def run(db, catalog: dict, method: str, saved: dict):
     chosen = select_all(catalog, method=method, replication_key="id" if method == "INCREMENTAL" else None)
     state = {"bookmarks": {"public-items": {"last_replication_method": method, **saved}}}
-    args = ["--catalog", str(db.write_json("catalog.json", chosen)), "--state", str(db.write_json("state.json", state))]
-    lines, stderr, code = db.run_tap(*args, check=False)
-    assert "Traceback" not in stderr
-    return [json.loads(line) for line in lines], stderr.strip().splitlines(), code
+    messages, stderr, code = db.try_sync(chosen, state=state)
+    assert "Traceback" not in "\n".join(stderr)
+    return messages, stderr, code
 
 
 INCREMENTAL = {"replication_key": "id"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -30,16 +29,9 @@ def limited(db):
     db.execute(f"DROP OWNED BY {ROLE}; DROP ROLE {ROLE}")
 
 
-def run(db, catalog: dict, config: dict):
-    lines, stderr, code = db.run_tap(
-        "--catalog", str(db.write_json("catalog.json", catalog)), config=config, check=False
-    )
-    return [json.loads(line) for line in lines], stderr.strip().splitlines(), code
-
-
 def test_unpopulated_materialized_view_is_skipped_with_a_warning_and_the_run_goes_on(db, limited):
     catalog = select_all(db.discover(), only={"public-unpopulated", "public-plain"})
-    messages, stderr, code = run(db, catalog, db.config)
+    messages, stderr, code = db.try_sync(catalog, db.config)
     assert code == 0
     assert any("Skipping public-unpopulated: materialized view" in line for line in stderr)
     assert len(records_of(messages, "public-plain")) == 10
@@ -48,7 +40,7 @@ def test_unpopulated_materialized_view_is_skipped_with_a_warning_and_the_run_goe
 
 def test_statement_timeout_is_one_line_naming_the_stream_after_the_last_state(db, limited):
     catalog = select_all(db.discover(), only={"public-plain", "public-slow"})
-    messages, stderr, code = run(db, catalog, limited)
+    messages, stderr, code = db.try_sync(catalog, limited)
     assert code == 1
     assert stderr[-1].startswith("tap-postgres: error: public-slow: canceling statement due to statement timeout: ")
     assert "raise statement_timeout" in stderr[-1]
@@ -59,7 +51,7 @@ def test_statement_timeout_is_one_line_naming_the_stream_after_the_last_state(db
 
 def test_column_without_select_privilege_is_one_line_naming_the_stream_before_any_copy(db, limited):
     catalog = select_all(db.discover(), only={"public-secrets", "public-plain"})
-    messages, stderr, code = run(db, catalog, limited)
+    messages, stderr, code = db.try_sync(catalog, limited)
     assert code == 1
     assert stderr[-1] == (
         'tap-postgres: error: public-secrets: user "tap_limited" lacks SELECT on column(s) "secret" of '
@@ -79,7 +71,7 @@ def test_lost_connection_is_one_line_naming_the_stream_after_the_last_state(db, 
 
     killer = threading.Thread(target=terminate_the_tap)
     killer.start()
-    messages, stderr, code = run(db, catalog, config)
+    messages, stderr, code = db.try_sync(catalog, config)
     killer.join()
     assert code == 1
     # libpq reports the termination notice, or only the closed socket, depending on timing
