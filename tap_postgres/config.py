@@ -94,6 +94,20 @@ SETTINGS: tuple[Setting, ...] = (
         default=43200,
     ),
     Setting(
+        "state_poll_seconds",
+        "integer",
+        "LOG_BASED: how often to re-read the --state file during the run and confirm the slot up to the "
+        "lowest lsn it holds (what the target has saved), so the server frees WAL while the run goes on.",
+        default=10,
+    ),
+    Setting(
+        "slot_lag_warning_bytes",
+        "integer",
+        "LOG_BASED: warn (`slot_lag_exceeded slot=... lag_bytes=... threshold_bytes=...`) when the slot holds "
+        "more than this many bytes of WAL on the server. Every run logs `slot_health when=start|end slot=... "
+        "lag_bytes=... wal_status=... safe_wal_size=... confirmed_flush_lsn=...` either way.",
+    ),
+    Setting(
         "debug_lsn",
         "boolean",
         "LOG_BASED: add an `_sdc_lsn` property with the change's WAL position to each record.",
@@ -197,6 +211,8 @@ class Config:
     logical_poll_total_seconds: int = 10800
     break_at_end_lsn: bool = True
     max_run_seconds: int = 43200
+    state_poll_seconds: int = 10
+    slot_lag_warning_bytes: int | None = None
     debug_lsn: bool = False
     tap_id: str | None = None
     create_replication_slot: bool = False
@@ -289,6 +305,10 @@ def _check_combinations(config: Config) -> None:
         )
     if config.itersize < 1:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
+    if config.state_poll_seconds < 1:
+        raise ConfigError(f'config key "state_poll_seconds" must be at least 1, got {config.state_poll_seconds}')
+    if config.slot_lag_warning_bytes is not None and config.slot_lag_warning_bytes < 0:
+        raise ConfigError(f'config key "slot_lag_warning_bytes" must be 0 or more, got {config.slot_lag_warning_bytes}')
     if config.limit is not None and config.limit < 1:
         raise ConfigError(f'config key "limit" must be at least 1, got {config.limit}')
 

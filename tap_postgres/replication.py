@@ -65,14 +65,39 @@ def find_slot(conn: extensions.connection, config: Config) -> Slot:
             )
         slot = _create_slot(conn, names[-1])
     _check_slot(slot, config)
-    LOGGER.info(
-        "Replication slot %s: %d bytes behind the current WAL, wal_status %s, safe_wal_size %s",
-        slot.name,
-        slot.lag_bytes,
-        slot.wal_status or "unknown",
-        "unlimited" if slot.safe_wal_size is None else f"{slot.safe_wal_size} bytes",
-    )
     return slot
+
+
+def log_slot_health(conn: extensions.connection, slot: Slot, config: Config, when: str) -> None:
+    """Log the slot's health as one `slot_health` line a scheduler can grep, and warn when it holds too much WAL.
+
+    `lag_bytes` is the WAL the server keeps for the slot (from its confirmed position to the
+    current one); `wal_status` `unreserved` means the server may soon remove WAL the slot needs.
+    """
+    current = _read_slot(conn, slot.name) or slot
+    facts = (
+        f"slot_health when={when} slot={current.name} lag_bytes={current.lag_bytes} "
+        f"wal_status={current.wal_status or 'unknown'} "
+        f"safe_wal_size={'unlimited' if current.safe_wal_size is None else current.safe_wal_size} "
+        f"confirmed_flush_lsn={int_to_lsn(current.confirmed_flush)}"
+    )
+    LOGGER.info("%s", facts)
+    threshold = config.slot_lag_warning_bytes
+    if threshold is not None and current.lag_bytes > threshold:
+        LOGGER.warning(
+            "slot_lag_exceeded slot=%s lag_bytes=%d threshold_bytes=%d: the server keeps %.1f GiB of WAL for this "
+            "slot; run the pipeline more often, or check that the target saves its state",
+            current.name,
+            current.lag_bytes,
+            threshold,
+            current.lag_bytes / 2**30,
+        )
+    if current.wal_status == "unreserved":
+        LOGGER.warning(
+            "slot_wal_unreserved slot=%s: the slot holds more WAL than max_slot_wal_keep_size and will lose it at "
+            "the next checkpoint unless it is read: keep this run going, or raise max_slot_wal_keep_size",
+            current.name,
+        )
 
 
 def _read_slot(conn: extensions.connection, name: str) -> Slot | None:

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from tap_postgres.config import read_json_file
 from tap_postgres.errors import StateError
 
 # Integer bookmarks and the values they may take: a version is a bigint at the targets, xids and
@@ -97,6 +98,22 @@ def _as_json(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json.dumps(str(k))}: {_as_json(v)}" for k, v in value.items()) + "}"
     return json.dumps(value, ensure_ascii=False)
+
+
+def saved_position(path: str, stream_ids: list[str]) -> int | None:
+    """Return the lowest `lsn` the state file at `path` holds for these streams, or None when it cannot tell.
+
+    The file is the one a target's runner (PipelineWise) rewrites as the target commits: a file
+    being rewritten, unreadable or malformed, or missing a stream's `lsn`, tells nothing yet.
+    """
+    try:
+        state = parse_state(read_json_file(path, "state", StateError, parse_float=decimal.Decimal))
+        positions = [bookmark_lsn(state, stream_id) for stream_id in stream_ids]
+    except StateError:
+        return None
+    if not positions or any(position is None for position in positions):
+        return None
+    return min(positions)
 
 
 def bookmark(state: dict, stream_id: str) -> dict:

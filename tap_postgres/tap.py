@@ -75,7 +75,7 @@ class TapPostgres(Tap):
         raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
         bookmarks = state_module.parse_state(raw_state)
         with MessageWriter.to_stdout() as writer:
-            sync_streams(settings, streams, bookmarks, writer)
+            sync_streams(settings, streams, bookmarks, writer, state_path=state)
 
     @classmethod
     def get_singer_command(cls) -> click.Command:

@@ -426,3 +426,23 @@ def test_delete_of_a_row_with_a_not_null_domain_column(db, slot):
     db.execute("DELETE FROM strict_rows WHERE id = 1")
     (record,) = records_of(db.sync(catalog, state=state))
     assert record["id"] == 1 and record["n"] is None and record["_sdc_deleted_at"]
+
+
+def test_every_run_logs_slot_health_and_warns_above_the_lag_threshold(db, slot):
+    catalog = log_based(db, "public-customers")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO noise (payload) SELECT repeat('x', 1000) FROM generate_series(1, 100)")
+    config = dict(db.config, slot_lag_warning_bytes=50000)
+    args = [
+        "--catalog",
+        str(db.write_json("catalog.json", catalog)),
+        "--state",
+        str(db.write_json("state.json", state)),
+    ]
+    _, stderr, _ = db.run_tap(*args, config=config)
+    start = next(line for line in stderr.splitlines() if "slot_health when=start" in line)
+    assert f"slot={slot} " in start and "wal_status=reserved" in start and "safe_wal_size=unlimited" in start
+    lag = int(start.split("lag_bytes=")[1].split()[0])
+    assert lag > 100000  # the 100 kB the noise wrote since the state's position
+    assert f"slot_lag_exceeded slot={slot} lag_bytes={lag} threshold_bytes=50000" in stderr
+    assert "slot_health when=end" in stderr

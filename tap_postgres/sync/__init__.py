@@ -30,11 +30,14 @@ class Interrupted(Exception):
     """Raised by the SIGTERM handler so the run ends through the same path as Ctrl-C."""
 
 
-def sync_streams(config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter) -> None:
+def sync_streams(
+    config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter, state_path: str | None = None
+) -> None:
     """Sync every selected stream, the one named by `currently_syncing` first, writing STATE as it goes.
 
     LOG_BASED streams get their SCHEMA and, when new, their initial copy in that order; their
-    changes are read afterwards in one pass over the WAL for all of them.
+    changes are read afterwards in one pass over the WAL for all of them, during which the state
+    file at `state_path` is read again now and then: what the target saved there is confirmed.
     """
     for stream in streams:
         reset_on_method_change(state, stream.tap_stream_id, stream.replication_method, stream.replication_key)
@@ -46,7 +49,7 @@ def sync_streams(config: Config, streams: list[SelectedStream], state: dict, wri
     try:
         # everything a run needs is checked before any copy or slot confirmation: the slot, the
         # REPLICATION privilege and the state's WAL positions, then the tables and the state's keys
-        logical = LogBasedSync(config, log_based, state, writer) if log_based else None
+        logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
         # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
         with contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
             tables = _tables_of(conn, streams)

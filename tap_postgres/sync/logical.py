@@ -36,8 +36,9 @@ from tap_postgres.replication import (
     current_wal_lsn,
     describe_plugin_failure,
     find_slot,
+    log_slot_health,
 )
-from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, lsn_to_int
+from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, lsn_to_int, saved_position
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
@@ -99,11 +100,19 @@ class CopySnapshot:
 class LogBasedSync:
     """The LOG_BASED part of a run: the slot check, the initial copies, then the WAL pass."""
 
-    def __init__(self, config: Config, streams: list[SelectedStream], state: dict, writer: MessageWriter):
+    def __init__(
+        self,
+        config: Config,
+        streams: list[SelectedStream],
+        state: dict,
+        writer: MessageWriter,
+        state_path: str | None = None,
+    ):
         self.config = config
         self.streams = streams
         self.state = state
         self.writer = writer
+        self.state_path = state_path  # re-read during the WAL pass: the target's saved position
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
         self.slot = find_slot(self.conn, config)
@@ -144,6 +153,7 @@ class LogBasedSync:
         """Confirm the slot up to the lowest position the state holds: the target has saved what is before it."""
         if self.saved_positions:
             self.slot = confirm_up_to(self.conn, self.slot, min(self.saved_positions.values()))
+        log_slot_health(self.conn, self.slot, self.config, "start")
         for stream in self.streams:
             lsn = self.saved_positions.get(stream.tap_stream_id)
             if lsn is not None and lsn < self.slot.confirmed_flush:
@@ -256,6 +266,8 @@ class WalPass:
             stream.tap_stream_id: bookmark_lsn(self.state, stream.tap_stream_id) for stream in sync.streams
         }
         self.position = min(self.bookmarks.values())  # the end of the last transaction read, or a keepalive's
+        self.confirmed = sync.slot.confirmed_flush  # what the slot is confirmed up to
+        self.last_poll = time.monotonic()
         self.in_transaction = False
         self.skipped: set[str] = set()
         self.changes_since_state = 0
@@ -303,6 +315,8 @@ class WalPass:
             if self.catalog_conn is not None:
                 self.catalog_conn.close()
         self.progress.finish(self.sink)
+        # after the walsender is gone, so the slot shows what this run confirmed
+        log_slot_health(self.sync.conn, self.sync.slot, self.config, "end")
 
     def _wal2json_options(self) -> dict:
         options = {
@@ -328,6 +342,7 @@ class WalPass:
                 self._consume(message.payload, message.data_start)
                 if self.changes_since_state and not self.in_transaction and self._state_due():
                     self._checkpoint()
+                    self._confirm_what_the_target_saved(cur)
                 continue
             if not self.in_transaction:
                 # a keepalive's position: every transaction ending before it has been sent
@@ -339,10 +354,33 @@ class WalPass:
             quiet = self.changes_since_state and now - self.last_data >= POLL_SECONDS
             if not self.in_transaction and (quiet or (self._state_due() and self._bookmarks_behind())):
                 self._checkpoint(drain=True)
+            self._confirm_what_the_target_saved(cur)
             ready, _, _ = select.select([cur], [], [], POLL_SECONDS)
             if not ready and now - last_keepalive_request >= POLL_SECONDS:
                 cur.send_feedback(reply=True, force=True)  # ask for a keepalive: it carries the WAL end
                 last_keepalive_request = now
+
+    def _confirm_what_the_target_saved(self, cur) -> None:
+        """Every state_poll_seconds, confirm the slot up to what the state file says the target saved.
+
+        Never past it, never past what this run has emitted (a file from elsewhere cannot release
+        changes), never backwards. psycopg2 may move the reported position on by itself on a
+        keepalive, to the walsender's position, once all it received is confirmed: that position
+        never passes the commit of a transaction not yet sent whole, so no change is released.
+        """
+        now = time.monotonic()
+        if self.sync.state_path is None or now - self.last_poll < self.config.state_poll_seconds:
+            return
+        self.last_poll = now
+        saved = saved_position(self.sync.state_path, list(self.bookmarks))
+        if saved is None:
+            return
+        position = min(saved, *self.bookmarks.values())
+        if position <= self.confirmed:
+            return
+        cur.send_feedback(flush_lsn=position, force=True)
+        self.confirmed = position
+        LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(position))
 
     def _should_stop(self, now: float, end_lsn: int) -> bool:
         if self.config.break_at_end_lsn and not self.in_transaction and self.position >= end_lsn:
