@@ -94,6 +94,18 @@ SETTINGS: tuple[Setting, ...] = (
         default=43200,
     ),
     Setting(
+        "output_plugin",
+        "string",
+        "LOG_BASED: the logical decoding plugin, wal2json or pgoutput. Unset: the existing slot's plugin, "
+        "and wal2json for a new slot (as pipelinewise creates it).",
+        allowed=("wal2json", "pgoutput"),
+    ),
+    Setting(
+        "publication_name",
+        "string",
+        "LOG_BASED with pgoutput: the publication holding the selected LOG_BASED tables. Default: the slot's name.",
+    ),
+    Setting(
         "state_poll_seconds",
         "integer",
         "LOG_BASED: how often to re-read the --state file during the run and confirm the slot up to the "
@@ -211,6 +223,8 @@ class Config:
     logical_poll_total_seconds: int = 10800
     break_at_end_lsn: bool = True
     max_run_seconds: int = 43200
+    output_plugin: str | None = None
+    publication_name: str | None = None
     state_poll_seconds: int = 10
     slot_lag_warning_bytes: int | None = None
     debug_lsn: bool = False

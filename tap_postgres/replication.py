@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
 
 import psycopg2
 from psycopg2 import extensions
@@ -15,7 +16,9 @@ from tap_postgres.state import int_to_lsn
 
 LOGGER = logging.getLogger("tap-postgres")
 
-OUTPUT_PLUGIN = "wal2json"
+# The output plugins LOG_BASED reads; a new slot gets wal2json unless output_plugin says otherwise.
+PLUGINS = ("wal2json", "pgoutput")
+DEFAULT_PLUGIN = "wal2json"
 
 
 def slot_names(config: Config) -> list[str]:
@@ -44,8 +47,12 @@ class Slot:
     lag_bytes: int  # how far the current WAL is ahead of confirmed_flush
 
 
-def find_slot(conn: extensions.connection, config: Config) -> Slot:
-    """Check wal_level and the slot (creating it if the config allows), log its health and return it."""
+def find_slot(conn: extensions.connection, config: Config, prepare: Callable[[str, str], None]) -> Slot:
+    """Check wal_level and the slot, creating it if the config allows, and return it.
+
+    `prepare(plugin, slot_name)` runs before a slot is created, and for an existing one: what the
+    plugin needs first (pgoutput's publication) is then there before the slot decodes anything.
+    """
     with conn.cursor() as cur:
         cur.execute("SHOW wal_level")
         wal_level = cur.fetchone()[0]
@@ -56,14 +63,19 @@ def find_slot(conn: extensions.connection, config: Config) -> Slot:
         )
     names = slot_names(config)
     slot = next((slot for name in names if (slot := _read_slot(conn, name)) is not None), None)
-    if slot is None:
-        if not config.create_replication_slot:
-            raise ReplicationError(
-                f'replication slot "{names[-1]}" does not exist: create it with '
-                f"SELECT pg_create_logical_replication_slot('{names[-1]}', '{OUTPUT_PLUGIN}'); "
-                'or set "create_replication_slot": true'
-            )
-        slot = _create_slot(conn, names[-1])
+    if slot is not None:
+        _check_slot(slot, config)
+        prepare(slot.plugin, slot.name)
+        return slot
+    plugin = config.output_plugin or DEFAULT_PLUGIN
+    if not config.create_replication_slot:
+        raise ReplicationError(
+            f'replication slot "{names[-1]}" does not exist: create it with '
+            f"SELECT pg_create_logical_replication_slot('{names[-1]}', '{plugin}'); "
+            'or set "create_replication_slot": true'
+        )
+    prepare(plugin, names[-1])
+    slot = _create_slot(conn, names[-1], plugin)
     _check_slot(slot, config)
     return slot
 
@@ -126,23 +138,29 @@ def _read_slot(conn: extensions.connection, name: str) -> Slot | None:
     )
 
 
-def _create_slot(conn: extensions.connection, name: str) -> Slot:
-    LOGGER.info("Creating replication slot %s with %s", name, OUTPUT_PLUGIN)
+def _create_slot(conn: extensions.connection, name: str, plugin: str) -> Slot:
+    LOGGER.info("Creating replication slot %s with %s", name, plugin)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, OUTPUT_PLUGIN))
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, plugin))
         conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
-        raise describe_plugin_failure(exc, f'cannot create replication slot "{name}"') from None
+        raise describe_plugin_failure(exc, f'cannot create replication slot "{name}"', plugin) from None
     return _read_slot(conn, name)
 
 
 def _check_slot(slot: Slot, config: Config) -> None:
-    if slot.plugin != OUTPUT_PLUGIN:
+    if slot.plugin not in PLUGINS:
         raise ReplicationError(
-            f'replication slot "{slot.name}" uses the {slot.plugin} plugin, LOG_BASED reads {OUTPUT_PLUGIN}: '
-            f"drop it and create it with SELECT pg_create_logical_replication_slot('{slot.name}', '{OUTPUT_PLUGIN}')"
+            f'replication slot "{slot.name}" uses the {slot.plugin} plugin; LOG_BASED reads {" or ".join(PLUGINS)}: '
+            f"drop it and create it with SELECT pg_create_logical_replication_slot('{slot.name}', 'wal2json')"
+        )
+    if config.output_plugin and slot.plugin != config.output_plugin:
+        raise ReplicationError(
+            f'replication slot "{slot.name}" uses {slot.plugin}, output_plugin is {config.output_plugin}: leave '
+            f"output_plugin unset to go on with {slot.plugin}, or move the pipeline to {config.output_plugin} as "
+            'the README\'s "Moving from wal2json to pgoutput" says'
         )
     if slot.database != config.dbname:
         raise ReplicationError(
@@ -184,18 +202,19 @@ def current_wal_lsn(conn: extensions.connection) -> int:
         return cur.fetchone()[0]
 
 
-def describe_plugin_failure(exc: psycopg2.Error, doing: str) -> ReplicationError:
+def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str) -> ReplicationError:
     """Turn a server error about the output plugin or privileges into one line naming the fix."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "output_plugin_libraries" in str(exc) or "may not be used as an output plugin" in text:
         return ReplicationError(
-            f"{doing}: the server does not allow the {OUTPUT_PLUGIN} plugin: add it to "
-            "output_plugin_libraries in postgresql.conf and reload"
+            f"{doing}: the server does not allow the {plugin} plugin: add it to output_plugin_libraries in "
+            "postgresql.conf and reload (superuser or the service provider), or move the pipeline to pgoutput, "
+            'which is always allowed (README: "Moving from wal2json to pgoutput")'
         )
-    if "could not access file" in text and OUTPUT_PLUGIN in text:
+    if "could not access file" in text and plugin in text:
         return ReplicationError(
-            f"{doing}: the {OUTPUT_PLUGIN} plugin is not installed on the server: install it "
-            "(Debian: postgresql-<version>-wal2json) and retry"
+            f"{doing}: the {plugin} plugin is not installed on the server: install it "
+            "(Debian: postgresql-<version>-wal2json), or use pgoutput, which is built in"
         )
     if "permission denied" in text or "must be superuser or replication role" in text:
         return ReplicationError(

@@ -59,17 +59,22 @@ class Database:
     name: str
     tmp_dir: Path
     conn: object = field(default=None)
+    plugin: str = "wal2json"  # the output plugin of the slots create_slot makes, and of the config
 
     @property
     def config(self) -> dict:
         """The tap config that reaches this database."""
-        return {
+        config = {
             "host": self.server.host,
             "port": self.server.port,
             "user": self.server.user,
             "password": self.server.password,
             "dbname": self.name,
         }
+        if self.plugin == "pgoutput":
+            # the tap keeps pgoutput's publication equal to each run's LOG_BASED tables
+            config.update(output_plugin="pgoutput", create_replication_slot=True)
+        return config
 
     def execute(self, statement: str, params=None) -> None:
         """Run SQL in autocommit mode."""
@@ -117,9 +122,15 @@ class Database:
         return subprocess.Popen([*TAP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def create_slot(self, name: str | None = None) -> str:
-        """Create the wal2json slot the tap reads (pipelinewise_<dbname> by default); the fixture drops it."""
+        """Create the slot the tap reads (pipelinewise_<dbname> by default); the fixture drops it.
+
+        For pgoutput, its publication (named like the slot) is created first, empty: decoding
+        reads it as of each change, so it must be older than the slot.
+        """
         name = name or f"pipelinewise_{self.name}"
-        self.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (name,))
+        if self.plugin == "pgoutput" and not self.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)):
+            self.execute(f'CREATE PUBLICATION "{name}"')
+        self.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, self.plugin))
         return name
 
     def drop_slots(self) -> None:

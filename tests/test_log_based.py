@@ -284,7 +284,7 @@ def test_create_replication_slot_creates_the_tap_id_slot(db, slot):
     finally:
         db.drop_slots()
         db.create_slot(slot)
-    assert names == ["pipelinewise_test_log_based_second"]
+    assert names == [f"pipelinewise_{db.name}_second"]
     assert records_of(messages)
 
 

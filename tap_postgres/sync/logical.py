@@ -15,13 +15,11 @@ No change is lost because of three rules:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import select
 import time
 from typing import Any
 
-import orjson
 import psycopg2
 from psycopg2 import extensions, sql
 
@@ -31,6 +29,7 @@ from tap_postgres.connection import connect, connect_replication, describe_sync_
 from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
 from tap_postgres.output import MessageWriter
+from tap_postgres.publication import ensure_publication
 from tap_postgres.replication import (
     confirm_up_to,
     current_wal_lsn,
@@ -38,8 +37,9 @@ from tap_postgres.replication import (
     find_slot,
     log_slot_health,
 )
-from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, lsn_to_int, saved_position
+from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, saved_position
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
+from tap_postgres.sync.decoders import PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
@@ -115,7 +115,7 @@ class LogBasedSync:
         self.state_path = state_path  # re-read during the WAL pass: the target's saved position
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
-        self.slot = find_slot(self.conn, config)
+        self.slot = find_slot(self.conn, config, self._prepare_plugin)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
             stream.tap_stream_id: lsn
@@ -128,6 +128,18 @@ class LogBasedSync:
             if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
         }
         self._refuse_positions_from_elsewhere()
+
+    def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
+        """Make pgoutput's publication hold exactly the LOG_BASED tables (wal2json needs nothing)."""
+        if plugin == "pgoutput":
+            pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
+            # a view or a foreign table cannot be published: say so as LOG_BASED does for wal2json
+            self.check_replicable({(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)})
+            ensure_publication(self.conn, self.config, self.publication_name(slot_name), pairs)
+
+    def publication_name(self, slot_name: str) -> str:
+        """The publication pgoutput reads: publication_name, else the slot's name."""
+        return self.config.publication_name or slot_name
 
     def _refuse_positions_from_elsewhere(self) -> None:
         """Refuse a state whose WAL positions or copy snapshots this server has not reached.
@@ -238,6 +250,7 @@ class WalPass:
         self.state = sync.state
         self.writer = sync.writer
         self.progress = Progress("LOG_BASED")
+        self.decoder = PgoutputDecoder() if sync.slot.plugin == "pgoutput" else Wal2jsonDecoder()
         self.sink = RecordSink(self.writer, self.progress)
         self.by_table: dict[tuple[str, str], StreamChanges] = {}
         for stream in sync.streams:
@@ -292,12 +305,14 @@ class WalPass:
             cur = replication.cursor()
             try:
                 cur.start_replication_expert(
-                    start_replication_command(self.sync.slot.name, start_lsn, self._wal2json_options()).as_string(cur),
+                    start_replication_command(self.sync.slot.name, start_lsn, self._plugin_options()).as_string(cur),
                     decode=False,
                     status_interval=STATUS_INTERVAL_SECONDS,
                 )
             except psycopg2.Error as exc:
-                raise describe_plugin_failure(exc, f'cannot read replication slot "{self.sync.slot.name}"') from None
+                raise describe_plugin_failure(
+                    exc, f'cannot read replication slot "{self.sync.slot.name}"', self.sync.slot.plugin
+                ) from None
             self._read(cur, end_lsn)
             self._checkpoint(drain=True, write=False)
         except psycopg2.Error as exc:
@@ -318,7 +333,15 @@ class WalPass:
         # after the walsender is gone, so the slot shows what this run confirmed
         log_slot_health(self.sync.conn, self.sync.slot, self.config, "end")
 
-    def _wal2json_options(self) -> dict:
+    def _plugin_options(self) -> dict[str, str]:
+        if self.decoder.plugin == "pgoutput":
+            name = self.sync.publication_name(self.sync.slot.name)
+            return {
+                # 2 streams large transactions, 3 two-phase, 4 in parallel: none is asked for, so any
+                # version the server speaks reads the same messages; the highest it speaks is taken
+                "proto_version": str(_pgoutput_protocol(self.sync.conn.server_version)),
+                "publication_names": '"' + name.replace('"', '""') + '"',
+            }
         options = {
             "format-version": "2",  # one message per row change: memory does not grow with a transaction
             "include-xids": "true",
@@ -397,22 +420,22 @@ class WalPass:
         return False
 
     def _consume(self, payload: bytes, data_start: int) -> None:
-        try:
-            message = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            message = json.loads(payload)  # numbers beyond a double (numeric 1e400)
-        action = message["action"]
+        change = self.decoder.decode(payload)
+        if change is None:
+            return
+        action = change.action
         if action == "B":
             self.in_transaction = True
-            self.skipped = self._already_emitted(message["xid"], lsn_to_int(message["nextlsn"]))
+            self.skipped = self._already_emitted(change.xid, change.end)
         elif action == "C":
             self.in_transaction = False
             self.position = max(self.position, data_start)  # the end of the commit record
         elif action in ("I", "U", "D"):
-            relation = (message["schema"], message["table"])
+            relation = change.relations[0]
             route = self.routes.get(relation)
             if route is None:
                 route = self.routes[relation] = self._route(relation)
+            message = change.message
             for changes in route:
                 if changes.stream.tap_stream_id in self.skipped:
                     continue
@@ -421,18 +444,19 @@ class WalPass:
                 if layout == NEW_COLUMNS:
                     self._take_new_columns(changes, message)
                     layout = changes.layout_of(action, message)
-                changes.add(action, message, payload, layout)
+                changes.add(action, message, change.payload, layout)
                 self.changes_since_state += 1
                 if changes.full:
                     self.renderer.submit(changes.take_batch())
         elif action == "T":
-            LOGGER.warning(
-                "%s.%s was truncated at %s: LOG_BASED cannot replay a TRUNCATE, so the target still holds its "
-                "rows: empty the table there too, or resync the stream",
-                message["schema"],
-                message["table"],
-                int_to_lsn(data_start),
-            )
+            for schema_name, table_name in change.relations:
+                LOGGER.warning(
+                    "%s.%s was truncated at %s: LOG_BASED cannot replay a TRUNCATE, so the target still holds its "
+                    "rows: empty the table there too, or resync the stream",
+                    schema_name,
+                    table_name,
+                    int_to_lsn(data_start),
+                )
 
     def _route(self, relation: tuple[str, str]) -> list[StreamChanges]:
         """Return the streams a table's changes belong to: its own, and those of the partitioned tables above it."""
@@ -519,6 +543,11 @@ class WalPass:
             self.renderer.drain()
         self.changes_since_state = 0
         self.last_state = time.monotonic()
+
+
+def _pgoutput_protocol(server_version: int) -> int:
+    """Return the highest pgoutput protocol version a server speaks."""
+    return 4 if server_version >= 160000 else 3 if server_version >= 150000 else 2 if server_version >= 140000 else 1
 
 
 def start_replication_command(slot_name: str, start_lsn: int, options: dict[str, str]) -> sql.Composed:

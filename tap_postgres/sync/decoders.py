@@ -1,0 +1,175 @@
+"""The two output plugins LOG_BASED reads, decoded into one form of change for the rest of the WAL pass.
+
+A decoder turns one replication message into a `Change` or None (a message that only informs the
+decoder, such as pgoutput's relation messages). Row changes keep wal2json's format-version 2 JSON
+text, which `changes.StreamChanges` sends back to the server to render: wal2json's own bytes as
+they came, and pgoutput's tuples written in that form. Every value stays the text of the type's
+output function, so both plugins render byte-identical records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import struct
+
+import orjson
+
+from tap_postgres.state import int_to_lsn, lsn_to_int
+
+# Microseconds since 2000-01-01 UTC, PostgreSQL's epoch, in pgoutput's timestamps
+_POSTGRES_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+_BYTEA_OID = 17
+_INT16, _INT32 = struct.Struct("!h"), struct.Struct("!i")
+
+
+@dataclasses.dataclass
+class Change:
+    """One decoded message: a transaction's begin or commit, a row change, or a truncate."""
+
+    action: str  # B(egin), C(ommit), I(nsert), U(pdate), D(elete), T(runcate)
+    xid: int = 0  # B: the transaction id
+    # B: a position at or past which a stream's bookmark means the transaction was emitted
+    end: int = 0
+    relations: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # I/U/D: one; T: each truncated
+    message: dict | None = None  # I/U/D: wal2json's format-version 2 object
+    payload: bytes = b""  # I/U/D: that object's JSON text
+
+
+class Wal2jsonDecoder:
+    """wal2json format-version 2: one JSON object per message, passed on as it came."""
+
+    plugin = "wal2json"
+
+    def decode(self, payload: bytes) -> Change | None:
+        """Return the change a wal2json message describes."""
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            message = json.loads(payload)  # numbers beyond a double (numeric 1e400)
+        action = message["action"]
+        if action == "B":
+            # nextlsn is the end of the commit record, where the bookmark of an emitted transaction is
+            return Change("B", xid=message["xid"], end=lsn_to_int(message["nextlsn"]))
+        if action in ("I", "U", "D"):
+            relation = (message["schema"], message["table"])
+            return Change(action, relations=[relation], message=message, payload=payload)
+        if action == "T":
+            return Change("T", relations=[(message["schema"], message["table"])])
+        return Change(action)  # C, and M (messages are not asked for)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Relation:
+    schema: str
+    table: str
+    names: tuple[str, ...]
+    keys: tuple[bool, ...]  # whether each column is part of the replica identity key
+    bytea: tuple[bool, ...]  # whether each column is bytea, which wal2json prints as bare hex
+
+
+class PgoutputDecoder:
+    """pgoutput's binary protocol (messages off, streaming off), its tuples rewritten as wal2json's JSON."""
+
+    plugin = "pgoutput"
+
+    def __init__(self) -> None:
+        self.relations: dict[int, _Relation] = {}
+        self.timestamp = ""
+        self.lsn = ""
+
+    def decode(self, payload: bytes) -> Change | None:
+        """Return the change a pgoutput message describes, or None for one that only informs the decoder."""
+        kind = payload[:1]
+        if kind == b"B":
+            final_lsn, committed, xid = struct.unpack_from("!QqI", payload, 1)
+            self.timestamp = (_POSTGRES_EPOCH + datetime.timedelta(microseconds=committed)).isoformat()
+            self.lsn = int_to_lsn(final_lsn)
+            # final_lsn is where the commit record starts. A bookmark is a record's end (a commit's,
+            # or a keepalive's), never inside the commit record: it is past final_lsn exactly when
+            # it is at or past the commit's end, as with wal2json's nextlsn.
+            return Change("B", xid=xid, end=final_lsn + 1)
+        if kind == b"C":
+            return Change("C")
+        if kind == b"R":
+            self._read_relation(payload)
+            return None
+        if kind in (b"I", b"U", b"D"):
+            return self._row_change(kind.decode(), payload)
+        if kind == b"T":
+            (count,) = _INT32.unpack_from(payload, 1)
+            relids = struct.unpack_from(f"!{count}I", payload, 6)
+            return Change("T", relations=[(self.relations[r].schema, self.relations[r].table) for r in relids])
+        return None  # Y(pe) and O(rigin) tell nothing the tap needs
+
+    def _read_relation(self, payload: bytes) -> None:
+        (relid,) = struct.unpack_from("!I", payload, 1)
+        schema, offset = _string(payload, 5)
+        table, offset = _string(payload, offset)
+        (count,) = _INT16.unpack_from(payload, offset + 1)  # after the replica identity setting
+        offset += 3
+        names, keys, bytea = [], [], []
+        for _ in range(count):
+            flags = payload[offset]
+            name, offset = _string(payload, offset + 1)
+            type_oid, _typmod = struct.unpack_from("!Ii", payload, offset)
+            offset += 8
+            names.append(name)
+            keys.append(bool(flags & 1))
+            bytea.append(type_oid == _BYTEA_OID)
+        self.relations[relid] = _Relation(schema, table, tuple(names), tuple(keys), tuple(bytea))
+
+    def _row_change(self, action: str, payload: bytes) -> Change:
+        (relid,) = struct.unpack_from("!I", payload, 1)
+        relation = self.relations[relid]
+        offset = 5
+        identity = None
+        columns = None
+        if payload[offset : offset + 1] in (b"K", b"O"):
+            key_only = payload[offset : offset + 1] == b"K"
+            identity, offset = self._tuple(relation, payload, offset + 1, key_only)
+        if payload[offset : offset + 1] == b"N":
+            columns, offset = self._tuple(relation, payload, offset + 1, False)
+        message = {"action": action, "timestamp": self.timestamp, "lsn": self.lsn}
+        message["schema"], message["table"] = relation.schema, relation.table
+        if columns is not None:
+            message["columns"] = columns
+        if identity is not None:
+            message["identity"] = identity
+        return Change(
+            action, relations=[(relation.schema, relation.table)], message=message, payload=orjson.dumps(message)
+        )
+
+    @staticmethod
+    def _tuple(relation: _Relation, payload: bytes, offset: int, key_only: bool) -> tuple[list[dict], int]:
+        """Read TupleData: each column's text, None for NULL; unchanged TOAST values are left out, as wal2json does."""
+        (count,) = _INT16.unpack_from(payload, offset)
+        offset += 2
+        values = []
+        for index in range(count):
+            kind = payload[offset]
+            offset += 1
+            if kind == 0x74:  # 't': text
+                (length,) = _INT32.unpack_from(payload, offset)
+                text = payload[offset + 4 : offset + 4 + length].decode()
+                offset += 4 + length
+                if relation.bytea[index] and text.startswith("\\x"):
+                    text = text[2:]
+                value: str | None = text
+            elif kind == 0x6E:  # 'n': NULL (and every non-key column of a key-only tuple)
+                value = None
+            elif kind == 0x75:  # 'u': an unchanged TOASTed value, which is not sent
+                continue
+            else:
+                raise ValueError(f"pgoutput sent a value of kind {chr(kind)!r}, which the tap does not ask for")
+            if key_only and not relation.keys[index]:
+                continue
+            values.append({"name": relation.names[index], "value": value})
+        return values, offset
+
+
+def _string(payload: bytes, offset: int) -> tuple[str, int]:
+    """Read a NUL-terminated string; return it and the offset after it."""
+    end = payload.index(b"\x00", offset)
+    return payload[offset:end].decode(), end + 1

@@ -1,0 +1,176 @@
+"""pgoutput: the publication the tap keeps, what it refuses, the 2026 plugin allowlist, and moving a
+wal2json pipeline to pgoutput without a new initial copy, without losing or duplicating a change.
+
+(Every LOG_BASED behaviour is also run through pgoutput by test_log_based_pgoutput.py.)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+from conftest import records_of, select_all, states_of
+
+
+@pytest.fixture(scope="module")
+def tables(db):
+    db.execute("CREATE TABLE pets (id int PRIMARY KEY, name text)")
+    db.execute("INSERT INTO pets VALUES (1, 'rex')")
+    db.execute("CREATE TABLE toys (id int PRIMARY KEY, name text)")
+    db.execute("CREATE TABLE keyless (name text)")
+    return db.discover()
+
+
+def log_based(catalog: dict, *stream_ids: str) -> dict:
+    return select_all(copy.deepcopy(catalog), method="LOG_BASED", only=set(stream_ids))
+
+
+def published(db, name: str) -> set[str]:
+    rows = db.query(
+        "SELECT n.nspname || '.' || c.relname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
+        "JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = %s",
+        (name,),
+    )
+    return {row[0] for row in rows}
+
+
+@pytest.fixture
+def pgoutput_slot(db, tables):
+    """A pgoutput slot made by the tap itself (create_replication_slot), dropped afterwards with its publication."""
+    db.plugin = "pgoutput"
+    try:
+        yield f"pipelinewise_{db.name}"
+    finally:
+        db.drop_slots()
+        db.execute(f'DROP PUBLICATION IF EXISTS "pipelinewise_{db.name}"')
+        db.plugin = "wal2json"
+
+
+def test_the_publication_holds_exactly_the_log_based_tables_as_the_catalog_changes(db, tables, pgoutput_slot):
+    state = states_of(db.sync(log_based(tables, "public-pets", "public-toys")))[-1]
+    assert published(db, pgoutput_slot) == {"public.pets", "public.toys"}
+    db.execute("INSERT INTO pets VALUES (2, 'tom')")
+    messages = db.sync(log_based(tables, "public-pets"), state=state)
+    assert published(db, pgoutput_slot) == {"public.pets"}
+    assert [r["name"] for r in records_of(messages)] == ["tom"]
+
+
+def test_without_create_replication_slot_the_error_names_the_statement(db, tables, pgoutput_slot):
+    db.execute(f'CREATE PUBLICATION "{pgoutput_slot}"')
+    db.create_slot()
+    config = dict(db.config, create_replication_slot=False)
+    messages, stderr, code = db.try_sync(log_based(tables, "public-pets"), config=config)
+    assert code == 1 and not records_of(messages)
+    assert stderr[-1] == (
+        f'tap-postgres: error: publication "{pgoutput_slot}" does not hold exactly the LOG_BASED tables: run '
+        f'ALTER PUBLICATION "{pgoutput_slot}" SET TABLE "public"."pets"; ALTER PUBLICATION "{pgoutput_slot}" SET '
+        "(publish = 'insert, update, delete, truncate', publish_via_partition_root = false) "
+        '(or set "create_replication_slot": true to let the tap do it)'
+    )
+
+
+def test_a_table_without_replica_identity_is_refused_and_never_published(db, tables, pgoutput_slot):
+    messages, stderr, code = db.try_sync(log_based(tables, "public-keyless", "public-pets"))
+    assert code == 1 and not records_of(messages)
+    assert stderr[-1].startswith(
+        'tap-postgres: error: "public"."keyless" has no replica identity (no primary key): in a publication the '
+        "server would reject its UPDATEs and DELETEs"
+    )
+    assert published(db, pgoutput_slot) == set()
+    db.execute("INSERT INTO keyless VALUES ('still writable')")
+
+
+def test_output_plugin_that_differs_from_the_slots_is_one_line(db, tables):
+    db.create_slot()  # wal2json, as pipelinewise made it
+    try:
+        config = dict(db.config, output_plugin="pgoutput")
+        messages, stderr, code = db.try_sync(log_based(tables, "public-pets"), config=config)
+    finally:
+        db.drop_slots()
+    assert code == 1
+    assert stderr[-1] == (
+        f'tap-postgres: error: replication slot "pipelinewise_{db.name}" uses wal2json, output_plugin is pgoutput: '
+        "leave output_plugin unset to go on with wal2json, or move the pipeline to pgoutput as the README's "
+        '"Moving from wal2json to pgoutput" says'
+    )
+
+
+def set_allowlist(db, statement: str, expected: str) -> None:
+    db.execute(statement)
+    db.execute("SELECT pg_reload_conf()")
+    for _ in range(100):  # the reload reaches sessions asynchronously
+        if db.query("SHOW output_plugin_libraries")[0][0] == expected:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"output_plugin_libraries did not become {expected!r}")
+
+
+@pytest.fixture
+def default_allowlist(db):
+    """The server as the August 2026 minor releases ship it: only pgoutput and test_decoding are allowed."""
+    if not db.query("SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'"):
+        pytest.skip("this server predates output_plugin_libraries")
+    ours = db.query("SHOW output_plugin_libraries")[0][0]
+    set_allowlist(
+        db, "ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding'", "pgoutput, test_decoding"
+    )
+    try:
+        yield
+    finally:
+        set_allowlist(db, "ALTER SYSTEM RESET output_plugin_libraries", ours)
+
+
+def test_with_the_default_allowlist_pgoutput_works_and_wal2json_says_what_to_do(db, tables, default_allowlist):
+    catalog = log_based(tables, "public-pets")
+    config = dict(db.config, create_replication_slot=True)
+    try:
+        messages, stderr, code = db.try_sync(catalog, config=config)
+        assert code == 1
+        assert "the server does not allow the wal2json plugin: add it to output_plugin_libraries" in stderr[-1]
+        assert "or move the pipeline to pgoutput, which is always allowed" in stderr[-1]
+    finally:
+        db.drop_slots()
+    db.plugin = "pgoutput"
+    try:
+        state = states_of(db.sync(catalog))[-1]
+        db.execute("INSERT INTO pets VALUES (3, 'felix')")
+        assert [r["name"] for r in records_of(db.sync(catalog, state=state))] == ["felix"]
+    finally:
+        db.drop_slots()
+        db.execute(f'DROP PUBLICATION IF EXISTS "pipelinewise_{db.name}"')
+        db.execute("DELETE FROM pets WHERE id = 3")
+        db.plugin = "wal2json"
+
+
+def test_moving_a_wal2json_pipeline_to_pgoutput_loses_and_repeats_nothing(db, tables):
+    """The README's procedure, step by step, with writes between every step."""
+    slot = f"pipelinewise_{db.name}"
+    catalog = log_based(tables, "public-toys")
+    db.create_slot()  # the pipeline as it runs today, on wal2json
+    try:
+        state = states_of(db.sync(catalog))[-1]
+        db.execute("INSERT INTO toys VALUES (1, 'before the move')")
+        # 1. create the publication (the tap does it itself when create_replication_slot is true)
+        db.execute(f'CREATE PUBLICATION "{slot}" FOR TABLE toys')
+        db.execute("INSERT INTO toys VALUES (2, 'after the publication')")
+        # 2. one more run on wal2json: its state is past the publication's creation
+        moved = db.sync(catalog, state=state)
+        assert [r["name"] for r in records_of(moved)] == ["before the move", "after the publication"]
+        state = states_of(moved)[-1]
+        db.execute("INSERT INTO toys VALUES (3, 'during the move')")
+        # 3. the same slot, position and name on pgoutput: copy it aside, drop it, copy it back
+        db.execute(f"SELECT pg_copy_logical_replication_slot('{slot}', '{slot}_moving', false, 'pgoutput')")
+        db.execute(f"SELECT pg_drop_replication_slot('{slot}')")
+        db.execute(f"SELECT pg_copy_logical_replication_slot('{slot}_moving', '{slot}', false, 'pgoutput')")
+        db.execute(f"SELECT pg_drop_replication_slot('{slot}_moving')")
+        db.execute("INSERT INTO toys VALUES (4, 'after the move')")
+        # 4. the next run reads pgoutput from the saved state: every change after it, once
+        db.plugin = "pgoutput"
+        after = db.sync(catalog, state=state)
+        assert [r["name"] for r in records_of(after)] == ["during the move", "after the move"]
+        assert "Creating replication slot" not in str(after)
+    finally:
+        db.drop_slots()
+        db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
+        db.plugin = "wal2json"
