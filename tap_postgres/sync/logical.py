@@ -122,6 +122,8 @@ class LogBasedSync:
             for stream in streams
             if (lsn := bookmark_lsn(state, stream.tap_stream_id)) is not None
         }
+        for stream_id, lsn in self.saved_positions.items():
+            bookmark(state, stream_id)["lsn"] = lsn  # an `X/Y` text is written back as pipelinewise's int
         self.copy_snapshots: dict[str, CopySnapshot] = {
             stream.tap_stream_id: CopySnapshot.from_bookmark(stream.tap_stream_id, saved)
             for stream in streams
