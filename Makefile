@@ -34,9 +34,10 @@ targets: venv
 test: deps venv targets
 	$(BIN)/pytest -q tests
 
-# The generative suite at length: EXAMPLES random tables (default 2000) from SEED (default random).
+# The generative suite and the STATE fuzzer at length: EXAMPLES random tables (default 2000) and as
+# many random STATE files, from SEED (default random).
 fuzz: deps venv
-	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),2000) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_generative.py
+	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),2000) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_generative.py tests/test_state_fuzz.py
 
 # tap | target pipelines killed at random for ROUNDS rounds (default 50), then compared with the source.
 soak: deps venv targets

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str) -> None:
-    sys.stderr.write(f"tap-postgres: error: {message}\n")
+    # one line whatever the names in it hold: a table may be named with a line break
+    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
+    sys.stderr.write(f"tap-postgres: error: {line}\n")
     sys.stderr.flush()
     sys.exit(1)

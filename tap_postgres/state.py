@@ -81,7 +81,8 @@ def _is_integer_below(value: Any, limit: int) -> bool:
 
 
 def _is_scalar(value: Any) -> bool:
-    return isinstance(value, _SCALARS)
+    # no text holds a NUL on the server: such a value cannot be one of a key's
+    return isinstance(value, _SCALARS) and not (isinstance(value, str) and "\x00" in value)
 
 
 def shown(value: Any) -> str:

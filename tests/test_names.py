@@ -137,3 +137,15 @@ def test_log_based_changes_of_types_named_with_braces(db, hostile, slot):
         ("a{v}", "{y}", True),
         ("b%s", None, False),
     ]
+
+
+def test_an_error_naming_a_table_with_a_line_break_is_still_one_line(db):
+    db.execute('CREATE TABLE "two\nlines" (id int PRIMARY KEY)')
+    catalog = select_all(db.discover(), only={"public-two\nlines"})
+    db.execute('DROP TABLE "two\nlines"')
+    messages, stderr, code = db.try_sync(catalog)
+    assert code == 1
+    assert stderr[-1] == (
+        'tap-postgres: error: table "public"."two\\nlines" of stream public-two\\nlines no longer exists: '
+        "rerun --discover and update the catalog"
+    )

@@ -37,10 +37,10 @@ from tap_postgres.replication import (
     find_slot,
     log_slot_health,
 )
-from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, saved_position
+from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, saved_position, shown
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.decoders import PgoutputDecoder, Wal2jsonDecoder
-from tap_postgres.sync.full_table import sync_full_table
+from tap_postgres.sync.full_table import new_version, sync_full_table
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -76,10 +76,10 @@ class CopySnapshot:
         """Read the `copy_snapshot` a stream's bookmark keeps while its initial copy is not yet passed."""
         try:
             return cls.parse(saved["snapshot"], int(saved["lsn"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise StateError(
-                f'{stream_id}: the state\'s copy_snapshot {saved!r} is not {{"snapshot": "xmin:xmax:xip", "lsn": n}}: '
-                "restore the state file the target saved"
+                f'{stream_id}: the state\'s "copy_snapshot" is {shown(saved)}, not {{"snapshot": "xmin:xmax:xip", '
+                '"lsn": n}: restore the state file the target saved'
             ) from None
 
     def to_bookmark(self) -> dict:
@@ -123,7 +123,9 @@ class LogBasedSync:
             if (lsn := bookmark_lsn(state, stream.tap_stream_id)) is not None
         }
         for stream_id, lsn in self.saved_positions.items():
-            bookmark(state, stream_id)["lsn"] = lsn  # an `X/Y` text is written back as pipelinewise's int
+            saved = bookmark(state, stream_id)
+            saved["lsn"] = lsn  # an `X/Y` text is written back as pipelinewise's int
+            saved.setdefault("version", new_version())  # records carry one, even from a state without
         self.copy_snapshots: dict[str, CopySnapshot] = {
             stream.tap_stream_id: CopySnapshot.from_bookmark(stream.tap_stream_id, saved)
             for stream in streams
@@ -200,12 +202,12 @@ class LogBasedSync:
     def needs_copy(self, stream: SelectedStream) -> bool:
         """Tell whether the stream has no WAL position yet, or its initial copy was interrupted."""
         current = bookmark(self.state, stream.tap_stream_id)
-        return "lsn" not in current or "resume_key" in current or "xmin" in current
+        return current.get("lsn") is None or "resume_key" in current or "xmin" in current
 
     def copy(self, table: Table, stream: SelectedStream, columns: list[Column]) -> None:
         """Copy the table with the FULL_TABLE engine, recording the WAL position its snapshot matches."""
         current = bookmark(self.state, stream.tap_stream_id)
-        fresh = "lsn" not in current
+        fresh = current.get("lsn") is None
 
         def record_position(cur: extensions.cursor) -> None:
             # read in the copy's snapshot: the transactions it saw are in the copy, the rest is
