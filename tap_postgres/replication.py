@@ -182,9 +182,11 @@ def _check_slot(slot: Slot, config: Config) -> None:
 def confirm_up_to(conn: extensions.connection, slot: Slot, lsn: int) -> Slot:
     """Confirm the slot up to `lsn` (what the target has saved), so the server may free older WAL.
 
-    This happens before streaming, on a plain connection: psycopg2 advances the flush position on
-    keepalives by itself once an explicit one is set, which could confirm changes the target
-    has not saved yet.
+    Always with pg_replication_slot_advance while no walsender holds the slot, never by a status
+    update on the replication connection: once psycopg2 has been given a flush position, it
+    reports the walsender's own position on a keepalive whenever the last message it received
+    started at or before that position, which a transaction begun earlier and committed later
+    does, and that could confirm changes the target has not saved yet (WalPass reconnects instead).
     """
     if lsn <= slot.confirmed_flush:
         return slot

@@ -304,6 +304,30 @@ class WalPass:
         helper = connect(self.config)
         helper.autocommit = True
         self.renderer = BatchRenderer([self.sync.conn, helper], self.sink)
+        try:
+            while (saved := self._stream(start_lsn, end_lsn)) is not None:
+                start_lsn = self._confirm_between_streams(saved)
+            self._checkpoint(drain=True, write=False)
+        except psycopg2.Error as exc:
+            failure = describe_sync_failure(exc, "LOG_BASED")
+            if failure is not None:
+                raise failure from None
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ReplicationError(
+                f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
+            ) from None
+        finally:
+            self.renderer.close()
+            helper.close()
+            if self.catalog_conn is not None:
+                self.catalog_conn.close()
+        self.progress.finish(self.sink)
+        # after the walsender is gone, so the slot shows what this run confirmed
+        log_slot_health(self.sync.conn, self.sync.slot, self.config, "end")
+
+    def _stream(self, start_lsn: int, end_lsn: int) -> int | None:
+        """Read the slot from `start_lsn` on one replication connection until the run should stop (None),
+        or until the target has saved more than the slot is confirmed for (that position)."""
         replication = connect_replication(self.config)
         try:
             cur = replication.cursor()
@@ -317,25 +341,39 @@ class WalPass:
                 raise describe_plugin_failure(
                     exc, f'cannot read replication slot "{self.sync.slot.name}"', self.sync.slot.plugin
                 ) from None
-            self._read(cur, end_lsn)
-            self._checkpoint(drain=True, write=False)
-        except psycopg2.Error as exc:
-            failure = describe_sync_failure(exc, "LOG_BASED")
-            if failure is not None:
-                raise failure from None
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ReplicationError(
-                f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
-            ) from None
+            return self._read(cur, end_lsn)
         finally:
-            self.renderer.close()
             replication.close()
-            helper.close()
-            if self.catalog_conn is not None:
-                self.catalog_conn.close()
-        self.progress.finish(self.sink)
-        # after the walsender is gone, so the slot shows what this run confirmed
-        log_slot_health(self.sync.conn, self.sync.slot, self.config, "end")
+
+    def _confirm_between_streams(self, saved: int) -> int:
+        """Confirm the slot up to what the target saved while no walsender holds it; return where to read on.
+
+        Not by a status update on the replication connection: once psycopg2 has been told a flush
+        position it reports the walsender's own position on a keepalive whenever the last message
+        it received started before that position, which a transaction begun earlier and committed
+        later does; that could confirm transactions the target has not saved. Reading on from
+        `saved` sends again what came after it, which every stream skips (its bookmark is past it).
+        """
+        conn = self._side_connection()
+        deadline = time.monotonic() + 30
+        with conn.cursor() as cur:
+            while True:  # the walsender leaves the slot a moment after its connection closes
+                cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.sync.slot.name,))
+                row = cur.fetchone()
+                if row is None or row[0] is None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        self.sync.slot = confirm_up_to(conn, self.sync.slot, saved)
+        self.confirmed = saved
+        LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(saved))
+        return saved
+
+    def _side_connection(self) -> extensions.connection:
+        """A session of its own for catalog lookups and the slot, apart from the rendering sessions."""
+        if self.catalog_conn is None:
+            self.catalog_conn = connect(self.config)
+            self.catalog_conn.autocommit = True
+        return self.catalog_conn
 
     def _plugin_options(self) -> dict[str, str]:
         if self.decoder.plugin == "pgoutput":
@@ -361,7 +399,8 @@ class WalPass:
             )
         return options
 
-    def _read(self, cur, end_lsn: int) -> None:
+    def _read(self, cur, end_lsn: int) -> int | None:
+        """Consume messages until the run should stop (None) or the target saved more than is confirmed."""
         last_keepalive_request = 0.0
         while True:
             message = cur.read_message()
@@ -369,45 +408,45 @@ class WalPass:
                 self._consume(message.payload, message.data_start)
                 if self.changes_since_state and not self.in_transaction and self._state_due():
                     self._checkpoint()
-                    self._confirm_what_the_target_saved(cur)
+                    if (saved := self._saved_by_the_target()) is not None:
+                        return saved
                 continue
             if not self.in_transaction:
                 # a keepalive's position: every transaction ending before it has been sent
                 self.position = max(self.position, cur.wal_end)
             now = time.monotonic()
             if self._should_stop(now, end_lsn):
-                return
+                return None
             # idle: send what is pending after a quiet second, and let bookmarks follow keepalives
             quiet = self.changes_since_state and now - self.last_data >= POLL_SECONDS
             if not self.in_transaction and (quiet or (self._state_due() and self._bookmarks_behind())):
                 self._checkpoint(drain=True)
-            self._confirm_what_the_target_saved(cur)
+            if not self.in_transaction and (saved := self._saved_by_the_target()) is not None:
+                return saved
             ready, _, _ = select.select([cur], [], [], POLL_SECONDS)
             if not ready and now - last_keepalive_request >= POLL_SECONDS:
                 cur.send_feedback(reply=True, force=True)  # ask for a keepalive: it carries the WAL end
                 last_keepalive_request = now
 
-    def _confirm_what_the_target_saved(self, cur) -> None:
-        """Every state_poll_seconds, confirm the slot up to what the state file says the target saved.
+    def _saved_by_the_target(self) -> int | None:
+        """Every state_poll_seconds, return how far the state file says the target saved, when past the slot.
 
-        Never past it, never past what this run has emitted (a file from elsewhere cannot release
-        changes), never backwards. psycopg2 may move the reported position on by itself on a
-        keepalive, to the walsender's position, once all it received is confirmed: that position
-        never passes the commit of a transaction not yet sent whole, so no change is released.
+        Never past what this run has emitted (a file from elsewhere cannot release changes); None
+        when there is nothing new. Before it is returned every pending change is written, so all
+        the streams' bookmarks are at the position read.
         """
         now = time.monotonic()
         if self.sync.state_path is None or now - self.last_poll < self.config.state_poll_seconds:
-            return
+            return None
         self.last_poll = now
         saved = saved_position(self.sync.state_path, list(self.bookmarks))
         if saved is None:
-            return
-        position = min(saved, *self.bookmarks.values())
-        if position <= self.confirmed:
-            return
-        cur.send_feedback(flush_lsn=position, force=True)
-        self.confirmed = position
-        LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(position))
+            return None
+        saved = min(saved, *self.bookmarks.values())
+        if saved <= self.confirmed:
+            return None
+        self._checkpoint(drain=True)
+        return saved
 
     def _should_stop(self, now: float, end_lsn: int) -> bool:
         if self.config.break_at_end_lsn and not self.in_transaction and self.position >= end_lsn:
@@ -467,10 +506,7 @@ class WalPass:
         own = self.by_table.get(relation)
         if not self.partitioned:
             return [own] if own else []
-        if self.catalog_conn is None:
-            self.catalog_conn = connect(self.config)
-            self.catalog_conn.autocommit = True
-        with self.catalog_conn.cursor() as cur:
+        with self._side_connection().cursor() as cur:
             # pg_partition_ancestors lists the table itself first, then each parent up to the root
             cur.execute(
                 "SELECT n.nspname, c.relname FROM pg_partition_ancestors(("
