@@ -258,7 +258,7 @@ def test_without_break_at_end_lsn_the_run_stops_after_the_poll_time(db, slot):
 
 def test_missing_slot_is_a_one_line_error_with_the_sql_to_create_it(db, slot):
     catalog = log_based(db, "public-customers")
-    config = dict(db.config, tap_id="Other-Pipeline")
+    config = dict(db.config, tap_id="Other-Pipeline", create_replication_slot=False)
     db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))  # pipelinewise_<dbname> would be used first
     try:
         lines, stderr, code = db.run_tap(
@@ -266,11 +266,12 @@ def test_missing_slot_is_a_one_line_error_with_the_sql_to_create_it(db, slot):
         )
     finally:
         db.create_slot(slot)
+    missing = f"pipelinewise_{db.name}_other_pipeline"
     assert code == 1 and lines == []
     assert stderr.strip().splitlines()[-1] == (
-        'tap-postgres: error: replication slot "pipelinewise_test_log_based_other_pipeline" does not exist: '
-        "create it with SELECT pg_create_logical_replication_slot('pipelinewise_test_log_based_other_pipeline', "
-        "'wal2json'); or set \"create_replication_slot\": true"
+        f'tap-postgres: error: replication slot "{missing}" does not exist: create it with '
+        f"SELECT pg_create_logical_replication_slot('{missing}', '{db.plugin}'); "
+        'or set "create_replication_slot": true'
     )
 
 
