@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -16,15 +15,18 @@ import pytest
 from generative.builder import Change, Example, Row
 from generative.matchers import canonical
 from generative.runner import Problem, Run, check_schema, record_members, run_tap, validate_record, validators_of
-from generative.strategies import dml_plans, tables
-from hypothesis import HealthCheck, given, note, seed, settings
+from generative.script import ident, string
+from generative.strategies import dml_plans, free_text, hostile_tables, identifiers, tables
+from hypothesis import HealthCheck, currently_in_test_context, given, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.internal.conjecture import engine as hypothesis_engine
+from psycopg2 import sql
 
 # The bounded run (make test): a fixed number of random tables per test, derandomized, so CI sees the
 # same examples every time. `make fuzz` sets TAP_FUZZ_EXAMPLES, the number of random tables the four
 # tests share, and TAP_FUZZ_SEED (empty: a random seed, printed so the run can be repeated).
 BOUNDED_EXAMPLES = {"validate": 50, "full_table": 120, "incremental": 60, "log_based": 80}
+QUOTING_EXAMPLES = 300  # one query each
 FUZZ_TABLES = int(os.environ.get("TAP_FUZZ_EXAMPLES") or 0)
 if FUZZ_TABLES:
     SEED = int(os.environ["TAP_FUZZ_SEED"]) if os.environ.get("TAP_FUZZ_SEED") else random.randrange(2**32)
@@ -39,9 +41,11 @@ def generative(name: str):
     """Hypothesis settings of one test: bounded and derandomized by default, long and seeded under make fuzz."""
 
     def decorate(test):
-        share = max(1, FUZZ_TABLES // len(BOUNDED_EXAMPLES))
+        examples = BOUNDED_EXAMPLES.get(name, QUOTING_EXAMPLES)
+        if FUZZ_TABLES and name in BOUNDED_EXAMPLES:
+            examples = max(1, FUZZ_TABLES // len(BOUNDED_EXAMPLES))
         configured = settings(
-            max_examples=share if FUZZ_TABLES else BOUNDED_EXAMPLES[name],
+            max_examples=examples,
             deadline=None,
             database=None,
             derandomize=SEED is None,
@@ -81,15 +85,21 @@ class Env:
     def __init__(self, db, slot: str):
         self.db = db
         self.slot = slot
-        self.numbers = itertools.count(1)
 
     def example(self, table) -> Example:
-        example = Example(self.db.conn, table, next(self.numbers))
-        self.db.execute(f'DROP SCHEMA IF EXISTS "{example.schema}" CASCADE')
+        example = Example(self.db.conn, table)
+        example.drop()
         return example
 
     def config(self, example: Example, **extra) -> dict:
-        return {**self.db.config, "filter_schemas": example.schema, **extra}
+        """The tap's config: filter_schemas names the example's schema unless its comma list cannot.
+
+        The tap splits the list at commas and strips each name, so a schema named with a comma or with
+        surrounding whitespace is discovered among every schema: the module's database has no other table.
+        """
+        schema = example.schema
+        only = {"filter_schemas": schema} if "," not in schema and schema == schema.strip() else {}
+        return {**self.db.config, **only, **extra}
 
     def catalog(self, example: Example, method: str, **metadata) -> dict:
         """--discover, then select the example's stream with `method`."""
@@ -106,8 +116,10 @@ class Env:
         table_metadata = next(item["metadata"] for item in catalog["streams"][0]["metadata"] if not item["breadcrumb"])
         method = table_metadata["replication-method"]
         extra = {"replication-key": table_metadata["replication-key"]} if "replication-key" in table_metadata else {}
-        example.script.tap_run(method, config, example.stream, extra, state is not None)
-        return run_tap(self.db.tmp_dir, self.config(example, **config), catalog, state)
+        config = self.config(example, **config)
+        settings = {key: value for key, value in config.items() if key not in self.db.config}
+        example.script.tap_run(method, settings, example.stream, extra, state is not None)
+        return run_tap(self.db.tmp_dir, config, catalog, state)
 
     def finish(self, example: Example, runs: list[Run]) -> None:
         """Drop the example's schema; a crashed run may have left sessions behind, which would block it."""
@@ -164,8 +176,9 @@ def fail(example: Example, problems: list[Problem]) -> None:
 
 
 def note_script(example: Example) -> None:
+    """Note the example's psql script: hypothesis prints it when the example fails (pytest, for a fixed one)."""
     table = example.table
-    note(
+    (note if currently_in_test_context() else print)(
         f"-- reproduce in a fresh database (psql): {len(table.columns)} columns, key {table.primary_key}, "
         f"partitioned {table.partitioning is not None}, replica identity {table.replica_identity}\n"
         + "CREATE EXTENSION IF NOT EXISTS hstore;\nCREATE EXTENSION IF NOT EXISTS citext;\n"
@@ -294,12 +307,11 @@ def built(env: Env, table):
         env.finish(example, runs)
 
 
-# ----------------------------------------------------------------------------------- the tests
+# ----------------------------------------------------------------------------------- the checks
 
 
-@generative("validate")
-@given(table=tables(), data=st.data())
-def test_every_record_validates_against_its_schema_under_draft4_and_2020_12(env, table, data):
+def check_validate(env: Env, table, data) -> None:
+    """Every SCHEMA is valid and every RECORD valid against it, under draft 4 and 2020-12, for every method."""
     with built(env, table) as (example, runs):
         problems = []
         catalog = env.catalog(example, "FULL_TABLE")
@@ -320,12 +332,11 @@ def test_every_record_validates_against_its_schema_under_draft4_and_2020_12(env,
         fail(example, problems)
 
 
-@generative("full_table")
-@given(table=tables(), itersize=ITERSIZES)
-def test_full_table_emits_each_value_as_the_database_holds_it(env, table, itersize):
+def check_full_table(env: Env, table, data) -> None:
+    """FULL_TABLE emits each value as the database holds it."""
     with built(env, table) as (example, runs):
         rows = example.snapshot()
-        full = env.sync(example, env.catalog(example, "FULL_TABLE"), itersize=itersize)
+        full = env.sync(example, env.catalog(example, "FULL_TABLE"), itersize=data.draw(ITERSIZES, label="itersize"))
         runs.append(full)
         expected = [row.expected(example.columns) for row in rows]
         fail(
@@ -335,9 +346,8 @@ def test_full_table_emits_each_value_as_the_database_holds_it(env, table, itersi
         )
 
 
-@generative("incremental")
-@given(table=tables(), data=st.data())
-def test_incremental_emits_the_full_table_bytes_of_every_row_and_resumes_at_its_bookmark(env, table, data):
+def check_incremental(env: Env, table, data) -> None:
+    """INCREMENTAL emits FULL_TABLE's bytes of every row, and a rerun from its STATE the rows at the bookmark."""
     with built(env, table) as (example, runs):
         catalog = env.catalog(example, "FULL_TABLE")
         keys = valid_keys(catalog)
@@ -390,9 +400,8 @@ def test_incremental_emits_the_full_table_bytes_of_every_row_and_resumes_at_its_
             )
 
 
-@generative("log_based")
-@given(table=tables(), data=st.data())
-def test_log_based_changes_emit_the_full_table_bytes_of_each_row_state(env, table, data):
+def check_log_based(env: Env, table, data) -> None:
+    """LOG_BASED emits each change as one record: FULL_TABLE's bytes of the row, or a delete."""
     with built(env, table) as (example, runs):
         first, before, changes, second = log_based_runs(env, example, data)
         runs += [first, second] if second else [first]
@@ -401,6 +410,74 @@ def test_log_based_changes_emit_the_full_table_bytes_of_each_row_state(env, tabl
         runs.append(after)
         fail(example, crashed("FULL_TABLE", after))
         fail(example, log_based_problems(example, changes, first, second, after))
+
+
+# ----------------------------------------------------------------------------------- the tests
+
+
+@generative("validate")
+@given(table=tables(), data=st.data())
+def test_every_record_validates_against_its_schema_under_draft4_and_2020_12(env, table, data):
+    check_validate(env, table, data)
+
+
+@generative("full_table")
+@given(table=tables(), data=st.data())
+def test_full_table_emits_each_value_as_the_database_holds_it(env, table, data):
+    check_full_table(env, table, data)
+
+
+@generative("incremental")
+@given(table=tables(), data=st.data())
+def test_incremental_emits_the_full_table_bytes_of_every_row_and_resumes_at_its_bookmark(env, table, data):
+    check_incremental(env, table, data)
+
+
+@generative("log_based")
+@given(table=tables(), data=st.data())
+def test_log_based_changes_emit_the_full_table_bytes_of_each_row_state(env, table, data):
+    check_log_based(env, table, data)
+
+
+class FixedDraws:
+    """Stands in for st.data() in a fixed example: each label's draw is given."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def draw(self, strategy, label: str):
+        value = self.values[label]
+        choices = getattr(getattr(strategy, "wrapped_strategy", strategy), "elements", None)
+        assert choices is None or value in choices, f"{label} {value!r} is not one of {list(choices)!r}"
+        return value
+
+
+CHECKS = {"validate": check_validate, "full_table": check_full_table, "incremental": check_incremental,
+          "log_based": check_log_based}  # fmt: skip
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("number", range(len(hostile_tables())))
+def test_hostile_names_and_values(env, check, number):
+    """The issue's hostile names (schema, table, columns, enum, domains) and key values, in every bounded run.
+
+    The random tables hold them too (generative.strategies.hostile_texts), these two in every run:
+    a table keyed by an enum named x{text}y with a domain e{v}, and a partitioned one keyed by text
+    in a schema filter_schemas cannot name.
+    """
+    table, draws = hostile_tables()[number]
+    CHECKS[check](env, table, FixedDraws(draws))
+
+
+@generative("quoting")
+@given(name=identifiers(), text=free_text())
+def test_the_builders_quoting_reads_back_every_name_and_value(env, name, text):
+    """ident() and string(), which every statement of the builder quotes with, read back as the name and the text."""
+    with env.db.conn.cursor() as cur:
+        # psycopg2's own quoting of the name alongside: both name the same column
+        cur.execute(f"SELECT {string(text)} AS {ident(name)}, 1 AS " + sql.Identifier(name).as_string(cur))
+        assert [column.name for column in cur.description] == [name, name]
+        assert cur.fetchone()[0] == text
 
 
 def log_based_problems(example: Example, changes: list[Change], first: Run, second: Run, after: Run) -> list[Problem]:

@@ -32,9 +32,9 @@ class Change:
 class Example:
     """One example: a schema of its own holding the types and the table, and the script that made them."""
 
-    def __init__(self, conn, table: Table, number: int):
+    def __init__(self, conn, table: Table):
         self.table = table
-        self.schema = f"g{number}"
+        self.schema = table.schema
         self.script = Script(conn.cursor())
         self.qualified = f"{ident(self.schema)}.{ident(table.name)}"
         self.partitioned_leaves: list[str] = []

@@ -79,12 +79,24 @@ class Run:
                 r"^((?:[a-z_]\w*\.)+[A-Z]\w*|[A-Z]\w*(?:Error|Exception|Warning)):", self.crash, re.MULTILINE
             )
             return names[-1] if names else self.crash.strip().splitlines()[-1][:60]
-        errors = [line for line in self.stderr.splitlines() if line.startswith("tap-postgres: error:")]
-        if not errors:
+        start = self.stderr.rfind("tap-postgres: error:")
+        if start < 0:
             return f"exit {self.code}"
-        # names and values vary from example to example; the words around them name the failure
-        cause = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|\d+', "…", errors[-1][len("tap-postgres: error:") :])
-        return cause.strip()[:60]
+        return error_kind(self.stderr[start + len("tap-postgres: error:") :])
+
+
+def error_kind(cause: str) -> str:
+    """The words of an error's cause without the names and values in it, which vary from example to example.
+
+    The tap quotes names as they are: a quoted name may hold quotes, backslashes and line breaks (the
+    error then runs over several lines), so a quoted part is cut out with whatever sticks to it, and
+    a quote left over ends the words.
+    """
+    cause = re.sub(r'"[^"]*"', "…", cause)  # [^"] spans line breaks
+    cause = re.sub(r"'[^']*'|\d+", "…", cause)
+    cause = re.split(r"[\"']", cause)[0]
+    cause = re.sub(r"\S*…\S*", "…", cause)
+    return " ".join(cause.split())[:80]
 
 
 def _stream_of(line: str) -> str:

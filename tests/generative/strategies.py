@@ -35,36 +35,111 @@ ODD_NAMES = [
     "'", '"', "--", "/*", "$n", "@.name", "a b c", "Ω≈ç", "\u200b", "NaN",
 ]  # fmt: skip
 
+# The hardening issue's hostile characters: Python's %-formatting (psycopg2's parameters) and
+# str.format / sql.SQL.format placeholders, quotes, statement separators, backslashes and NUL-free
+# control characters. PostgreSQL takes every one of them in a quoted identifier (NUL is the only
+# character no identifier or text value can hold) of up to 63 bytes, and in every text value.
+HOSTILE_CHARS = ["%", "{", "}", "'", '"', ";", "\\", "\t", "\n", "\r", "\x01", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f"]
+HOSTILE_CHARS += ["\x85"]  # NEL: a C1 control, and a line break to str.splitlines
+HOSTILE_FRAGMENTS = [
+    *HOSTILE_CHARS, "%s", "%(x)s", "%%", "%d", "%(v)s", "{}", "{text}", "{v}", "{0}", "{{", "}}", "''", '""', "\\'",
+    "$1", "?", ":x", "--", "/*", ".", ",", "*", " ",
+]  # fmt: skip
+HOSTILE_NAMES = [
+    "%", "%s", "%(x)s", "%%", "{", "}", "{text}", "{v}", "{0}", "'", '"', ";", "\\", "\t", "\n", "\x01", "\x1f",
+    "\x7f", "x{text}y", "e{v}", "a%sb", "%(name)s", "{0}{1}", "%s%s", "100%%", "it's", "a'b\"c", 'x"";--', "a;b",
+    "a\\b", "\\'", "'; DROP TABLE t; --", "{v}%s", "%{v}", "\x01\x1f\x7f", "tab\t{v}", "new\n%s", "{'v'}",
+]  # fmt: skip
+
+
+def hostile_texts() -> st.SearchStrategy[str]:
+    """Hostile names and values: the issue's list as is, or a few of its fragments between letters."""
+    pieces = st.sampled_from([*HOSTILE_FRAGMENTS, "a", "x", "é"])
+    return st.one_of(st.sampled_from(HOSTILE_NAMES), st.lists(pieces, min_size=1, max_size=4).map("".join))
+
+
 _NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 # one character of each UTF-8 length, so 63-byte names end on every kind of boundary
-_WIDE_CHARS = ["a", "Z", " ", '"', "'", ".", "é", "ß", "名", "€", "🙂", "𝔘"]
+_WIDE_CHARS = ["a", "Z", " ", '"', "'", ".", "é", "ß", "名", "€", "🙂", "𝔘", "%", "{", "}", ";", "\\", "\t"]
 
 
-def _fits(name: str) -> bool:
-    return 0 < len(name.encode()) <= 63
+def _fits(name: str, limit: int = 63) -> bool:
+    return 0 < len(name.encode()) <= limit
 
 
 @st.composite
-def name_of_63_bytes(draw) -> str:
-    """A name of exactly 63 bytes (PostgreSQL's limit), multibyte characters included."""
+def name_of_bytes(draw, size: int = 63) -> str:
+    """A name of exactly `size` bytes (63: PostgreSQL's limit), multibyte characters included."""
     name = ""
     for char in draw(st.lists(st.sampled_from(_WIDE_CHARS), max_size=40)):
-        if len((name + char).encode()) > 63:
+        if len((name + char).encode()) > size:
             break
         name += char
-    return name + "x" * (63 - len(name.encode()))
+    return name + "x" * (size - len(name.encode()))
 
 
-def identifiers() -> st.SearchStrategy[str]:
-    """Column, table and type names: the tap's own aliases often (they shrink to "r"), then the rest."""
+def identifiers(max_bytes: int = 63) -> st.SearchStrategy[str]:
+    """Column, table and type names: the tap's own aliases often (they shrink to "r"), hostile ones as often."""
     aliases = st.sampled_from(TAP_ALIASES)
     return st.one_of(
         aliases,
         aliases,
+        hostile_texts(),
         st.sampled_from(RESERVED_WORDS + ODD_NAMES),
-        st.text(_NAME_CHARS, min_size=1, max_size=12).filter(_fits),
-        name_of_63_bytes(),
+        hostile_texts(),
+        st.text(_NAME_CHARS, min_size=1, max_size=12),
+        name_of_bytes(max_bytes),
+    ).filter(lambda name: _fits(name, max_bytes))
+
+
+def schema_names() -> st.SearchStrategy[str]:
+    """The example's schema: hostile in about half the examples (the prefix pg_ is reserved, public taken)."""
+    return st.one_of(st.just("g"), hostile_texts(), identifiers()).filter(
+        lambda name: not name.startswith("pg_") and name not in ("public", "information_schema")
     )
+
+
+def type_names() -> st.SearchStrategy[str]:
+    """Names of the enums, ranges and domains a table's columns use."""
+    return st.one_of(st.just("ty"), hostile_texts(), identifiers())
+
+
+class TypeNamer:
+    """Names one table's types: drawn names made unique in the schema, qualified by it.
+
+    Qualified, since a type named like a built-in one (name, record, char, text) is only reached
+    through its schema; the table's own row types and the extensions' types the builtin spellings
+    reach through the search path (hstore, citext) are taken from the start.
+    """
+
+    def __init__(self, schema: str, table: str):
+        self.schema = schema
+        partitions = [f"{table} p{i}{leaf}" for i in range(4) for leaf in ("", " s", " d")]
+        self.taken = {"hstore", "citext", table, f"{table} default", *partitions}
+
+    def fresh(self, name: str) -> str:
+        """The qualified name of a new type named `name`, or `name` and a number when that is taken."""
+        return f"{ident(self.schema)}.{ident(unique_name(name, self.taken))}"
+
+
+def domain_ddl(sql_name: str, over: str, not_null: bool = False) -> str:
+    return f"CREATE DOMAIN {sql_name} AS {over}" + (" NOT NULL" if not_null else "") + " CHECK (true)"
+
+
+def _truncated(name: str, limit: int) -> str:
+    while len(name.encode()) > limit:
+        name = name[:-1]
+    return name
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name` with a number when it is taken (cut so the result fits 63 bytes); now taken too."""
+    candidate, number = _truncated(name, 63), 1
+    while candidate in taken:
+        suffix = f" {number}"
+        candidate, number = _truncated(name, 63 - len(suffix)) + suffix, number + 1
+    taken.add(candidate)
+    return candidate
 
 
 # ---------------------------------------------------------------------------------------------- types
@@ -128,11 +203,13 @@ ODD_STRINGS = [
 
 
 def free_text(max_size: int = 12) -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(ODD_STRINGS), st.text(_SAFE_TEXT, max_size=max_size))
+    """Text values (keys, enum labels, INCREMENTAL bookmarks among them): hostile in a third of them."""
+    return st.one_of(st.sampled_from(ODD_STRINGS), hostile_texts(), st.text(_SAFE_TEXT, max_size=max_size))
 
 
 def _chars_at_most(limit: int) -> st.SearchStrategy[str]:
-    return free_text(limit).filter(lambda text: len(text) <= limit)
+    # single hostile characters too: the only hostile values a char(1) key can take
+    return st.one_of(free_text(limit), st.sampled_from(HOSTILE_CHARS)).filter(lambda text: len(text) <= limit)
 
 
 def _bytes_at_most(limit: int) -> st.SearchStrategy[str]:
@@ -254,6 +331,12 @@ _TIMETZ = st.tuples(_TIMES_OF_DAY, st.sampled_from(_TIMETZ_ZONES)).map("".join)
 _INTERVAL_EDGES = ["0", "-1 mons", "1 year -1 days", "178956970 years 7 mons", "2562047788:00:54.775807", "@ 1 min ago"]
 
 
+def _seconds_text(microseconds: int) -> str:
+    # from the digits: a float's repr would say 9.5e-05, which interval input does not read
+    sign = "-" if microseconds < 0 else ""
+    return f"{sign}{abs(microseconds) // 10**6}.{abs(microseconds) % 10**6:06d}"
+
+
 @st.composite
 def _interval_text(draw) -> str:
     parts = [
@@ -262,7 +345,7 @@ def _interval_text(draw) -> str:
         f"{draw(st.integers(-10000, 10000))} days",
         f"{draw(st.integers(-100, 100))} hours",
         f"{draw(st.integers(-1000, 1000))} mins",
-        f"{draw(st.integers(-(10**8), 10**8)) / 10**6} secs",
+        _seconds_text(draw(st.integers(-(10**8), 10**8))) + " secs",
     ]
     return " ".join(draw(st.lists(st.sampled_from(parts), min_size=1, max_size=4, unique=True)))
 
@@ -407,8 +490,10 @@ def _builtin(name: str, sql: str, family: str, texts, **kwargs) -> Base:
 
 
 @st.composite
-def base_types(draw, type_name: str) -> Base:
-    """A base type; enums and ranges of their own are named `type_name`."""
+def base_types(draw, types: TypeNamer) -> Base:
+    """A base type; enums and ranges of their own get names from `types`."""
+    # enums six times over: their type names and labels (keys, bookmarks) are where hostile names
+    # reach the tap's SQL as type names read from the server
     kind = draw(
         st.sampled_from(
             [
@@ -416,7 +501,7 @@ def base_types(draw, type_name: str) -> Base:
                 "varbit", "bpchar", "varchar", "text", "citext", "name", "uuid", "json", "jsonb", "hstore", "date",
                 "timestamp", "timestamptz", "time", "timetz", "interval", "inet", "cidr", "macaddr", "macaddr8",
                 "bytea", "xml", "tsvector", "tsquery", "pg_lsn", "point", "line", "lseg", "box", "path", "polygon",
-                "circle", "enum", "range", "multirange",
+                "circle", "enum", "range", "multirange", "enum", "enum", "enum", "enum", "enum",
             ]
         )
     )  # fmt: skip
@@ -503,17 +588,12 @@ def base_types(draw, type_name: str) -> Base:
     if kind == "enum":
         labels = draw(st.lists(st.one_of(st.sampled_from(ODD_STRINGS), identifiers()).filter(_label_fits),
                                min_size=1, max_size=5, unique=True))  # fmt: skip
-        ddl = f"CREATE TYPE {ident(type_name)} AS ENUM ({', '.join(string(label) for label in labels)})"
-        return Base("enum", ident(type_name), "string", st.sampled_from(labels), partitionable=True, ddl=(ddl,))
+        return enum_type(types.fresh(draw(type_names())), labels)
     subtype = draw(st.sampled_from([*_RANGE_SUBTYPES, "float8"]))
     if subtype == "float8":
-        range_name, multirange_name = type_name, type_name + " multi"
-        ddl = (
-            f"CREATE TYPE {ident(range_name)} AS RANGE (subtype = float8, "
-            f"multirange_type_name = {ident(multirange_name)})",
-        )
+        range_sql, multirange_sql = types.fresh(draw(type_names())), types.fresh(draw(type_names()))
+        ddl = (f"CREATE TYPE {range_sql} AS RANGE (subtype = float8, multirange_type_name = {multirange_sql})",)
         bounds, order = st.sampled_from(["-Infinity", "Infinity", "0", "1.5", "-2", "1e+300"]), float
-        range_sql, multirange_sql = ident(range_name), ident(multirange_name)
     else:
         ddl = ()
         bounds, order = _RANGE_SUBTYPES[subtype]
@@ -525,26 +605,32 @@ def base_types(draw, type_name: str) -> Base:
     return Base("multirange", multirange_sql, "string", multiranges, ddl=ddl)
 
 
+def enum_type(sql_name: str, labels: list[str]) -> Base:
+    """An enum of these labels; `sql_name` is its qualified name."""
+    ddl = f"CREATE TYPE {sql_name} AS ENUM ({', '.join(string(label) for label in labels)})"
+    return Base("enum", sql_name, "string", st.sampled_from(labels), partitionable=True, ddl=(ddl,))
+
+
 def _label_fits(label: str) -> bool:
     return len(label.encode()) <= 63 and "\x00" not in label
 
 
 @st.composite
-def column_types(draw, type_name: str) -> ColumnType:
+def column_types(draw, types: TypeNamer) -> ColumnType:
     """A column type: a base, in an array or not, under 0-2 domains (over the base, the array or a domain)."""
-    base = draw(base_types(type_name + " base"))
+    base = draw(base_types(types))
     ddl = list(base.ddl)
     sql, description = base.sql, base.sql
     not_null = element_not_null = False
 
-    def domain(over: str, layer: int) -> tuple[str, bool]:
-        name = f"{type_name} d{layer}"
+    def domain(over: str) -> tuple[str, bool]:
+        name = types.fresh(draw(type_names()))
         strict = draw(st.integers(0, 9)) == 9  # a NOT NULL domain, now and then (shrinks to none)
-        ddl.append(f"CREATE DOMAIN {ident(name)} AS {over}" + (" NOT NULL" if strict else "") + " CHECK (true)")
-        return ident(name), strict
+        ddl.append(domain_ddl(name, over, strict))
+        return name, strict
 
-    for layer in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
-        sql, strict = domain(sql, layer)
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+        sql, strict = domain(sql)
         not_null = not_null or strict
         description = f"domain over {description}"
     array = draw(st.integers(0, 3)) == 3
@@ -554,7 +640,7 @@ def column_types(draw, type_name: str) -> ColumnType:
         sql, not_null = sql + "[]", False
         description = f"array of {description}"
         if draw(st.integers(0, 3)) == 3:
-            sql, strict = domain(sql, 9)
+            sql, strict = domain(sql)
             not_null = strict
             description = f"domain over {description}"
     return ColumnType(
@@ -647,9 +733,10 @@ class Partitioning:
 
 @dataclasses.dataclass(eq=False)
 class Table:
-    """One random table: its columns, key, partitioning, replica identity and initial rows."""
+    """One random table: its schema, columns, key, partitioning, replica identity and initial rows."""
 
     name: str
+    schema: str  # a schema of its own, dropped before and after the example
     columns: list[Column]
     primary_key: list[int]
     partitioning: Partitioning | None
@@ -672,7 +759,7 @@ class Table:
     def __repr__(self) -> str:
         # the example's SQL script says it all; this names the shape hypothesis shrank to
         return (
-            f"Table({self.name!r}, columns={self.columns!r}, key={self.primary_key}, "
+            f"Table({self.schema!r}.{self.name!r}, columns={self.columns!r}, key={self.primary_key}, "
             f"partitioning={self.partitioning}, replica_identity={self.replica_identity}, {len(self.rows)} rows)"
         )
 
@@ -684,10 +771,13 @@ class Table:
 def tables(draw, max_columns: int = 5, max_rows: int = 6) -> Table:
     """A table of 1-5 columns of random names and types with a few rows."""
     names = draw(st.lists(identifiers(), min_size=1, max_size=max_columns, unique=True))
-    table_name = draw(st.one_of(st.just("t"), identifiers()).filter(lambda n: len(n.encode()) <= 50))
+    # 50 bytes: the partitions' names add up to 8
+    table_name = draw(st.one_of(st.just("t"), identifiers(50)))
+    schema = draw(schema_names())
+    types = TypeNamer(schema, table_name)
     columns = []
-    for index, name in enumerate(names):
-        column_type = draw(column_types(f"ty{index}"))
+    for name in names:
+        column_type = draw(column_types(types))
         columns.append(Column(name=name, type=column_type, not_null=column_type.not_null or draw(st.booleans())))
     keyable = [index for index, column in enumerate(columns) if column.type.keyable]
     primary_key = draw(st.lists(st.sampled_from(keyable), unique=True, max_size=3)) if keyable else []
@@ -708,6 +798,7 @@ def tables(draw, max_columns: int = 5, max_rows: int = 6) -> Table:
     rows = draw(st.lists(st.tuples(*values).map(list), max_size=max_rows))
     return Table(
         name=table_name,
+        schema=schema,
         columns=columns,
         primary_key=primary_key,
         partitioning=partitioning,
@@ -740,3 +831,102 @@ def dml_plans(draw, table: Table) -> list[Op]:
         kind = draw(st.sampled_from(["insert", "update", "update", "delete", "rekey"]))
         ops.append(Op(kind, draw(st.integers(0, 50)), draw(all_values), draw(st.lists(st.integers(0, 50), max_size=2))))
     return ops
+
+
+# ---------------------------------------------------------------------------------------------- fixed examples
+
+
+def _qualified(schema: str, name: str) -> str:
+    return f"{ident(schema)}.{ident(name)}"
+
+
+def _domain_over(sql_name: str, over: ColumnType) -> ColumnType:
+    return dataclasses.replace(
+        over, sql=sql_name, ddl=(*over.ddl, domain_ddl(sql_name, over.sql)), description=f"domain over {over.sql}"
+    )
+
+
+def _plain(base: Base) -> ColumnType:
+    return ColumnType(sql=base.sql, base=base, ddl=base.ddl, keyable=base.keyable, description=base.sql)
+
+
+def _row(columns: list[Column], *texts: str | None) -> list[str]:
+    """The SQL values of a row of these texts (None: NULL)."""
+    return [
+        "NULL" if text is None else f"{string(text)}::{column.type.sql}"
+        for text, column in zip(texts, columns, strict=True)
+    ]
+
+
+def hostile_tables() -> list[tuple[Table, dict]]:
+    """Tables named and filled with the issue's hostile characters, run in every bounded run besides the random ones.
+
+    Each comes with the draws the tests would make (itersize, replication key, changes).
+    """
+    schema = "s{v}%(x)s';\"\\"
+    labels = ["%", "{text}", "a'b", "\t;\\", "%(x)s", "{0}", '"', "\x01\x1f\x7f", "%s{v}"]
+    mood = _plain(enum_type(_qualified(schema, "x{text}y"), labels))
+    text = _plain(_builtin("text", "text", "string", free_text()))
+    char1 = _plain(_builtin("bpchar", "character(1)", "string", _chars_at_most(1)))
+    columns = [
+        Column("{v}", mood, not_null=True),
+        Column("%s", _domain_over(_qualified(schema, "e{v}"), text), not_null=False),
+        Column("%(x)s;", _domain_over(_qualified(schema, "%s{}"), mood), not_null=False),
+        Column("'", char1, not_null=True),
+    ]
+
+    enum_keyed = Table(
+        name="t{text}\t%s;",  # a tab: wal2json's add-tables needs it escaped
+        schema=schema,
+        columns=columns,
+        primary_key=[0],
+        partitioning=None,
+        replica_identity="DEFAULT",
+        rows=[
+            _row(columns, "%", "{v}%s", "{0}", "{"),
+            _row(columns, "{text}", "\x01;\t", None, "'"),
+            _row(columns, "a'b", "%%", '"', "\\"),
+        ],
+    )
+    enum_draws = {
+        "itersize": 1,
+        "replication key": "{v}",
+        "changes": [
+            Op("insert", 0, _row(columns, "%(x)s", "}", "%", ";"), []),
+            Op("update", 0, _row(columns, "%", "{0}{1}", "\t;\\", "%"), [0, 1]),
+            Op("delete", 0, _row(columns, "%", None, None, "x"), []),
+            Op("rekey", 0, _row(columns, "{0}", None, None, "x"), []),
+        ],
+    }
+    schema = "{0},\n%(x)s"  # a comma: filter_schemas cannot name it
+    varchar = _plain(_builtin("varchar", "character varying(10)", "string", _chars_at_most(10)))
+    columns = [
+        Column("\n", text, not_null=True),
+        Column("{}", _domain_over(_qualified(schema, "{"), varchar), not_null=False),
+        Column("%%", _plain(enum_type(_qualified(schema, "}"), ["{v}", "%s", "'", "\\"])), not_null=False),
+    ]
+    text_keyed = Table(
+        name="%",
+        schema=schema,
+        columns=columns,
+        primary_key=[0],
+        partitioning=Partitioning("LIST", column=0, partitions=2, sub_column=None),
+        replica_identity="FULL",
+        rows=[
+            _row(columns, "%s", "{text}", "{v}"),
+            _row(columns, "{v}", "%(x)s", "%s"),
+            _row(columns, "\x01\x1f\x7f", None, "'"),
+            _row(columns, "a'b\"c;--", "\\", None),
+            _row(columns, "\\", "\t\n", "\\"),
+        ],
+    )
+    text_draws = {
+        "itersize": 2,
+        "replication key": "\n",
+        "changes": [
+            Op("insert", 0, _row(columns, "}{", "%%", "%s"), []),
+            Op("update", 1, _row(columns, "x", "{0}", "'"), [0]),
+            Op("delete", 2, _row(columns, "x", None, None), []),
+        ],
+    }
+    return [(enum_keyed, enum_draws), (text_keyed, text_draws)]
