@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import re
 import time
 from collections import Counter
@@ -13,56 +11,31 @@ from decimal import Decimal
 
 import pytest
 from generative.builder import Change, Example, Row
+from generative.fuzzing import fuzz_settings, report_seed, shrinking_capped
 from generative.matchers import canonical
 from generative.runner import Problem, Run, check_schema, record_members, run_tap, validate_record, validators_of
 from generative.script import ident, string
 from generative.strategies import dml_plans, free_text, hostile_tables, identifiers, tables
-from hypothesis import HealthCheck, currently_in_test_context, given, note, seed, settings
+from hypothesis import currently_in_test_context, given, note
 from hypothesis import strategies as st
-from hypothesis.internal.conjecture import engine as hypothesis_engine
 from psycopg2 import sql
 
-# The bounded run (make test): a fixed number of random tables per test, derandomized, so CI sees the
-# same examples every time. `make fuzz` sets TAP_FUZZ_EXAMPLES, the number of random tables the four
-# tests share, and TAP_FUZZ_SEED (empty: a random seed, printed so the run can be repeated).
+# Random tables per test in the bounded run (make test); make fuzz shares TAP_FUZZ_EXAMPLES among them.
 BOUNDED_EXAMPLES = {"validate": 50, "full_table": 120, "incremental": 60, "log_based": 80}
 QUOTING_EXAMPLES = 300  # one query each
-FUZZ_TABLES = int(os.environ.get("TAP_FUZZ_EXAMPLES") or 0)
-if FUZZ_TABLES:
-    SEED = int(os.environ["TAP_FUZZ_SEED"]) if os.environ.get("TAP_FUZZ_SEED") else random.randrange(2**32)
-else:
-    SEED = None
-# Failing examples are shrunk for at most this long per test in the bounded run (hypothesis's own
-# limit, five minutes, is for make fuzz): make test stays within its time while bugs are open.
+# Failing examples are shrunk for at most this long per test in the bounded run
 BOUNDED_SHRINK_SECONDS = 20
 
 
 def generative(name: str):
     """Hypothesis settings of one test: bounded and derandomized by default, long and seeded under make fuzz."""
-
-    def decorate(test):
-        examples = BOUNDED_EXAMPLES.get(name, QUOTING_EXAMPLES)
-        if FUZZ_TABLES and name in BOUNDED_EXAMPLES:
-            examples = max(1, FUZZ_TABLES // len(BOUNDED_EXAMPLES))
-        configured = settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=SEED is None,
-            print_blob=False,
-            suppress_health_check=list(HealthCheck),
-        )(test)
-        return seed(SEED)(configured) if SEED is not None else configured
-
-    return decorate
+    return fuzz_settings(BOUNDED_EXAMPLES, name, None if name in BOUNDED_EXAMPLES else QUOTING_EXAMPLES)
 
 
 @pytest.fixture(autouse=True)
 def bounded_shrinking():
-    """Cap the time spent shrinking in the bounded run (an internal of hypothesis, set only around these tests)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if not FUZZ_TABLES and hasattr(hypothesis_engine, "MAX_SHRINKING_SECONDS"):
-            patch.setattr(hypothesis_engine, "MAX_SHRINKING_SECONDS", BOUNDED_SHRINK_SECONDS)
+    """Cap the time spent shrinking in the bounded run."""
+    with shrinking_capped(BOUNDED_SHRINK_SECONDS):
         yield
 
 
@@ -75,9 +48,7 @@ def env(db, request):
     """The module's database with hstore, citext and the wal2json slot; examples number their schemas."""
     db.execute("CREATE EXTENSION IF NOT EXISTS hstore; CREATE EXTENSION IF NOT EXISTS citext")
     slot = db.create_slot()
-    if SEED is not None:
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        reporter.write_line(f"test_generative: TAP_FUZZ_EXAMPLES={FUZZ_TABLES} TAP_FUZZ_SEED={SEED}")
+    report_seed(request, "test_generative")
     return Env(db, slot)
 
 

@@ -28,27 +28,20 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import random
 import re
 
 import pytest
+from generative.fuzzing import fuzz_settings, report_seed, shrinking_capped
 from generative.runner import Problem, Run, run_tap
-from hypothesis import HealthCheck, event, given, seed, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
-from hypothesis.internal.conjecture import engine as hypothesis_engine
 from statefuzz import contract
 from statefuzz.contract import Selected
 from statefuzz.strategies import Live, malformed_files, malformed_states, resolve, states, to_json
 from statefuzz.tables import LOG_BASED_STREAMS, SETUP_SQL, TABLES
 
 BOUNDED_EXAMPLES = {"full_table": 120, "incremental": 120, "log_based": 80, "mixed": 50, "malformed": 50}
-FUZZ_EXAMPLES = int(os.environ.get("TAP_FUZZ_EXAMPLES") or 0)
-if FUZZ_EXAMPLES:
-    SEED = int(os.environ["TAP_FUZZ_SEED"]) if os.environ.get("TAP_FUZZ_SEED") else random.randrange(2**32)
-else:
-    SEED = None
 # hypothesis shrinks a failure for up to five minutes; make test stays within its time while bugs are open
 BOUNDED_SHRINK_SECONDS = 5
 
@@ -58,28 +51,13 @@ ITERSIZES = st.sampled_from([20000, 1, 2, 3])
 
 def fuzzed(name: str):
     """Hypothesis settings of one test: bounded and derandomized by default, long and seeded under make fuzz."""
-
-    def decorate(test):
-        share = max(1, FUZZ_EXAMPLES // len(BOUNDED_EXAMPLES))
-        configured = settings(
-            max_examples=share if FUZZ_EXAMPLES else BOUNDED_EXAMPLES[name],
-            deadline=None,
-            database=None,
-            derandomize=SEED is None,
-            print_blob=False,
-            suppress_health_check=list(HealthCheck),
-        )(test)
-        return seed(SEED)(configured) if SEED is not None else configured
-
-    return decorate
+    return fuzz_settings(BOUNDED_EXAMPLES, name)
 
 
 @pytest.fixture(autouse=True)
 def bounded_shrinking():
-    """Cap the time spent shrinking in the bounded run (an internal of hypothesis, set only around these tests)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if not FUZZ_EXAMPLES and hasattr(hypothesis_engine, "MAX_SHRINKING_SECONDS"):
-            patch.setattr(hypothesis_engine, "MAX_SHRINKING_SECONDS", BOUNDED_SHRINK_SECONDS)
+    """Cap the time spent shrinking in the bounded run."""
+    with shrinking_capped(BOUNDED_SHRINK_SECONDS):
         yield
 
 
@@ -127,9 +105,7 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(db, request):
-    if SEED is not None:
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        reporter.write_line(f"test_state_fuzz: TAP_FUZZ_EXAMPLES={FUZZ_EXAMPLES} TAP_FUZZ_SEED={SEED}")
+    report_seed(request, "test_state_fuzz")
     return Fuzz(db)
 
 
