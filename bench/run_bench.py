@@ -1,8 +1,9 @@
 """`make bench`: every sync method against the wire limit (psql \\copy) and, with --peers, pipelinewise-tap-postgres.
 
 Starts a private cluster, generates deterministic tables with generate_series, runs each case several
-times and reports the median wall time, rows/s, output MB/s, peak RSS and ratios measured in the same
-run, as a Markdown table printed and written to bench/RESULTS.md.
+times and reports the median wall time, rows/s, output MB/s, peak RSS, the server's CPU seconds
+spent serving the run, and ratios measured in the same run, as Markdown tables printed and written
+to bench/RESULTS.md. LOG_BASED reads one backlog through wal2json and through pgoutput.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,18 +89,118 @@ def many_tables_sql(count: int) -> str:
     )
 
 
+class ServerCpu:
+    """The CPU seconds the bench cluster's processes spend on one command (Linux /proc; None elsewhere).
+
+    The total is exact: a backend's utime and stime are added to the postmaster's cutime and cstime
+    when the postmaster reaps it, so the change of those two over a window in which only the
+    command's backends exit is the CPU of every backend that served it (walsenders, sessions and
+    any parallel workers), to the clock tick, however short-lived. Nobody else connects during a
+    measurement and autovacuum is off, so no other backend exits in the window (one that does is
+    reported). The walsenders' share is sampled from /proc/<pid>/stat every POLL seconds while they
+    live: they are idle at the end of a run, when the tap renders its last batches, so their last
+    sample is their total.
+    """
+
+    POLL = 0.05
+
+    def __init__(self, data_dir: Path):
+        self.pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _fields(pid: int) -> list[str] | None:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        return text[text.rindex(")") + 2 :].split()  # the fields after "pid (comm)", from field 3 (state)
+
+    def _reaped(self) -> float:
+        fields = self._fields(self.pid)
+        return (int(fields[13]) + int(fields[14])) / self.tick  # cutime, cstime
+
+    def _own(self, pid: int) -> float | None:
+        fields = self._fields(pid)
+        return None if fields is None else (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+
+    def children(self) -> set[int]:
+        try:
+            return {int(pid) for pid in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()}
+        except OSError:  # a kernel without CONFIG_PROC_CHILDREN: look for them
+            found = set()
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and (fields := self._fields(int(entry.name))) and fields[1] == str(self.pid):
+                    found.add(int(entry.name))
+            return found
+
+    @staticmethod
+    def title(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        self.before = self.children()
+        self.reaped_before = self._reaped()
+        self.titles: dict[int, str] = {}
+        self.walsenders: dict[int, float] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while self.running:
+            self._look()
+            time.sleep(self.POLL)
+
+    def _look(self) -> set[int]:
+        born = self.children() - self.before
+        for pid in born:
+            if not self.titles.get(pid, "").startswith("postgres: "):  # a new child shows the postmaster's at first
+                self.titles[pid] = self.title(pid)
+            if self.titles[pid].startswith("postgres: walsender") and (cpu := self._own(pid)) is not None:
+                self.walsenders[pid] = cpu
+        return born
+
+    def stop(self) -> tuple[float, float]:
+        """Wait until the command's backends are gone; return the server CPU seconds and the walsenders' part."""
+        self.running = False
+        self.thread.join()
+        deadline = time.monotonic() + 10
+        while self._look() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if left := self._look():
+            print(f"  warning: backends still running after the command: {sorted(left)}", file=sys.stderr)
+        ours = ("postgres: walsender", "postgres: postgres", "postgres: parallel worker")
+        foreign = [t for t in self.titles.values() if t.startswith("postgres: ") and not t.startswith(ours)]
+        if foreign:
+            print(f"  warning: other server processes ran during the measurement: {foreign}", file=sys.stderr)
+        return self._reaped() - self.reaped_before, sum(self.walsenders.values())
+
+
+SERVER_CPU: ServerCpu | None = None  # set once the cluster runs, when /proc shows it
+
+
 @dataclass
 class Run:
-    """One measured process: wall seconds, stdout bytes and lines, peak RSS in MB."""
+    """One measured process: wall seconds, stdout bytes and lines, peak RSS in MB, CPU seconds of its own and of the server."""
 
     seconds: float
     out_bytes: int
     out_lines: int
     rss_mb: float
+    cpu_s: float = 0.0
+    server_cpu_s: float | None = None
+    walsender_cpu_s: float | None = None
+    runs: list[Run] = field(default_factory=list)  # a median's runs
 
 
 def measure(command: list[str], env: dict | None = None) -> Run:
-    """Run a command, read its stdout as a target would, and return what it cost."""
+    """Run a command, read its stdout as a target would, and return what it cost, to it and to the server."""
+    if SERVER_CPU:
+        SERVER_CPU.start()
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out_bytes = out_lines = 0
@@ -107,17 +210,48 @@ def measure(command: list[str], env: dict | None = None) -> Run:
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - started
+    server_cpu = walsender_cpu = None
+    if SERVER_CPU:
+        server_cpu, walsender_cpu = SERVER_CPU.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.decode()[-2000:]}")
-    return Run(seconds, out_bytes, out_lines, usage.ru_maxrss / 1024)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, out_bytes, out_lines, usage.ru_maxrss / 1024, cpu, server_cpu, walsender_cpu)
+
+
+def median_of(runs: list[Run]) -> Run:
+    """Return the median run's wall time and output, the median of each CPU figure, and the largest peak RSS."""
+    middle = sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
+
+    def median(values: list[float | None]) -> float | None:
+        return None if None in values else statistics.median(values)
+
+    return Run(
+        middle.seconds,
+        middle.out_bytes,
+        middle.out_lines,
+        max(run.rss_mb for run in runs),
+        statistics.median(run.cpu_s for run in runs),
+        median([run.server_cpu_s for run in runs]),
+        median([run.walsender_cpu_s for run in runs]),
+        runs,
+    )
 
 
 def median_run(command: list[str], repeat: int, env: dict | None = None) -> Run:
-    """Return the run with the median wall time of `repeat` runs (the peak RSS is the largest seen)."""
-    runs = sorted((measure(command, env) for _ in range(repeat)), key=lambda run: run.seconds)
-    middle = runs[len(runs) // 2]
-    return Run(middle.seconds, middle.out_bytes, middle.out_lines, max(run.rss_mb for run in runs))
+    """Return the median of `repeat` runs (see median_of)."""
+    return median_of([measure(command, env) for _ in range(repeat)])
+
+
+def median_runs(commands: dict[str, list[str]], repeat: int) -> dict[str, Run]:
+    """Run each command `repeat` times, taking turns (in the reverse order every other turn) so that a
+    slower spell of a shared machine, or going first, favours none of them."""
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for turn in range(repeat):
+        for name in list(commands)[:: -1 if turn % 2 else 1]:
+            runs[name].append(measure(commands[name]))
+    return {name: median_of(each) for name, each in runs.items()}
 
 
 def psql_command(port: int, dbname: str, *args: str) -> list[str]:
@@ -176,17 +310,28 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=int(os.environ.get("BENCH_CHANGES", 200_000)))
     parser.add_argument("--tables", type=int, default=int(os.environ.get("BENCH_TABLES", 5000)))
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
+    parser.add_argument(
+        "--log-based-repeat",
+        type=int,
+        default=int(os.environ.get("BENCH_LOG_BASED_REPEAT", 9)),
+        help="runs of each LOG_BASED plugin, taking turns: the plugins' comparison is the point of that case",
+    )
     args = parser.parse_args()
 
+    started = time.monotonic()
+    args.load = os.getloadavg()[0]  # what else the machine was doing
     shutil.rmtree(WORK / "pgdata", ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     peer = install_peer() if args.peers else None
     port = pgcluster.start(WORK / "pgdata")
+    global SERVER_CPU
+    if Path("/proc/self/stat").exists():
+        SERVER_CPU = ServerCpu(WORK / "pgdata")
     try:
         results = run_cases(port, args, peer)
     finally:
         pgcluster.stop(WORK / "pgdata")
-    report(results, args, peer)
+    report(results, args, peer, time.monotonic() - started)
 
 
 def run_cases(port: int, args, peer: Path | None) -> list[dict]:
@@ -200,7 +345,9 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
         + CHANGES_SQL.replace("__HALF__", str(args.changes // 2))
         + "VACUUM ANALYZE;",
     )
-    psql(port, "discovery", many_tables_sql(args.tables))
+    psql(port, "discovery", many_tables_sql(args.tables) + "VACUUM ANALYZE;")
+    # no autovacuum worker may exit during a measurement: its CPU would count as the run's (ServerCpu)
+    psql(port, "postgres", "ALTER SYSTEM SET autovacuum = off; SELECT pg_reload_conf();")
 
     config = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": pgcluster.PASSWORD, "dbname": "bench"}
     (WORK / "config.json").write_text(json.dumps(config))
@@ -237,7 +384,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
                 result["peer"] = measure([str(peer), "-c", str(WORK / "config.json"), "--catalog", str(peer_path)])
             results.append(result)
 
-    results.append(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
+    results.extend(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
 
     print("measuring discovery...", flush=True)
     run = median_run([*ours, "-c", str(WORK / "config-discovery.json"), "--discover"], args.repeat)
@@ -248,21 +395,38 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
     return results
 
 
-def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Path | None, peer_catalog) -> dict:
-    """Each tap reads the same backlog through a slot of its own, from a state saved before it was written.
+PLUGINS = ("wal2json", "pgoutput")
 
-    Both confirm their slot only up to the LSN of the state they start from, so every run reads the
+
+def turn_ratio(run: Run, baseline: Run, figure: str) -> float | None:
+    """Return the median over the turns of median_runs of `figure`'s ratio to the baseline's in the same turn.
+
+    A turn's runs follow each other, so on a shared machine this is steadier than the ratio of the medians.
+    """
+    pairs = [(getattr(r, figure), getattr(b, figure)) for r, b in zip(run.runs, baseline.runs, strict=True)]
+    if not pairs or any(value is None or not base for value, base in pairs):
+        return None
+    return statistics.median(value / base for value, base in pairs)
+
+
+def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Path | None, peer_catalog) -> list[dict]:
+    """Each tap and plugin reads the same backlog through a slot of its own, from a state saved before it was written.
+
+    Our tap reads it through wal2json and through pgoutput (slots pipelinewise_bench_<tap_id>, the
+    pgoutput one created after its publication), in turns; pipelinewise through wal2json. All
+    confirm their slot only up to the LSN of the state they start from, so every run reads the
     whole backlog again.
     """
     print(f"writing a backlog of {args.changes} changes...", flush=True)
-    taps = {"ours": (ours, catalog)} | ({"peer": ([str(peer)], peer_catalog)} if peer else {})
-    psql(
-        port,
-        "bench",
-        "".join(
-            f"SELECT pg_create_logical_replication_slot('pipelinewise_bench_{name}', 'wal2json');" for name in taps
-        ),
-    )
+    taps = {plugin: (ours, catalog, plugin) for plugin in PLUGINS}
+    if peer:
+        taps["peer"] = ([str(peer)], peer_catalog, "wal2json")
+    setup = []
+    for name, (_, _, plugin) in taps.items():
+        if plugin == "pgoutput":  # the publication first: decoding reads it as of each change
+            setup.append(f"CREATE PUBLICATION pipelinewise_bench_{name} FOR TABLE public.changes;")
+        setup.append(f"SELECT pg_create_logical_replication_slot('pipelinewise_bench_{name}', '{plugin}');")
+    psql(port, "bench", "".join(setup))
     lsn = int(
         subprocess.run(
             psql_command(port, "bench", "-At", "-c", "SELECT (pg_current_wal_lsn() - '0/0')::bigint"),
@@ -272,14 +436,16 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
             env=dict(os.environ, PGPASSWORD=pgcluster.PASSWORD),
         ).stdout
     )
-    psql(port, "bench", BACKLOG_SQL.replace("__HALF__", str(args.changes // 2)))
+    psql(port, "bench", BACKLOG_SQL.replace("__HALF__", str(args.changes // 2)) + "CHECKPOINT;")
     state = {"bookmarks": {"public-changes": {"last_replication_method": "LOG_BASED", "lsn": lsn, "version": 1}}}
     (WORK / "state-log-based.json").write_text(json.dumps(dict(state, currently_syncing=None)))
     commands = {}
-    for name, (command, tap_catalog) in taps.items():
+    for name, (command, tap_catalog, plugin) in taps.items():
         # pipelinewise stops at its end LSN only when a later message arrives; on an idle database it
         # waits logical_poll_total_seconds for one, so that wait is cut short (it is in its wall time)
         config = json.loads((WORK / "config.json").read_text()) | {"tap_id": name, "logical_poll_total_seconds": 2}
+        if name != "peer":
+            config["output_plugin"] = plugin
         (WORK / f"config-{name}.json").write_text(json.dumps(config))
         (WORK / f"catalog-{name}-log-based.json").write_text(
             json.dumps(select(tap_catalog, "public-changes", "LOG_BASED"))
@@ -293,55 +459,171 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
             "--state",
             str(WORK / "state-log-based.json"),
         ]
-    print("measuring LOG_BASED...", flush=True)
-    run = median_run(commands["ours"], args.repeat)
-    result = dict(case=f"LOG_BASED {args.changes}-change backlog", rows=args.changes, run=run, baseline=None)
+    print(f"measuring LOG_BASED through {' and '.join(PLUGINS)}...", flush=True)
+    runs = median_runs({plugin: commands[plugin] for plugin in PLUGINS}, args.log_based_repeat)
+    baseline = runs[PLUGINS[0]]
+    results = [
+        dict(
+            case=f"LOG_BASED {args.changes}-change backlog, {plugin}" + (" (baseline)" if run is baseline else ""),
+            rows=args.changes,
+            run=run,
+            baseline=baseline,
+            plugin=plugin,
+            wall_ratio=turn_ratio(run, baseline, "seconds"),
+            cpu_ratio=turn_ratio(run, baseline, "server_cpu_s"),
+        )
+        for plugin, run in runs.items()
+    ]
     if peer:
         print("  pipelinewise LOG_BASED (one run)...", flush=True)
-        result["peer"] = measure(commands["peer"])
-    return result
+        results[0]["peer"] = measure(commands["peer"])
+    return results
 
 
-def report(results: list[dict], args, peer: Path | None) -> None:
-    header = "| case | rows | wall s | rows/s | MB/s out | peak RSS MB | time / psql | pipelinewise wall s | rows/s ours / theirs |"
-    lines = [header, "|" + " --- |" * 9]
+def cpu_cell(seconds: float | None) -> str:
+    """Return CPU seconds; empty when unknown."""
+    return "" if seconds is None else f"{seconds:.2f}"
+
+
+def per_100k_cell(seconds: float | None, rows: int | None) -> str:
+    """Return CPU seconds per 100k rows; empty when either is unknown."""
+    return "" if seconds is None or not rows else f"{seconds * 100_000 / rows:.2f}"
+
+
+def main_table(results: list[dict]) -> str:
+    header = (
+        "| case | rows | wall s | rows/s | MB/s out | peak RSS MB | server CPU s | server CPU s / 100k rows "
+        "| time / baseline | pipelinewise wall s | rows/s ours / theirs |"
+    )
+    lines = [header, "|" + " --- |" * 11]
     for result in results:
         run, rows, baseline, theirs = result["run"], result["rows"], result["baseline"], result.get("peer")
         rate = f"{rows / run.seconds:,.0f}" if rows else ""
         mb_s = f"{run.out_bytes / run.seconds / 1e6:.1f}" if run.out_bytes else ""
-        vs_psql = f"{run.seconds / baseline.seconds:.2f}x" if baseline and baseline is not run else ""
+        vs_baseline = ""
+        if baseline and baseline is not run:
+            vs_baseline = f"{result.get('wall_ratio') or run.seconds / baseline.seconds:.2f}x"
         peer_cells = ["", ""]
         if theirs:
             peer_cells = [f"{theirs.seconds:.1f}", f"{theirs.seconds / run.seconds:.1f}x"]
-        lines.append(
-            f"| {result['case']} | {rows or ''} | {run.seconds:.2f} | {rate} | {mb_s} | {run.rss_mb:.0f} | {vs_psql} | "
-            + " | ".join(peer_cells)
-            + " |"
-        )
-    table = "\n".join(lines)
+        cells = [
+            result["case"],
+            str(rows or ""),
+            f"{run.seconds:.2f}",
+            rate,
+            mb_s,
+            f"{run.rss_mb:.0f}",
+            cpu_cell(run.server_cpu_s),
+            per_100k_cell(run.server_cpu_s, rows),
+            vs_baseline,
+            *peer_cells,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
+
+def log_based_table(results: list[dict]) -> str:
+    """One row per plugin (and pipelinewise's run): speed, and CPU on each side per 100k changes."""
+    header = (
+        "| tap, plugin | wall s (min-max) | changes/s | tap CPU s | server CPU s | walsender | other backends "
+        "| server CPU s / 100k changes | wall / wal2json | server CPU / wal2json |"
+    )
+    lines = [header, "|" + " --- |" * 10]
+    plugin_results = [r for r in results if "plugin" in r]
+    rows_of = [(f"tap-postgres, {r['plugin']}", r["run"], r) for r in plugin_results]
+    if plugin_results and "peer" in plugin_results[0]:
+        first = plugin_results[0]
+        rows_of.append(
+            ("pipelinewise, wal2json (one run)", first["peer"], dict(first, wall_ratio=None, cpu_ratio=None))
+        )
+    for name, run, result in rows_of:
+        changes, baseline = result["rows"], result["baseline"]
+        walls = [r.seconds for r in run.runs] or [run.seconds]
+        others = None if run.server_cpu_s is None else run.server_cpu_s - run.walsender_cpu_s
+        ratios = ["", ""]
+        if run is not baseline:
+            ratios[0] = f"{result['wall_ratio'] or run.seconds / baseline.seconds:.2f}x"
+            if run.server_cpu_s is not None and baseline.server_cpu_s:
+                ratios[1] = f"{result['cpu_ratio'] or run.server_cpu_s / baseline.server_cpu_s:.2f}x"
+        cells = [
+            name,
+            f"{run.seconds:.2f} ({min(walls):.2f}-{max(walls):.2f})",
+            f"{changes / run.seconds:,.0f}",
+            f"{run.cpu_s:.2f}",
+            cpu_cell(run.server_cpu_s),
+            cpu_cell(run.walsender_cpu_s),
+            cpu_cell(others),
+            f"**{per_100k_cell(run.server_cpu_s, changes)}**" if run.server_cpu_s is not None else "",
+            *ratios,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(results: list[dict], args, peer: Path | None, duration: float) -> None:
+    table = main_table(results)
+    log_table = log_based_table(results)
     pg_version = subprocess.run(
         [str(pgcluster.bin_dir() / "postgres"), "--version"], capture_output=True, text=True
     ).stdout.strip()
     ours_version = version_of(Path(sys.executable).parent / "tap-postgres", "tap-postgres")
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    env = [f"{name}={value}" for name, value in os.environ.items() if name.startswith("BENCH_")]
+    command = "make bench" + (" PEERS=1" if peer else "")
+    if env or any(arg != "--peers" for arg in sys.argv[1:]):
+        command = " ".join([*env, ".venv/bin/python bench/run_bench.py", *sys.argv[1:]])
     context = [
-        f"Run on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `make bench{' PEERS=1' if peer else ''}`.",
+        f"Run on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}`, "
+        f"in {duration / 60:.1f} min (cluster, data and every case).",
         f"Machine: {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.platform()}; {pg_version}; "
         f"Python {platform.python_version()}; tap-postgres {ours_version}"
         + (f"; {PEER_PACKAGE} {version_of(peer, PEER_PACKAGE)} (Python < 3.10 venv, one run per case)" if peer else "")
-        + ".",
-        f"Ours and psql: median of {args.repeat} runs. Output is read from a pipe as a target would. "
-        "`time / psql` is our wall time over `psql \\copy (select * from t) to /dev/null` measured in the same run; "
+        + f". The tap, the server and anything else running (load average {args.load:.1f} at the start) share "
+        "these cores: compare the ratios, measured in the same run, rather than the absolute figures.",
+        f"Ours and psql: median of {args.repeat} runs ({args.log_based_repeat} of each LOG_BASED plugin, in turns). Output is read from a pipe as a target would. "
+        "`time / baseline` is our wall time over the baseline's measured in the same run: "
+        "`psql \\copy (select * from t) to /dev/null` for the tables, wal2json for LOG_BASED; "
         "`rows/s ours / theirs` is pipelinewise's wall time over ours.",
+        "Server CPU is the user and system CPU time of every server process that served the run "
+        "(backends, walsenders, parallel workers): each adds its CPU time to the postmaster's "
+        "`cutime`/`cstime` (`/proc/<postmaster>/stat`) when it exits and is reaped, so the change of "
+        "those over the run is exact to the clock tick, however short-lived the backend (sampling "
+        "/proc/<pid>/stat would lose what a backend spends after the last sample). Nothing else connects during a run "
+        "and autovacuum is off, so no other backend exits in between (the bench warns if one does); "
+        "the postmaster's long-lived helpers (checkpointer, WAL writer) are not counted.",
         "INCREMENTAL runs start with no bookmark, so they emit every row in key order.",
         "LOG_BASED reads a backlog of committed changes (half updates, half inserts, 1000 per transaction) "
-        "through wal2json from a saved `lsn`, each tap with a slot of its own; it has no psql baseline. "
+        "from a saved `lsn`, each tap and plugin through a slot of its own, created before the backlog "
+        "(pgoutput's after its publication `FOR TABLE public.changes`); our two plugins are run in turns. "
         "pipelinewise's time includes up to 2 s (logical_poll_total_seconds) waiting for a message past its "
         "end LSN before it stops; ours stops when a keepalive shows it reached that LSN.",
     ]
-    text = "# Benchmark results\n\n" + "\n".join(context) + "\n\n" + table + "\n"
-    print("\n" + table)
+    log_context = [
+        "## LOG_BASED: speed, and the cost to the primary",
+        "",
+        "Per plugin: the tap's wall time (median; min-max of the runs), changes per second, the tap "
+        "process's own CPU, and the server's CPU seconds serving the run: the walsender that decodes "
+        "the WAL through the plugin, plus the tap's other backends, which render the changes into "
+        "RECORD lines (the same JSON for both plugins) and answer its catalog queries. The walsender's "
+        "share is its `/proc/<pid>/stat` utime+stime sampled every 50 ms while it lives (it idles "
+        "while the tap renders its last batches, so the last sample is its total); the other "
+        "backends' share is the exact total less it. The ratios to wal2json are the medians of each turn's "
+        "ratio (the two plugins' runs follow each other); pipelinewise's is over wal2json's median. "
+        "pipelinewise renders the values in Python, so its server CPU is nearly all its walsender's; "
+        "ours has the server render them with FULL_TABLE's expressions (the other backends' column).",
+    ]
+    text = (
+        "# Benchmark results\n\n"
+        + "\n".join(context)
+        + "\n\n"
+        + table
+        + "\n\n"
+        + "\n".join(log_context)
+        + "\n\n"
+        + log_table
+        + "\n"
+    )
+    print("\n" + table + "\n\n" + log_table)
     (ROOT / "bench" / "RESULTS.md").write_text(text)
 
 
