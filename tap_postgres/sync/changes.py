@@ -26,12 +26,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import orjson
 from psycopg2 import extensions, sql
 
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.output import now_extracted, record_envelope
+from tap_postgres.sync.decoders import Change
 from tap_postgres.sync.rows import (
     RecordSink,
     compared,
@@ -81,10 +83,14 @@ def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
 class StreamChanges:
     """The pending changes of one stream, and the query that renders them."""
 
-    def __init__(self, stream: SelectedStream, table: Table, columns: list[Column], version, debug_lsn: bool):
+    def __init__(
+        self, stream: SelectedStream, table: Table, columns: list[Column], version, debug_lsn: bool, plugin: str
+    ):
         self.stream = stream
         self.version = version
         self.debug_lsn = debug_lsn
+        # a full row is `["F", [{"name", "value"}, ...]]` as wal2json wrote it, `["F", [value, ...]]` from pgoutput
+        self.bare_values = plugin == "pgoutput"
         self._entries: list[bytes] = []
         self._size = 0
         self._fill = False
@@ -94,7 +100,7 @@ class StreamChanges:
         """Take the table as it is now, the columns to emit and the column names wal2json sends."""
         self.table = table
         self.columns = columns
-        self.wal_names = wal_names
+        self.wal_names = tuple(wal_names)
         self._wal_name_set = set(wal_names)
         existing = {column.name for column in table.columns}
         self._gone = {column.name for column in columns if column.name not in existing}
@@ -113,24 +119,24 @@ class StreamChanges:
         """Tell whether the batch is large enough to render now."""
         return len(self._entries) >= BATCH_CHANGES or self._size >= BATCH_BYTES
 
-    def layout_of(self, action: str, message: dict) -> str:
-        """Tell how a change's columns compare with the table's as wal2json sends it.
+    def layout_of(self, change: Change) -> str:
+        """Tell how a change's columns compare with the table's as the plugin sends it.
 
         IN_ORDER: the same names in the same order (read by position); BY_NAME: the same columns in
         another order (a partition whose columns were created in another order), or an update that
         left unchanged TOAST values out; NEW_COLUMNS: names the table did not have.
         """
-        if action == "D":
+        if change.action == "D":
             return BY_NAME
-        names = [column["name"] for column in message["columns"]]
+        names = change.names
         if names == self.wal_names:
             return IN_ORDER
-        if self._wal_name_set.issuperset(names) and (action == "U" or len(names) == len(self.wal_names)):
+        if self._wal_name_set.issuperset(names) and (change.action == "U" or len(names) == len(self.wal_names)):
             return BY_NAME
         return NEW_COLUMNS
 
-    def add(self, action: str, message: dict, payload: bytes, layout: str) -> None:
-        """Queue one insert, update or delete (its raw wal2json text) for rendering.
+    def add(self, change: Change, layout: str) -> None:
+        """Queue one insert, update or delete for rendering.
 
         Each entry is tagged for the render query: `["F", columns, lsn]`, a full row in the table's
         column order, only its columns array (the server parses less), values read by position;
@@ -138,8 +144,14 @@ class StreamChanges:
         from the stored row; `["N", message]`, a full row in another order, read by name;
         `["D", message]`, a delete (its identity).
         """
+        lsn = [change.lsn] if self.debug_lsn else []
+        if change.whole_row and layout == IN_ORDER:
+            # pgoutput's whole new row: its values, written by one call, read by position
+            self._append(orjson.dumps(["F", change.values, *lsn]))
+            return
+        message, payload = change.message, change.payload
         identity = message.get("identity")
-        if action == "D":
+        if change.action == "D":
             self._append(b'["D",' + payload + b"]")
             return
         if identity and self._key_names and self._key_changed(identity, message["columns"]):
@@ -149,11 +161,13 @@ class StreamChanges:
             self._fill = self._fill or partial
             self._append((b'["P",' if partial else b'["N",') + payload + b"]")
             return
+        if self.bare_values:  # pgoutput's whole row with the old key: its values, as above
+            self._append(orjson.dumps(["F", change.values, *lsn]))
+            return
         # wal2json writes "columns" before "identity"; a quote inside a value is always escaped
         start = payload.index(b'"columns":[') + 10
         end = payload.rindex(b'],"identity":[') + 1 if identity else len(payload) - 1
-        lsn = b',"' + message["lsn"].encode() + b'"' if self.debug_lsn else b""
-        self._append(b'["F",' + payload[start:end] + lsn + b"]")
+        self._append(b'["F",' + payload[start:end] + (b',"' + change.lsn.encode() + b'"' if lsn else b"") + b"]")
 
     def _key_changed(self, identity: list[dict], columns: list[dict]) -> bool:
         keys = self._key_names
@@ -231,7 +245,11 @@ class StreamChanges:
     def _wal_value(self, column: Column, *, by_position: bool) -> sql.Composable:
         """Return SQL of the column's value in the change, by its position in a full row or else by name."""
         if by_position:
-            text = sql.SQL("(change.entry->1->{}->>'value')").format(sql.Literal(self.wal_names.index(column.name)))
+            position = sql.Literal(self.wal_names.index(column.name))
+            if self.bare_values:
+                text = sql.SQL("(change.entry->1->>{})").format(position)
+            else:
+                text = sql.SQL("(change.entry->1->{}->>'value')").format(position)
         else:
             # a delete's value is the old row's (its identity); an update's is the new row's, else
             # the old row's (a FULL replica identity has every column, TOASTed ones included)

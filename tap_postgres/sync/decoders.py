@@ -33,8 +33,36 @@ class Change:
     # B: a position at or past which a stream's bookmark means the transaction was emitted
     end: int = 0
     relations: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # I/U/D: one; T: each truncated
-    message: dict | None = None  # I/U/D: wal2json's format-version 2 object
-    payload: bytes = b""  # I/U/D: that object's JSON text
+    names: list[str] | tuple[str, ...] = ()  # I/U: the names of the new row's columns, in the order sent
+    # pgoutput's full new row: its values in the order of `names`, rendered by position without
+    # ever being written as wal2json's objects (None: only `message` describes the change)
+    values: list[str | None] | None = None
+    whole_row: bool = False  # `values` is a new row with every column, and nothing else is to be said
+    lsn: str = ""  # the change's position as `X/Y` text, for debug_lsn
+    timestamp: str = ""  # the commit time, which a delete emits
+    _message: dict | None = None
+    _payload: bytes = b""
+
+    @property
+    def message(self) -> dict:
+        """I/U/D: wal2json's format-version 2 object of the change."""
+        if self._message is None:
+            schema, table = self.relations[0]
+            message = {"action": self.action, "timestamp": self.timestamp, "lsn": self.lsn}
+            message["schema"], message["table"] = schema, table
+            if self.values is not None:  # "columns" last: StreamChanges cuts it out of the JSON text
+                message["columns"] = [
+                    {"name": name, "value": value} for name, value in zip(self.names, self.values, strict=True)
+                ]
+            self._message = message
+        return self._message
+
+    @property
+    def payload(self) -> bytes:
+        """I/U/D: that object's JSON text."""
+        if not self._payload:
+            self._payload = orjson.dumps(self.message)
+        return self._payload
 
 
 class Wal2jsonDecoder:
@@ -54,7 +82,10 @@ class Wal2jsonDecoder:
             return Change("B", xid=message["xid"], end=lsn_to_int(message["nextlsn"]))
         if action in ("I", "U", "D"):
             relation = (message["schema"], message["table"])
-            return Change(action, relations=[relation], message=message, payload=payload)
+            names = tuple(column["name"] for column in message.get("columns", ()))
+            change = Change(action, relations=[relation], names=names, lsn=message.get("lsn", ""))
+            change._message, change._payload = message, payload
+            return change
         if action == "T":
             return Change("T", relations=[(message["schema"], message["table"])])
         return Change(action)  # C, and M (messages are not asked for)
@@ -67,6 +98,7 @@ class _Relation:
     names: tuple[str, ...]
     keys: tuple[bool, ...]  # whether each column is part of the replica identity key
     bytea: tuple[bool, ...]  # whether each column is bytea, which wal2json prints as bare hex
+    bytea_columns: tuple[int, ...]  # the indexes of those columns
 
 
 class PgoutputDecoder:
@@ -118,28 +150,63 @@ class PgoutputDecoder:
             names.append(name)
             keys.append(bool(flags & 1))
             bytea.append(type_oid == _BYTEA_OID)
-        self.relations[relid] = _Relation(schema, table, tuple(names), tuple(keys), tuple(bytea))
+        bytea_columns = tuple(index for index, is_bytea in enumerate(bytea) if is_bytea)
+        self.relations[relid] = _Relation(schema, table, tuple(names), tuple(keys), tuple(bytea), bytea_columns)
 
     def _row_change(self, action: str, payload: bytes) -> Change:
         (relid,) = struct.unpack_from("!I", payload, 1)
         relation = self.relations[relid]
         offset = 5
         identity = None
-        columns = None
         if payload[offset : offset + 1] in (b"K", b"O"):
             key_only = payload[offset : offset + 1] == b"K"
             identity, offset = self._tuple(relation, payload, offset + 1, key_only)
+        change = Change(action, relations=[(relation.schema, relation.table)], lsn=self.lsn, timestamp=self.timestamp)
         if payload[offset : offset + 1] == b"N":
-            columns, offset = self._tuple(relation, payload, offset + 1, False)
-        message = {"action": action, "timestamp": self.timestamp, "lsn": self.lsn}
-        message["schema"], message["table"] = relation.schema, relation.table
-        if columns is not None:
-            message["columns"] = columns
+            change.names, change.values = self._values(relation, payload, offset + 1)
+        if identity is None and change.names is relation.names:
+            change.whole_row = True  # the common case: its values are rendered by position
+            return change
         if identity is not None:
-            message["identity"] = identity
-        return Change(
-            action, relations=[(relation.schema, relation.table)], message=message, payload=orjson.dumps(message)
-        )
+            change.message["identity"] = identity
+        return change
+
+    @staticmethod
+    def _values(relation: _Relation, payload: bytes, offset: int) -> tuple[tuple[str, ...], list[str | None]]:
+        """Read a new row's TupleData: the names and texts of its columns, NULL as None.
+
+        An unchanged TOASTed value is not sent: it is left out, as wal2json does, and the names
+        are then the columns sent; otherwise they are the relation's own tuple (the same object).
+        """
+        count = int.from_bytes(payload[offset : offset + 2], "big")
+        offset += 2
+        values: list[str | None] = []
+        append = values.append
+        left_out = []
+        for index in range(count):
+            kind = payload[offset]
+            if kind == 0x74:  # 't': text
+                start = offset + 5
+                offset = start + int.from_bytes(payload[offset + 1 : start], "big")
+                append(payload[start:offset].decode())
+            elif kind == 0x6E:  # 'n': NULL
+                offset += 1
+                append(None)
+            elif kind == 0x75:  # 'u': an unchanged TOASTed value
+                offset += 1
+                left_out.append(index)
+            else:
+                raise ValueError(f"pgoutput sent a value of kind {chr(kind)!r}, which the tap does not ask for")
+        names = relation.names
+        if left_out:
+            names = tuple(name for index, name in enumerate(names) if index not in left_out)
+        for index in relation.bytea_columns:  # wal2json prints bytea as bare hex: so must this
+            if index not in left_out:
+                position = index - sum(1 for skipped in left_out if skipped < index)
+                text = values[position]
+                if text is not None and text.startswith("\\x"):
+                    values[position] = text[2:]
+        return names, values
 
     @staticmethod
     def _tuple(relation: _Relation, payload: bytes, offset: int, key_only: bool) -> tuple[list[dict], int]:

@@ -39,7 +39,7 @@ from tap_postgres.replication import (
 )
 from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, saved_position, shown
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
-from tap_postgres.sync.decoders import PgoutputDecoder, Wal2jsonDecoder
+from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
@@ -272,7 +272,7 @@ class WalPass:
                 )
             version = bookmark(self.state, stream.tap_stream_id).get("version")
             self.by_table[(stream.schema_name, stream.table_name)] = StreamChanges(
-                stream, table, selected_columns(table, stream), version, self.config.debug_lsn
+                stream, table, selected_columns(table, stream), version, self.config.debug_lsn, sync.slot.plugin
             )
         # wal2json names the leaf partition a row is in: the partitioned tables' changes are routed
         # to their streams through pg_partition_ancestors, with no table filter (see _route)
@@ -478,16 +478,15 @@ class WalPass:
             route = self.routes.get(relation)
             if route is None:
                 route = self.routes[relation] = self._route(relation)
-            message = change.message
             for changes in route:
                 if changes.stream.tap_stream_id in self.skipped:
                     continue
                 self.last_data = time.monotonic()
-                layout = changes.layout_of(action, message)
+                layout = changes.layout_of(change)
                 if layout == NEW_COLUMNS:
-                    self._take_new_columns(changes, message)
-                    layout = changes.layout_of(action, message)
-                changes.add(action, message, change.payload, layout)
+                    self._take_new_columns(changes, change)
+                    layout = changes.layout_of(change)
+                changes.add(change, layout)
                 self.changes_since_state += 1
                 if changes.full:
                     self.renderer.submit(changes.take_batch())
@@ -527,7 +526,7 @@ class WalPass:
                 skipped.add(stream_id)
         return skipped
 
-    def _take_new_columns(self, changes: StreamChanges, message: dict) -> None:
+    def _take_new_columns(self, changes: StreamChanges, change: Change) -> None:
         """Render what is pending under the old columns, then describe the table again and emit its SCHEMA."""
         self.renderer.submit(changes.take_batch())
         self.renderer.drain()  # describe_tables below shares the first session
@@ -538,7 +537,7 @@ class WalPass:
                 f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} was dropped '
                 "while its changes were being read: remove the stream from the catalog"
             )
-        wal_names = [column["name"] for column in message["columns"]]
+        wal_names = list(change.names)
         widened, columns = with_new_columns(stream, described[0], wal_names, changes.columns)
         changes.stream = widened
         changes.adopt(described[0], columns, wal_names)
