@@ -1,10 +1,11 @@
 """The two output plugins LOG_BASED reads, decoded into one form of change for the rest of the WAL pass.
 
 A decoder turns one replication message into a `Change` or None (a message that only informs the
-decoder, such as pgoutput's relation messages). Row changes keep wal2json's format-version 2 JSON
-text, which `changes.StreamChanges` sends back to the server to render: wal2json's own bytes as
-they came, and pgoutput's tuples written in that form. Every value stays the text of the type's
-output function, so both plugins render byte-identical records.
+decoder, such as pgoutput's relation messages). `changes.StreamChanges` sends row changes back to
+the server to render: wal2json's own JSON as it came; from pgoutput, a whole new row as the list
+of its values' texts (the common case: no Python object per column), any other change written
+as wal2json's format-version 2 object. Every value stays the text of the type's output
+function, so both plugins render byte-identical records.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class _Relation:
 
 
 class PgoutputDecoder:
-    """pgoutput's binary protocol (messages off, streaming off), its tuples rewritten as wal2json's JSON."""
+    """pgoutput's binary protocol, text values, no messages, no in-progress streaming."""
 
     plugin = "pgoutput"
 
