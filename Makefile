@@ -37,7 +37,7 @@ test: deps venv targets
 # The generative suite and the STATE fuzzer at length: EXAMPLES random tables (default 2000) and as
 # many random STATE files, from SEED (default random).
 fuzz: deps venv
-	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),2000) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_generative.py tests/test_state_fuzz.py
+	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),2000) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_generative.py tests/test_generative_pgoutput.py tests/test_state_fuzz.py
 
 # tap | target pipelines killed at random for ROUNDS rounds (default 50), then compared with the source.
 soak: deps venv targets

@@ -202,6 +202,14 @@ def states_of(messages: list[dict]) -> list[dict]:
     return [m["value"] for m in messages if m["type"] == "STATE"]
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Under make fuzz, print the examples and the seed at the end, so a failing run can be repeated."""
+    from generative.fuzzing import FUZZ_EXAMPLES, SEED
+
+    if SEED is not None:
+        terminalreporter.write_line(f"TAP_FUZZ_EXAMPLES={FUZZ_EXAMPLES} TAP_FUZZ_SEED={SEED}")
+
+
 def pytest_collection_modifyitems(items):
     """Mark every test that uses the cluster as `integration`."""
     for item in items:

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 from generative.builder import Change, Example, Row
-from generative.fuzzing import fuzz_settings, report_seed, shrinking_capped
+from generative.fuzzing import fuzz_settings, shrinking_capped
 from generative.matchers import canonical
 from generative.runner import Problem, Run, check_schema, record_members, run_tap, validate_record, validators_of
 from generative.script import ident, string
@@ -44,11 +44,10 @@ ITERSIZES = st.sampled_from([1, 2, 3, 20000])
 
 
 @pytest.fixture(scope="module")
-def env(db, request):
+def env(db):
     """The module's database with hstore, citext and the wal2json slot; examples number their schemas."""
     db.execute("CREATE EXTENSION IF NOT EXISTS hstore; CREATE EXTENSION IF NOT EXISTS citext")
     slot = db.create_slot()
-    report_seed(request, "test_generative")
     return Env(db, slot)
 
 

@@ -31,7 +31,7 @@ import json
 import re
 
 import pytest
-from generative.fuzzing import fuzz_settings, report_seed, shrinking_capped
+from generative.fuzzing import fuzz_settings, shrinking_capped
 from generative.runner import Problem, Run, run_tap
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -104,8 +104,7 @@ class Fuzz:
 
 
 @pytest.fixture(scope="module")
-def fuzz(db, request):
-    report_seed(request, "test_state_fuzz")
+def fuzz(db):
     return Fuzz(db)
 
 

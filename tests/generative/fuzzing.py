@@ -52,10 +52,3 @@ def shrinking_capped(seconds: float) -> Iterator[None]:
         if not FUZZ_EXAMPLES and hasattr(hypothesis_engine, "MAX_SHRINKING_SECONDS"):
             patch.setattr(hypothesis_engine, "MAX_SHRINKING_SECONDS", seconds)
         yield
-
-
-def report_seed(request, module: str) -> None:
-    """Print the examples and seed of a make fuzz run, so a failure can be run again."""
-    if SEED is not None:
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        reporter.write_line(f"{module}: TAP_FUZZ_EXAMPLES={FUZZ_EXAMPLES} TAP_FUZZ_SEED={SEED}")
