@@ -202,6 +202,16 @@ def states_of(messages: list[dict]) -> list[dict]:
     return [m["value"] for m in messages if m["type"] == "STATE"]
 
 
+@pytest.fixture(scope="module")
+def target_conn(server, db):
+    """The module's target database, which tap | target pipelines (tests/targets) load into."""
+    from targets.pipeline import require_targets, target_database
+
+    require_targets()
+    with target_database(server, f"{db.name}_target") as conn:
+        yield conn
+
+
 def pytest_terminal_summary(terminalreporter):
     """Under make fuzz, print the examples and the seed at the end, so a failing run can be repeated."""
     from generative.fuzzing import FUZZ_EXAMPLES, SEED

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 from conftest import select_all
 from targets.compare import compare_table
-from targets.pipeline import Pipeline, require_targets, target_config, target_database
+from targets.pipeline import Pipeline, target_config
 
 # make test: a few kills per method from a fixed seed; make soak: TAP_CHAOS_ROUNDS kills, a random seed
 SOAK_ROUNDS = int(os.environ.get("TAP_CHAOS_ROUNDS") or 0)
@@ -91,13 +91,6 @@ class Writer(threading.Thread):
         self.join(30)
         if self.error is not None:
             raise AssertionError(f"the writer failed: {self.error!r}")
-
-
-@pytest.fixture(scope="module")
-def target_conn(server, db):
-    require_targets()
-    with target_database(server, f"{db.name}_target") as conn:
-        yield conn
 
 
 def _wait_for(condition, pipeline: Pipeline, timeout: float) -> bool:

@@ -31,10 +31,9 @@ import threading
 import time
 
 import psycopg2
-import pytest
 from conftest import select_all
 from targets.compare import compare_table
-from targets.pipeline import require_targets, target_config, target_database
+from targets.pipeline import target_config
 from targets.state_file import StateFilePipeline, lowest_lsn
 
 ROUNDS = int(os.environ.get("TAP_CONFIRM_ROUNDS") or 1)
@@ -226,13 +225,6 @@ class SlotWatch(threading.Thread):
         self.conn.close()
         if self.error is not None:
             raise AssertionError(f"the slot watch failed: {self.error!r}")
-
-
-@pytest.fixture(scope="module")
-def target_conn(server, db):
-    require_targets()
-    with target_database(server, f"{db.name}_target") as conn:
-        yield conn
 
 
 def _wait_until(condition, timeout: float, step: float = 0.05) -> bool:
