@@ -84,8 +84,21 @@ def _numeric_schema(column: ColumnType) -> dict:
     precision, scale = (packed >> 16) & 0xFFFF, packed & 0xFFFF
     if scale & 0x400:  # PostgreSQL 15 allows a negative scale, stored as an 11-bit two's complement
         scale -= 0x800
-    largest = decimal.Decimal((0, (9,) * precision, -scale))
-    return {"type": ["number"], "minimum": -largest, "maximum": largest}
+    if precision - scale > _DOUBLE_DIGITS:
+        # a bound beyond a double's range becomes infinity, or null, in the many targets and tools
+        # that read JSON numbers as doubles: such a column gets no bounds at all
+        return {"type": ["number"]}
+    nines = (9,) * precision
+    # built, not negated: arithmetic would round the bound to the context's 28 digits
+    return {
+        "type": ["number"],
+        "minimum": decimal.Decimal((1, nines, -scale)),
+        "maximum": decimal.Decimal((0, nines, -scale)),
+    }
+
+
+# Digits before the point of the largest double (1.8e308)
+_DOUBLE_DIGITS = 308
 
 
 def _string_schema(column: ColumnType) -> dict:

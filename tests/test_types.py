@@ -89,6 +89,9 @@ CASES = [
     ("numeric(5,2)", "-999.99", Decimal("-999.99")),
     ("numeric(2,-3)", "99000", 99000),
     ("numeric(3,5)", "0.00999", Decimal("0.00999")),
+    # bounds beyond a double's range would become infinity (or null) for float readers: none is given
+    ("numeric(1000,2)", "-1.5", Decimal("-1.5")),
+    ("numeric(1000,2)[]", "'{1.5,NULL}'", [Decimal("1.5"), None]),
     ("int_list", "'{1,2}'", [1, 2]),
     ("code4", "'abcd'", "abcd"),
     ("bits3", "B'101'", "101"),
@@ -206,3 +209,16 @@ def test_values_emitted_as_null_in_not_null_columns_are_allowed_by_the_schema(db
     assert {"id": None, "r": None, "d": None, "j": None} in records
     for record in records:
         assert list(validator(schema).iter_errors(record)) == []
+
+
+def test_numeric_bounds_are_exact_and_within_a_double():
+    """numeric(40,2)'s minimum is exactly minus its maximum (not rounded to 28 digits); numeric(400) has none."""
+    from tap_postgres.types import ColumnType, json_schema
+
+    def schema(precision: int, scale: int) -> dict:
+        column = ColumnType("numeric", "b", "N", typmod=((precision << 16) | scale) + 4)
+        return json_schema(column, nullable=False)
+
+    forty = schema(40, 2)
+    assert forty["maximum"] == Decimal("9" * 38 + ".99") and forty["minimum"] == Decimal("-" + "9" * 38 + ".99")
+    assert schema(400, 0) == {"type": ["null", "number"]}
