@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable
 
 import psycopg2
@@ -195,6 +196,15 @@ def confirm_up_to(conn: extensions.connection, slot: Slot, lsn: int) -> Slot:
         cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot.name, int_to_lsn(lsn)))
     conn.commit()
     return dataclasses.replace(slot, confirmed_flush=lsn)
+
+
+def wait_until_free(conn: extensions.connection, slot: Slot, timeout: float = 30.0) -> None:
+    """Wait until no walsender holds the slot: one leaves it a moment after its connection closes."""
+    deadline = time.monotonic() + timeout
+    while (current := _read_slot(conn, slot.name)) is not None and current.active_pid is not None:
+        if time.monotonic() > deadline:
+            return  # pg_replication_slot_advance then names the process holding it
+        time.sleep(0.05)
 
 
 def current_wal_lsn(conn: extensions.connection) -> int:

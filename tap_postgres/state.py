@@ -60,7 +60,7 @@ def check_bookmark(stream_id: str, saved: dict) -> None:
             raise StateError(
                 f'{stream_id}: the state\'s "{key}" is {shown(value)}, not an integer from 0 to {limit - 1}: {_FIX}'
             )
-    bookmark_lsn({"bookmarks": {stream_id: saved}}, stream_id)
+    parse_lsn(stream_id, saved.get("lsn"))
     for key in ("replication_key", "last_replication_method"):
         if saved.get(key) is not None and not isinstance(saved[key], str):
             raise StateError(f'{stream_id}: the state\'s "{key}" is {shown(saved[key])}, not a name: {_FIX}')
@@ -135,7 +135,11 @@ def reset_on_method_change(state: dict, stream_id: str, method: str, replication
 
 def bookmark_lsn(state: dict, stream_id: str) -> int | None:
     """Return a stream's `lsn` bookmark as an int (pipelinewise writes ints; `X/Y` text is read too)."""
-    value = state["bookmarks"].get(stream_id, {}).get("lsn")
+    return parse_lsn(stream_id, state["bookmarks"].get(stream_id, {}).get("lsn"))
+
+
+def parse_lsn(stream_id: str, value: Any) -> int | None:
+    """Return an `lsn` bookmark value as an int, or raise StateError naming the stream and the value."""
     if value is None or _is_integer_below(value, _INTEGER_LIMITS["lsn"]):
         return value
     if isinstance(value, str) and re.fullmatch("[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", value):

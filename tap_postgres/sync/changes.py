@@ -145,26 +145,23 @@ class StreamChanges:
         `["D", message]`, a delete (its identity).
         """
         lsn = [change.lsn] if self.debug_lsn else []
-        if change.whole_row and layout == IN_ORDER:
-            # pgoutput's whole new row: its values, written by one call, read by position
-            self._append(orjson.dumps(["F", change.values, *lsn]))
-            return
-        message, payload = change.message, change.payload
-        identity = message.get("identity")
         if change.action == "D":
-            self._append(b'["D",' + payload + b"]")
+            self._append(b'["D",' + change.payload + b"]")
             return
-        if identity and self._key_names and self._key_changed(identity, message["columns"]):
-            self._append(b'["D",' + payload + b"]")
+        identity = None if change.whole_row else change.message.get("identity")
+        if identity and self._key_names and self._key_changed(identity, change.message["columns"]):
+            self._append(b'["D",' + change.payload + b"]")
         if layout != IN_ORDER:
-            partial = len(message["columns"]) < len(self.wal_names)
+            partial = len(change.names) < len(self.wal_names)
             self._fill = self._fill or partial
-            self._append((b'["P",' if partial else b'["N",') + payload + b"]")
+            self._append((b'["P",' if partial else b'["N",') + change.payload + b"]")
             return
-        if self.bare_values:  # pgoutput's whole row with the old key: its values, as above
+        if self.bare_values:
+            # pgoutput's whole row: its values, written by one call (no object per column), read by position
             self._append(orjson.dumps(["F", change.values, *lsn]))
             return
         # wal2json writes "columns" before "identity"; a quote inside a value is always escaped
+        payload = change.payload
         start = payload.index(b'"columns":[') + 10
         end = payload.rindex(b'],"identity":[') + 1 if identity else len(payload) - 1
         self._append(b'["F",' + payload[start:end] + (b',"' + change.lsn.encode() + b'"' if lsn else b"") + b"]")

@@ -97,9 +97,8 @@ class _Relation:
     schema: str
     table: str
     names: tuple[str, ...]
-    keys: tuple[bool, ...]  # whether each column is part of the replica identity key
-    bytea: tuple[bool, ...]  # whether each column is bytea, which wal2json prints as bare hex
-    bytea_columns: tuple[int, ...]  # the indexes of those columns
+    key_names: frozenset[str]  # the columns of the replica identity key
+    bytea_columns: tuple[int, ...]  # the indexes of the bytea columns, which wal2json prints as bare hex
 
 
 class PgoutputDecoder:
@@ -142,17 +141,18 @@ class PgoutputDecoder:
         table, offset = _string(payload, offset)
         (count,) = _INT16.unpack_from(payload, offset + 1)  # after the replica identity setting
         offset += 3
-        names, keys, bytea = [], [], []
-        for _ in range(count):
+        names, key_names, bytea_columns = [], set(), []
+        for index in range(count):
             flags = payload[offset]
             name, offset = _string(payload, offset + 1)
             type_oid, _typmod = struct.unpack_from("!Ii", payload, offset)
             offset += 8
             names.append(name)
-            keys.append(bool(flags & 1))
-            bytea.append(type_oid == _BYTEA_OID)
-        bytea_columns = tuple(index for index, is_bytea in enumerate(bytea) if is_bytea)
-        self.relations[relid] = _Relation(schema, table, tuple(names), tuple(keys), tuple(bytea), bytea_columns)
+            if flags & 1:
+                key_names.add(name)
+            if type_oid == _BYTEA_OID:
+                bytea_columns.append(index)
+        self.relations[relid] = _Relation(schema, table, tuple(names), frozenset(key_names), tuple(bytea_columns))
 
     def _row_change(self, action: str, payload: bytes) -> Change:
         (relid,) = struct.unpack_from("!I", payload, 1)
@@ -161,10 +161,16 @@ class PgoutputDecoder:
         identity = None
         if payload[offset : offset + 1] in (b"K", b"O"):
             key_only = payload[offset : offset + 1] == b"K"
-            identity, offset = self._tuple(relation, payload, offset + 1, key_only)
+            names, values, offset = self._values(relation, payload, offset + 1)
+            # a key-only tuple has every column, the ones outside the key NULL: only the key is said
+            identity = [
+                {"name": name, "value": value}
+                for name, value in zip(names, values, strict=True)
+                if not key_only or name in relation.key_names
+            ]
         change = Change(action, relations=[(relation.schema, relation.table)], lsn=self.lsn, timestamp=self.timestamp)
         if payload[offset : offset + 1] == b"N":
-            change.names, change.values = self._values(relation, payload, offset + 1)
+            change.names, change.values, _ = self._values(relation, payload, offset + 1)
         if identity is None and change.names is relation.names:
             change.whole_row = True  # the common case: its values are rendered by position
             return change
@@ -173,8 +179,8 @@ class PgoutputDecoder:
         return change
 
     @staticmethod
-    def _values(relation: _Relation, payload: bytes, offset: int) -> tuple[tuple[str, ...], list[str | None]]:
-        """Read a new row's TupleData: the names and texts of its columns, NULL as None.
+    def _values(relation: _Relation, payload: bytes, offset: int) -> tuple[tuple[str, ...], list[str | None], int]:
+        """Read TupleData: the names and texts of its columns (NULL as None), and the offset after it.
 
         An unchanged TOASTed value is not sent: it is left out, as wal2json does, and the names
         are then the columns sent; otherwise they are the relation's own tuple (the same object).
@@ -207,34 +213,7 @@ class PgoutputDecoder:
                 text = values[position]
                 if text is not None and text.startswith("\\x"):
                     values[position] = text[2:]
-        return names, values
-
-    @staticmethod
-    def _tuple(relation: _Relation, payload: bytes, offset: int, key_only: bool) -> tuple[list[dict], int]:
-        """Read TupleData: each column's text, None for NULL; unchanged TOAST values are left out, as wal2json does."""
-        (count,) = _INT16.unpack_from(payload, offset)
-        offset += 2
-        values = []
-        for index in range(count):
-            kind = payload[offset]
-            offset += 1
-            if kind == 0x74:  # 't': text
-                (length,) = _INT32.unpack_from(payload, offset)
-                text = payload[offset + 4 : offset + 4 + length].decode()
-                offset += 4 + length
-                if relation.bytea[index] and text.startswith("\\x"):
-                    text = text[2:]
-                value: str | None = text
-            elif kind == 0x6E:  # 'n': NULL (and every non-key column of a key-only tuple)
-                value = None
-            elif kind == 0x75:  # 'u': an unchanged TOASTed value, which is not sent
-                continue
-            else:
-                raise ValueError(f"pgoutput sent a value of kind {chr(kind)!r}, which the tap does not ask for")
-            if key_only and not relation.keys[index]:
-                continue
-            values.append({"name": relation.names[index], "value": value})
-        return values, offset
+        return names, values, offset
 
 
 def _string(payload: bytes, offset: int) -> tuple[str, int]:

@@ -36,6 +36,7 @@ from tap_postgres.replication import (
     describe_plugin_failure,
     find_slot,
     log_slot_health,
+    wait_until_free,
 )
 from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, saved_position, shown
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
@@ -289,6 +290,7 @@ class WalPass:
         self.skipped: set[str] = set()
         self.changes_since_state = 0
         self.started = self.last_state = self.last_data = time.monotonic()
+        self.plugin_options = self._plugin_options()  # before the renderer shares self.sync.conn
 
     def run(self) -> None:
         """Stream until a stop condition holds, then render what is pending and write the last STATE."""
@@ -333,7 +335,7 @@ class WalPass:
             cur = replication.cursor()
             try:
                 cur.start_replication_expert(
-                    start_replication_command(self.sync.slot.name, start_lsn, self._plugin_options()).as_string(cur),
+                    start_replication_command(self.sync.slot.name, start_lsn, self.plugin_options).as_string(cur),
                     decode=False,
                     status_interval=STATUS_INTERVAL_SECONDS,
                 )
@@ -355,14 +357,7 @@ class WalPass:
         `saved` sends again what came after it, which every stream skips (its bookmark is past it).
         """
         conn = self._side_connection()
-        deadline = time.monotonic() + 30
-        with conn.cursor() as cur:
-            while True:  # the walsender leaves the slot a moment after its connection closes
-                cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.sync.slot.name,))
-                row = cur.fetchone()
-                if row is None or row[0] is None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+        wait_until_free(conn, self.sync.slot)
         self.sync.slot = confirm_up_to(conn, self.sync.slot, saved)
         self.confirmed = saved
         LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(saved))
@@ -382,7 +377,7 @@ class WalPass:
                 # 2 streams large transactions, 3 two-phase, 4 in parallel: none is asked for, so any
                 # version the server speaks reads the same messages; the highest it speaks is taken
                 "proto_version": str(_pgoutput_protocol(self.sync.conn.server_version)),
-                "publication_names": '"' + name.replace('"', '""') + '"',
+                "publication_names": sql.Identifier(name).as_string(self.sync.conn),
             }
         options = {
             "format-version": "2",  # one message per row change: memory does not grow with a transaction
