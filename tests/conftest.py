@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -102,6 +103,19 @@ class Database:
             raise AssertionError(f"tap exited {result.returncode}:\n{stderr}")
         lines = result.stdout.decode().splitlines()
         return lines, stderr, result.returncode
+
+    @contextlib.contextmanager
+    def login_role(self, name: str, password: str, *grants: str):
+        """Create a login role with these grants (`{role}` stands for its name); yield the tap config that
+        logs in as it, then drop it and what it owns."""
+        self.execute(f"DROP ROLE IF EXISTS {name}")
+        self.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        for grant in grants:
+            self.execute(grant.format(role=name))
+        try:
+            yield dict(self.config, user=name, password=password)
+        finally:
+            self.execute(f"DROP OWNED BY {name}; DROP ROLE {name}")
 
     def try_sync(
         self, catalog: dict, config: dict | None = None, state: dict | None = None

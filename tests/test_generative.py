@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections import Counter
 from decimal import Decimal
@@ -13,7 +12,17 @@ import pytest
 from generative.builder import Change, Example, Row
 from generative.fuzzing import fuzz_settings, shrinking_capped
 from generative.matchers import canonical
-from generative.runner import Problem, Run, check_schema, record_members, run_tap, validate_record, validators_of
+from generative.runner import (
+    Problem,
+    Run,
+    check_schema,
+    defect,
+    gravest_first,
+    record_members,
+    run_tap,
+    validate_record,
+    validators_of,
+)
 from generative.script import ident, string
 from generative.strategies import dml_plans, free_text, hostile_tables, identifiers, tables
 from hypothesis import currently_in_test_context, given, note
@@ -119,9 +128,6 @@ class Env:
 
 # ----------------------------------------------------------------------------------- failures
 
-_DEFECTS: dict[str, type] = {}
-
-
 # A crash hides what follows it, and a validator that crashes says more than one that reports.
 _SEVERITY = ("tap failed", "validator crashed", "record invalid", "schema invalid")
 
@@ -133,16 +139,9 @@ def fail(example: Example, problems: list[Problem]) -> None:
     """
     if not problems:
         return
-    by_kind = {}
-    for problem in problems:
-        by_kind.setdefault(problem.kind, problem)
-    ranked = sorted(
-        by_kind.values(), key=lambda p: next((i for i, s in enumerate(_SEVERITY) if p.kind.startswith(s)), 0)
-    )
-    first = ranked[0]
-    defect = _DEFECTS.setdefault(first.kind, type(re.sub(r"\W+", "_", first.kind)[:100], (AssertionError,), {}))
-    others = "".join(f"\n  also {p.kind}: {p.detail[:500]}" for p in ranked[1:8])
-    raise defect(f"{first.kind}\n{first.detail}{others}")
+    first, *others = gravest_first(problems, _SEVERITY, unranked=0)
+    also = "".join(f"\n  also {p.kind}: {p.detail[:500]}" for p in others[:7])
+    raise defect(first.kind)(f"{first.kind}\n{first.detail}{also}")
 
 
 def note_script(example: Example) -> None:

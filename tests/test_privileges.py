@@ -19,12 +19,13 @@ def role(db):
     db.execute("CREATE SCHEMA closed")
     db.execute("CREATE TABLE closed.hidden_rows (id int PRIMARY KEY)")
     db.execute("INSERT INTO closed.hidden_rows VALUES (1)")
-    db.execute(f"DROP ROLE IF EXISTS {ROLE}")
-    db.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'")
-    db.execute(f"GRANT SELECT ON open_rows, closed.hidden_rows TO {ROLE}")
-    db.execute(f"REVOKE USAGE ON SCHEMA closed FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {ROLE}")
-    yield dict(db.config, user=ROLE, password=ROLE_PASSWORD)
-    db.execute(f"DROP OWNED BY {ROLE}; DROP ROLE {ROLE}")
+    with db.login_role(
+        ROLE,
+        ROLE_PASSWORD,
+        "GRANT SELECT ON open_rows, closed.hidden_rows TO {role}",
+        "REVOKE USAGE ON SCHEMA closed FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {role}",
+    ) as config:
+        yield config
 
 
 def test_discovery_leaves_out_a_schema_without_usage_and_names_the_grant(db, role):

@@ -32,7 +32,7 @@ import re
 
 import pytest
 from generative.fuzzing import fuzz_settings, shrinking_capped
-from generative.runner import Problem, Run, run_tap
+from generative.runner import Problem, Run, defect, gravest_first, run_tap
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -158,7 +158,6 @@ def outcome(run) -> str:
     return "refusal: " + re.sub(r"\d+", "…", cause).strip()[:70]
 
 
-_FAILURES: dict[str, type] = {}
 # a traceback hides what follows it; a refusal in the wrong form, then a moved slot, then the rest
 _SEVERITY = ("traceback", "exit", "more than one error line", "a refused run moved the slot", "the slot")
 
@@ -170,21 +169,14 @@ def fail(problems: list[Problem], selected: list[Selected], text: str, itersize:
     """
     if not problems:
         return
-    by_kind = {}
-    for problem in problems:
-        by_kind.setdefault(problem.kind, problem)
-    ranked = sorted(
-        by_kind.values(),
-        key=lambda p: next((i for i, s in enumerate(_SEVERITY) if p.kind.startswith(s)), len(_SEVERITY)),
-    )
+    ranked = gravest_first(problems, _SEVERITY, unranked=len(_SEVERITY))
     first = ranked[0]
-    failure = _FAILURES.setdefault(first.kind, type(re.sub(r"\W+", "_", first.kind)[:100], (AssertionError,), {}))
     streams = ", ".join(
         f"{s.stream} {s.method}" + (f" on {s.replication_key}" if s.replication_key else "") for s in selected
     )
     others = "".join(f"\n  also {p.kind}: {p.detail[:300]}" for p in ranked[1:6])
     stderr_tail = "\n".join(run.stderr.rstrip().splitlines()[-6:])
-    raise failure(
+    raise defect(first.kind)(
         f"{first.kind}\n{first.detail}{others}\n"
         f"streams: {streams}; itersize {itersize}; {'crashed' if run.crash else f'exit {run.code}'}\n"
         f"state file:\n{text}\n"

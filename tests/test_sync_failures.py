@@ -20,13 +20,14 @@ def limited(db):
     db.execute("INSERT INTO secrets VALUES (1, 'hidden')")
     db.execute("CREATE VIEW slow AS SELECT g AS id, pg_sleep(0.05)::text AS waited FROM generate_series(1, 100) g")
     db.execute("CREATE MATERIALIZED VIEW unpopulated AS SELECT 1 AS id WITH NO DATA")
-    db.execute(f"DROP ROLE IF EXISTS {ROLE}")
-    db.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'")
-    db.execute(f"ALTER ROLE {ROLE} SET statement_timeout = '1s'")
-    db.execute(f"GRANT SELECT ON plain, slow, unpopulated TO {ROLE}")
-    db.execute(f"GRANT SELECT (id) ON secrets TO {ROLE}")
-    yield dict(db.config, user=ROLE, password=ROLE_PASSWORD)
-    db.execute(f"DROP OWNED BY {ROLE}; DROP ROLE {ROLE}")
+    with db.login_role(
+        ROLE,
+        ROLE_PASSWORD,
+        "ALTER ROLE {role} SET statement_timeout = '1s'",
+        "GRANT SELECT ON plain, slow, unpopulated TO {role}",
+        "GRANT SELECT (id) ON secrets TO {role}",
+    ) as config:
+        yield config
 
 
 def test_unpopulated_materialized_view_is_skipped_with_a_warning_and_the_run_goes_on(db, limited):

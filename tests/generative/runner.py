@@ -210,6 +210,26 @@ class Problem:
     detail: str
 
 
+_DEFECTS: dict[str, type] = {}
+
+
+def gravest_first(problems: list[Problem], severity: tuple[str, ...], unranked: int) -> list[Problem]:
+    """One problem of each kind, the gravest first: ranked by the first `severity` prefix its kind has
+    (`unranked` for a kind with none)."""
+    by_kind: dict[str, Problem] = {}
+    for problem in problems:
+        by_kind.setdefault(problem.kind, problem)
+    return sorted(
+        by_kind.values(),
+        key=lambda p: next((i for i, prefix in enumerate(severity) if p.kind.startswith(prefix)), unranked),
+    )
+
+
+def defect(kind: str) -> type:
+    """The exception class of one kind of problem: hypothesis shrinks each kind apart."""
+    return _DEFECTS.setdefault(kind, type(re.sub(r"\W+", "_", kind)[:100], (AssertionError,), {}))
+
+
 def check_schema(schema: dict) -> list[Problem]:
     """check_schema under both drafts, the schema parsed with float and with Decimal numbers."""
     problems = []
