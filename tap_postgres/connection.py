@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
@@ -77,6 +78,24 @@ def connect(config: Config, *, secondary: bool = False) -> psycopg2.extensions.c
         cur.execute("".join(f"SET {name} = '{value}';" for name, value in {**READ_ONLY, **SESSION_SETTINGS}.items()))
     conn.autocommit = False
     return conn
+
+
+def database_identity(conn: psycopg2.extensions.connection) -> tuple[str | None, int, str]:
+    """Return the server's system identifier, the database's oid and its name: what a state belongs to.
+
+    A physical standby and a promoted one share the primary's system identifier and oids. The
+    identifier is None where pg_control_system() was revoked from the tap's user.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT oid, datname FROM pg_database WHERE datname = current_database()")
+        oid, name = cur.fetchone()
+        try:
+            cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+            system_identifier = cur.fetchone()[0]
+        except psycopg2.errors.InsufficientPrivilege:
+            system_identifier = None
+    conn.rollback()
+    return system_identifier, oid, name
 
 
 def connect_replication(config: Config) -> psycopg2.extras.LogicalReplicationConnection:

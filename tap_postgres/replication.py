@@ -62,8 +62,7 @@ def find_slot(conn: extensions.connection, config: Config, prepare: Callable[[st
             f"wal_level is {wal_level}, LOG_BASED needs logical: set wal_level = logical in postgresql.conf "
             "(rds.logical_replication = 1 on RDS) and restart PostgreSQL"
         )
-    names = slot_names(config)
-    slot = next((slot for name in names if (slot := _read_slot(conn, name)) is not None), None)
+    name, slot = locate_slot(conn, config)
     if slot is not None:
         _check_slot(slot, config)
         prepare(slot.plugin, slot.name)
@@ -71,14 +70,24 @@ def find_slot(conn: extensions.connection, config: Config, prepare: Callable[[st
     plugin = config.output_plugin or DEFAULT_PLUGIN
     if not config.create_replication_slot:
         raise ReplicationError(
-            f'replication slot "{names[-1]}" does not exist: create it with '
-            f"SELECT pg_create_logical_replication_slot('{names[-1]}', '{plugin}'); "
+            f'replication slot "{name}" does not exist: create it with '
+            f"SELECT pg_create_logical_replication_slot('{name}', '{plugin}'); "
             'or set "create_replication_slot": true'
         )
-    prepare(plugin, names[-1])
-    slot = _create_slot(conn, names[-1], plugin)
+    prepare(plugin, name)
+    slot = _create_slot(conn, name, plugin)
     _check_slot(slot, config)
     return slot
+
+
+def locate_slot(conn: extensions.connection, config: Config) -> tuple[str, Slot | None]:
+    """Return the name of the slot this pipeline reads, and the slot when it exists (the first of slot_names
+    that does, else the last name, which a new slot gets)."""
+    names = slot_names(config)
+    for name in names:
+        if (slot := _read_slot(conn, name)) is not None:
+            return name, slot
+    return names[-1], None
 
 
 def log_slot_health(conn: extensions.connection, slot: Slot, config: Config, when: str) -> None:

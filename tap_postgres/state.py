@@ -9,10 +9,16 @@ Bookmark keys, per method:
   also FULL_TABLE's `resume_key`, or pipelinewise's `xmin`.
 A pipelinewise `xmin` bookmark (an interrupted FULL_TABLE of pipelinewise) is honoured by copying
 the table again under the same version.
+
+Every bookmark this tap writes also holds its `origin` (a key pipelinewise ignores): the server's
+system identifier, the database's oid and name and, for LOG_BASED, the slot. A bookmark from
+another server, database or slot is refused: its positions mean nothing here, and following
+them would skip changes for good. A bookmark without one (pipelinewise's) is taken as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import json
 import re
@@ -101,20 +107,99 @@ def _as_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def saved_position(path: str, stream_ids: list[str]) -> int | None:
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a bookmark belongs: a server (its system identifier), a database (its oid) and, for LOG_BASED, a slot."""
+
+    system_identifier: str | None  # None where the tap's user may not read pg_control_system()
+    database_oid: int
+    dbname: str
+    slot: str | None = None
+
+    def to_bookmark(self) -> dict:
+        """Return the form kept in a bookmark's `origin`."""
+        kept = {"system_identifier": self.system_identifier, "database_oid": self.database_oid, "dbname": self.dbname}
+        return {**kept, "slot": self.slot} if self.slot is not None else kept
+
+    @classmethod
+    def from_bookmark(cls, stream_id: str, value: Any) -> Origin:
+        """Read a bookmark's `origin`, or raise StateError naming the stream."""
+        fields = {"system_identifier": (str, type(None)), "database_oid": int, "dbname": str, "slot": (str, type(None))}
+        if not (
+            isinstance(value, dict)
+            and {"database_oid", "dbname"} <= value.keys() <= fields.keys()
+            and all(isinstance(value[key], fields[key]) for key in value)
+            and not isinstance(value["database_oid"], bool)
+        ):
+            raise StateError(
+                f'{stream_id}: the state\'s "origin" is {shown(value)}, not the server, database and slot this tap '
+                'records: restore the state the target saved, or remove "origin" from the stream\'s bookmark'
+            )
+        return cls(**value)
+
+    def describe(self) -> str:
+        """Return this origin as an error message names it."""
+        server = f"server {self.system_identifier}" if self.system_identifier else "a server"
+        slot = f', replication slot "{self.slot}"' if self.slot else ""
+        return f'database "{self.dbname}" (oid {self.database_oid}) on {server}{slot}'
+
+    def differs_from(self, saved: Origin) -> bool:
+        """Tell whether a bookmark recorded at `saved` cannot belong here (what either side does not know is not compared)."""
+        return (
+            (
+                None not in (self.system_identifier, saved.system_identifier)
+                and self.system_identifier != saved.system_identifier
+            )
+            or self.database_oid != saved.database_oid
+            or (None not in (self.slot, saved.slot) and self.slot != saved.slot)
+        )
+
+
+def check_origin(stream_id: str, saved: dict, here: Origin) -> None:
+    """Raise StateError when the stream's bookmark was written for another server, database or slot."""
+    if saved.get("origin") is None:
+        return  # pipelinewise's bookmarks, and this tap's before it kept one
+    there = Origin.from_bookmark(stream_id, saved["origin"])
+    if here.differs_from(there):
+        raise StateError(
+            f"{stream_id}: the state was written for {there.describe()}, and this run reads {here.describe()}: "
+            "a state belongs to one pipeline; give this one its own state file (or none, to sync anew). If the "
+            'database was moved or restored and the state is right for it, remove "origin" from the stream\'s '
+            "bookmark"
+        )
+
+
+def claim_bookmarks(state: dict, stream_ids: list[str], origin: Origin) -> None:
+    """Refuse the streams' bookmarks if any belongs elsewhere, then record in each where it belongs now."""
+    for stream_id in stream_ids:
+        check_origin(stream_id, bookmark(state, stream_id), origin)
+    for stream_id in stream_ids:
+        bookmark(state, stream_id)["origin"] = origin.to_bookmark()
+
+
+def saved_position(path: str, emitted: dict[str, int], origin: Origin) -> int | None:
     """Return the lowest `lsn` the state file at `path` holds for these streams, or None when it cannot tell.
 
     The file is the one a target's runner (PipelineWise) rewrites as the target commits: a file
-    being rewritten, unreadable or malformed, or missing a stream's `lsn`, tells nothing yet.
+    being rewritten, unreadable or malformed, or missing a stream's `lsn`, tells nothing yet. A
+    file that cannot be what the target saved of this run's output raises StateError: a bookmark
+    of another origin, or an `lsn` past the one this run emitted for the stream (`emitted`).
     """
     try:
         state = parse_state(read_json_file(path, "state", StateError, parse_float=decimal.Decimal))
-        positions = [bookmark_lsn(state, stream_id) for stream_id in stream_ids]
+        positions = {stream_id: bookmark_lsn(state, stream_id) for stream_id in emitted}
     except StateError:
         return None
-    if not positions or any(position is None for position in positions):
+    if not positions or None in positions.values():
         return None
-    return min(positions)
+    for stream_id, lsn in positions.items():
+        check_origin(stream_id, state["bookmarks"][stream_id], origin)
+        if lsn > emitted[stream_id]:
+            raise StateError(
+                f'{stream_id}: the state file\'s "lsn" {int_to_lsn(lsn)} is past what this run emitted '
+                f"({int_to_lsn(emitted[stream_id])}), so no target saved it from this run"
+            )
+    return min(positions.values())
 
 
 def bookmark(state: dict, stream_id: str) -> dict:

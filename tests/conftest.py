@@ -211,6 +211,15 @@ def records_of(messages: list[dict], stream: str | None = None) -> list[dict]:
     return [m["record"] for m in messages if m["type"] == "RECORD" and (stream is None or m["stream"] == stream)]
 
 
+def without_origin(state: dict) -> dict:
+    """The state as pipelinewise reads it: each bookmark without this tap's own `origin` key."""
+    bookmarks = {
+        stream: {key: value for key, value in saved.items() if key != "origin"}
+        for stream, saved in state["bookmarks"].items()
+    }
+    return {**state, "bookmarks": bookmarks}
+
+
 def states_of(messages: list[dict]) -> list[dict]:
     """Return the values of STATE messages in order."""
     return [m["value"] for m in messages if m["type"] == "STATE"]

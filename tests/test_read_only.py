@@ -203,7 +203,7 @@ SESSION_KINDS = [
     ("LOG_BASED slot and initial copies", lambda s: s.ran(r"FROM pg_replication_slots")),
     ("LOG_BASED second renderer", lambda s: s.renders_changes),
     ("fast_sync_rds", lambda s: s.ran(r"aws_s3\.query_export_to_s3")),
-    ("--discover", lambda s: s.ran(r"current_database\(\)")),
+    ("--discover", lambda s: s.ran(r"^SELECT current_database\(\)$")),
     ("FULL_TABLE and INCREMENTAL", lambda s: s.ran(r"^COPY")),
     ("settings only (LOG_BASED second renderer, nothing to render)", lambda s: not s.ran(r"^(?!BEGIN|SET|COMMIT)")),
     ("unknown", lambda s: True),

@@ -100,7 +100,8 @@ class Fuzz:
         (xmin, snapshot), *_ = self.db.query(
             "SELECT txid_snapshot_xmin(txid_current_snapshot()), pg_current_snapshot()::text"
         )
-        return {"slot": position.confirmed_flush, "wal": position.wal, "xmin": xmin, "snapshot": snapshot}
+        live = {"slot": position.confirmed_flush, "wal": position.wal, "xmin": xmin, "snapshot": snapshot}
+        return live | {"origin": contract.origin_of(self.db.conn, self.slot)}
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,7 @@ def sync_and_check(
         problems += [] if run.crash else contract.refusal_problems(run)
     else:
         problems += contract.correct_run_problems(run, fuzz.db.conn, selected, state, after.wal)
+        problems += contract.foreign_origin_problems(fuzz.db.conn, selected, state, fuzz.slot)
     problems += contract.slot_problems(run, state, log_based, before, after)
     if currently_in_test_context():
         event(outcome(run))

@@ -11,11 +11,11 @@ import psycopg2
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
-from tap_postgres.connection import connect, describe_sync_failure
+from tap_postgres.connection import connect, database_identity, describe_sync_failure
 from tap_postgres.discovery import Table, describe_tables
 from tap_postgres.errors import TapPostgresError
 from tap_postgres.output import MessageWriter
-from tap_postgres.state import bookmark, check_bookmark, reset_on_method_change
+from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.incremental import sync_incremental
@@ -47,11 +47,14 @@ def sync_streams(
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     logical = None
     try:
-        # everything a run needs is checked before any copy or slot confirmation: the slot, the
-        # REPLICATION privilege and the state's WAL positions, then the tables and the state's keys
-        logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
         # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
         with contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
+            # everything a run needs is checked before any copy or slot confirmation: where the
+            # state belongs, the slot, the REPLICATION privilege and the state's WAL positions,
+            # then the tables and the state's keys
+            others = [stream.tap_stream_id for stream in streams if stream.replication_method != "LOG_BASED"]
+            claim_bookmarks(state, others, Origin(*database_identity(conn)))
+            logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
             tables = _tables_of(conn, streams)
             with _failing_with_state("catalog", state, writer):
                 check_streams(conn, config, streams, tables, state)

@@ -25,7 +25,7 @@ from psycopg2 import extensions, sql
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
-from tap_postgres.connection import connect, connect_replication, describe_sync_failure
+from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
 from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
 from tap_postgres.output import MessageWriter
@@ -35,10 +35,19 @@ from tap_postgres.replication import (
     current_wal_lsn,
     describe_plugin_failure,
     find_slot,
+    locate_slot,
     log_slot_health,
     wait_until_free,
 )
-from tap_postgres.state import bookmark, bookmark_lsn, int_to_lsn, saved_position, shown
+from tap_postgres.state import (
+    Origin,
+    bookmark,
+    bookmark_lsn,
+    claim_bookmarks,
+    int_to_lsn,
+    saved_position,
+    shown,
+)
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
@@ -116,6 +125,10 @@ class LogBasedSync:
         self.state_path = state_path  # re-read during the WAL pass: the target's saved position
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
+        # a state from another pipeline is refused before its slot or publication is touched
+        slot_name, _ = locate_slot(self.conn, config)
+        self.origin = Origin(*database_identity(self.conn), slot=slot_name)
+        claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
         self.slot = find_slot(self.conn, config, self._prepare_plugin)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
@@ -288,6 +301,7 @@ class WalPass:
         self.last_poll = time.monotonic()
         self.in_transaction = False
         self.skipped: set[str] = set()
+        self.warned: set[str] = set()
         self.changes_since_state = 0
         self.started = self.last_state = self.last_data = time.monotonic()
         self.plugin_options = self._plugin_options()  # before the renderer shares self.sync.conn
@@ -426,22 +440,29 @@ class WalPass:
     def _saved_by_the_target(self) -> int | None:
         """Every state_poll_seconds, return how far the state file says the target saved, when past the slot.
 
-        Never past what this run has emitted (a file from elsewhere cannot release changes); None
-        when there is nothing new. Before it is returned every pending change is written, so all
+        None when there is nothing new. A file that cannot be what the target saved of this run (a
+        bookmark of another origin, an `lsn` past what this run emitted) is ignored with a warning,
+        never followed: a file from elsewhere cannot release changes. Before it is returned every pending change is written, so all
         the streams' bookmarks are at the position read.
         """
         now = time.monotonic()
         if self.sync.state_path is None or now - self.last_poll < self.config.state_poll_seconds:
             return None
         self.last_poll = now
-        saved = saved_position(self.sync.state_path, list(self.bookmarks))
-        if saved is None:
+        try:
+            saved = saved_position(self.sync.state_path, self.bookmarks, self.sync.origin)
+        except StateError as exc:
+            self._warn_once(f"{exc}; the state file is ignored until it holds a state of this run")
             return None
-        saved = min(saved, *self.bookmarks.values())
-        if saved <= self.confirmed:
+        if saved is None or saved <= self.confirmed:
             return None
         self._checkpoint(drain=True)
         return saved
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            LOGGER.warning("%s", message)
 
     def _should_stop(self, now: float, end_lsn: int) -> bool:
         if self.config.break_at_end_lsn and not self.in_transaction and self.position >= end_lsn:

@@ -183,6 +183,47 @@ class Selected:
     replication_key: str | None = None
 
 
+def origin_of(conn, slot: str) -> dict:
+    """The bookmark `origin` the tap writes for this server, database and slot."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT system_identifier::text, d.oid, d.datname FROM pg_control_system(), pg_database AS d "
+            "WHERE d.datname = current_database()"
+        )
+        system_identifier, oid, name = cur.fetchone()
+    return {"system_identifier": system_identifier, "database_oid": oid, "dbname": name, "slot": slot}
+
+
+def foreign_origin_problems(conn, selected: list[Selected], state: Any, slot: str) -> list[Problem]:
+    """A run that went on from a bookmark of another server, database or slot (one it did not reset)."""
+    here, problems = origin_of(conn, slot), []
+    for chosen in selected:
+        saved = input_bookmarks(state).get(chosen.stream)
+        origin = saved.get("origin") if isinstance(saved, dict) else None
+        if not isinstance(origin, dict) or _reset_by_method(saved, chosen):
+            continue
+        elsewhere = [
+            key
+            for key in ("system_identifier", "database_oid", "slot")
+            if origin.get(key) is not None
+            and here[key] != origin[key]
+            and (key != "slot" or chosen.method == "LOG_BASED")
+        ]
+        if elsewhere:
+            problems.append(
+                Problem(f"a bookmark of another {elsewhere[0]} was followed", f"{chosen.stream}: {origin!r}")
+            )
+    return problems
+
+
+def _reset_by_method(saved: dict, chosen: Selected) -> bool:
+    """Whether the tap forgets this bookmark, as pipelinewise does, for a change of method or INCREMENTAL key."""
+    last_method = saved.get("last_replication_method")
+    if last_method is not None and last_method != chosen.method:
+        return True
+    return chosen.method == "INCREMENTAL" and saved.get("replication_key") != chosen.replication_key
+
+
 def correct_run_problems(run: Run, conn, selected: list[Selected], state: Any, wal_after: int) -> list[Problem]:
     """Records valid and equal to rows, INCREMENTAL complete from a valid bookmark, the last STATE sane."""
     by_stream = {s.stream: s for s in selected}

@@ -30,7 +30,9 @@ class Live:
     """A value read from the server when the example runs.
 
     `what`: `slot` (the slot's confirmed_flush_lsn), `wal` (pg_current_wal_lsn()), `xmin` (the
-    current snapshot's xmin) or `snapshot` (pg_current_snapshot() text); `offset` is added to the
+    current snapshot's xmin), `snapshot` (pg_current_snapshot() text) or `origin` (the bookmark
+    `origin` of this server, database and slot, as the tap writes it, or with `form` "another slot"
+    that of another slot); `offset` is added to the
     number; `form` writes it as an `int`, as `X/Y` text or as a `float` (`1234.0`).
     """
 
@@ -42,8 +44,10 @@ class Live:
 def resolve(value: Any, live: dict[str, Any]) -> Any:
     """Replace every Live placeholder in `value` with the server's value."""
     if isinstance(value, Live):
-        if value.what == "snapshot":
-            return live["snapshot"]
+        if value.what == "origin" and value.form == "another slot":
+            return {**live["origin"], "slot": "pipelinewise_other"}
+        if value.what in ("snapshot", "origin"):
+            return live[value.what]
         number = live[value.what] + value.offset
         if value.form == "text":
             return f"{number >> 32:X}/{number & 0xFFFFFFFF:X}" if 0 <= number < 2**64 else f"-/{number}"
@@ -146,6 +150,28 @@ COPY_SNAPSHOT = Key(
 )
 
 
+FOREIGN_ORIGINS = st.fixed_dictionaries(
+    {
+        "system_identifier": st.sampled_from(["1", None]),
+        "database_oid": st.sampled_from([1, 4242]),
+        "dbname": st.sampled_from(["other", ""]),
+    },
+    optional={"slot": st.sampled_from(["pipelinewise_other", None])},
+)
+ORIGIN = Key(
+    good=st.builds(Live, st.just("origin")),
+    hostile=st.one_of(
+        FOREIGN_ORIGINS,
+        st.just(Live("origin", 0, "another slot")),
+        st.fixed_dictionaries(
+            {}, optional={key: junk for key in ("system_identifier", "database_oid", "dbname", "slot", "extra")}
+        ),
+        junk,
+    ),
+)
+"""`origin`: this database's, or another database's, server's or slot's, or of the wrong shape."""
+
+
 def methods(method: str) -> Key:
     """`last_replication_method`: the stream's; another one, or something no method is called."""
     return Key(st.just(method), st.sampled_from([*METHODS, method.lower(), "", "LOGICAL"]) | junk)
@@ -214,7 +240,7 @@ STRAY_KEYS = ("currently_syncing", "bookmark", "lsn", "replication_key_value", "
 
 def bookmark_keys(table: Table, method: str, replication_key: str | None) -> tuple[dict[str, Key], dict[str, Key]]:
     """The keys of a bookmark of `method`: those always there, and those of an interrupted copy."""
-    usual = {"version": VERSION, "last_replication_method": methods(method)}
+    usual = {"version": VERSION, "last_replication_method": methods(method), "origin": ORIGIN}
     copying = {"resume_key": resume_keys(table), "snapshot_xmin": SNAPSHOT_XMIN}
     if method == "INCREMENTAL":
         key = replication_key or table.replication_keys[0]
