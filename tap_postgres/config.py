@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 from singer_sdk import typing as th
 
 from tap_postgres.errors import ConfigError
+
+LOGGER = logging.getLogger("tap-postgres")
 
 REPLICATION_METHODS = ("FULL_TABLE", "INCREMENTAL", "LOG_BASED")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -285,10 +289,53 @@ def _coerce(setting: Setting, value: Any) -> Any:
     return value
 
 
+# singer-sdk settings this tap does not implement yet: a stream map meant to drop a column must not be
+# ignored, so they stop the run.
+SDK_KEYS_NOT_IMPLEMENTED = (
+    "stream_maps",
+    "stream_map_config",
+    "flattening_enabled",
+    "flattening_max_depth",
+    "batch_config",
+    "faker_config",
+)
+# Keys PipelineWise writes into a tap-postgres config.json that this tap has no use for: its older
+# `filter_dbs` extra and the FastSync keys of `db_conn` (FastSync reads them, the Singer tap does not).
+PIPELINEWISE_KEYS = (
+    "filter_dbs",
+    "fastsync_parallelism",
+    "replica_host",
+    "replica_port",
+    "replica_user",
+    "replica_password",
+    "previous_tap_id",
+    "publication_fence_timeout_seconds",
+)
+
+
+def check_keys(raw: dict[str, Any]) -> None:
+    """Stop on singer-sdk keys the tap does not implement; warn once per unknown key, naming the nearest known one."""
+    for key in SDK_KEYS_NOT_IMPLEMENTED:
+        if key in raw:
+            raise ConfigError(
+                f'config key "{key}" is a singer-sdk setting this tap does not implement yet, and the run would '
+                "ignore it: remove the key, or apply it with a mapper plugin between tap and target "
+                "(such as meltano-map-transform)"
+            )
+    known = [setting.name for setting in SETTINGS]
+    for key in raw:
+        if key in known or key in PIPELINEWISE_KEYS:
+            continue
+        nearest = difflib.get_close_matches(str(key), known, n=1)
+        hint = f': did you mean "{nearest[0]}"?' if nearest else ""
+        LOGGER.warning('config key "%s" is not a setting of tap-postgres and is ignored%s', key, hint)
+
+
 def parse_config(raw: dict[str, Any]) -> Config:
-    """Validate a config dict into a Config; unknown keys (stream maps, Meltano's) are ignored."""
+    """Validate a config dict into a Config; an unknown key warns, an unimplemented singer-sdk key stops."""
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a JSON object of settings")
+    check_keys(raw)
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         value = _coerce(setting, raw.get(setting.name))

@@ -11,8 +11,8 @@ import click
 from singer_sdk import Tap
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
+from tap_postgres import __version__, discovery
 from tap_postgres import catalog as catalog_module
-from tap_postgres import discovery
 from tap_postgres import state as state_module
 from tap_postgres.config import config_jsonschema, merge_config_files, parse_config, read_json_file
 from tap_postgres.connection import connect
@@ -81,8 +81,8 @@ class TapPostgres(Tap):
     def get_singer_command(cls) -> click.Command:
         """Return the CLI: singer-sdk's options plus pipelinewise's short flags and --properties."""
         command = super().get_singer_command()
-        kept = [param for param in command.params if param.name in ("version", "about", "about_format")]
-        command.params = kept + [
+        kept = [param for param in command.params if param.name in ("about", "about_format")]
+        command.params = [_version_option(), *kept] + [
             click.Option(
                 ["-c", "--config"],
                 multiple=True,
@@ -99,6 +99,24 @@ class TapPostgres(Tap):
             click.Option(["-s", "--state"], type=click.STRING, help="State file of the previous run."),
         ]
         return command
+
+
+def _version_option() -> click.Option:
+    """Return --version: it prints `tap-postgres <version>` (this is not the Meltano SDK's tap)."""
+
+    def print_version(context: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value and not context.resilient_parsing:
+            click.echo(f"tap-postgres {__version__}")
+            context.exit()
+
+    return click.Option(
+        ["--version"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=print_version,
+        help="Print the version and exit.",
+    )
 
 
 def apply_logging_conf_file() -> None:

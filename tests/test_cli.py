@@ -172,3 +172,11 @@ def test_nul_in_the_password_is_one_line(db, tmp_path):
         'tap-postgres: error: config key "password" holds a NUL character, which libpq cannot send: remove it'
     ]
     assert "Traceback" not in stderr and "cret-xyz" not in stderr
+
+
+def test_version_names_the_tap_not_the_meltano_sdk():
+    from tap_postgres import __version__
+
+    code, stdout, stderr, _ = run(["--version"])
+    assert (code, stdout) == (0, f"tap-postgres {__version__}\n")
+    assert "Meltano" not in stdout + stderr

@@ -85,3 +85,46 @@ def test_a_nul_character_is_one_line_naming_the_key_not_the_value():
     with pytest.raises(ConfigError) as failure:
         parse_config(dict(BASE, password="pass\x00word"))
     assert str(failure.value) == 'config key "password" holds a NUL character, which libpq cannot send: remove it'
+
+
+@pytest.mark.parametrize(("key", "nearest"), [("pasword", "password"), ("filter_schema", "filter_schemas")])
+def test_a_misspelled_key_warns_once_naming_the_nearest_setting(caplog, key, nearest):
+    parse_config(dict(BASE, **{key: "x"}))
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f'config key "{key}" is not a setting of tap-postgres and is ignored: did you mean "{nearest}"?'
+    ]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["stream_maps", "stream_map_config", "flattening_enabled", "flattening_max_depth", "batch_config", "faker_config"],
+)
+def test_singer_sdk_keys_the_tap_does_not_implement_stop_the_run(key):
+    with pytest.raises(ConfigError) as error:
+        parse_config(dict(BASE, **{key: {"public-actor": {"last_name": None}}}))
+    assert str(error.value).startswith(f'config key "{key}" is a singer-sdk setting this tap does not implement yet')
+    assert "remove the key" in str(error.value) and "meltano-map-transform" in str(error.value)
+
+
+def test_the_keys_pipelinewise_writes_stay_silent(caplog):
+    # what PipelineWise's config.json for tap-postgres holds: db_conn (with FastSync's keys) and its tap_config_extras
+    pipelinewise = dict(
+        BASE,
+        port=5432,
+        password="p",
+        tap_id="pipe",
+        filter_dbs="d",
+        filter_schemas="public",
+        max_run_seconds=10,
+        logical_poll_total_seconds=5,
+        break_at_end_lsn=True,
+        ssl="true",
+        fastsync_parallelism=4,
+        replica_host="r",
+        replica_port=5433,
+        replica_user="u",
+        replica_password="rp",
+    )
+    parse_config(pipelinewise)
+    assert [record for record in caplog.records if record.levelname == "WARNING"] == []

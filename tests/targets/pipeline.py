@@ -175,6 +175,8 @@ def run_pipeline(workdir: Path, target: str, tap_config: dict, catalog: dict, st
     codes = pipeline.wait(timeout)
     if codes != (0, 0):
         raise AssertionError(f"pipeline into {target} failed\n{pipeline.describe()}")
+    # the configs of the PipelineWise and Meltano runs hold only keys the tap knows: no key warning
+    assert "is not a setting of tap-postgres" not in pipeline.tap_log.read_text(errors="replace")
     return pipeline
 
 
