@@ -13,7 +13,7 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from tap_postgres.errors import ConfigError
+from tap_postgres.errors import ConfigError, forget_secrets, register_secret
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -336,6 +336,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a JSON object of settings")
     check_keys(raw)
+    forget_secrets()
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         value = _coerce(setting, raw.get(setting.name))
@@ -346,6 +347,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
                     f"{ENV_PREFIX}{setting.name.upper()} ({setting.description})"
                 )
             continue
+        if setting.secret:
+            register_secret(str(value))
         values[setting.name] = value
     config = Config(**values)
     _check_combinations(config)

@@ -16,7 +16,7 @@ from tap_postgres import catalog as catalog_module
 from tap_postgres import state as state_module
 from tap_postgres.config import config_jsonschema, merge_config_files, parse_config, read_json_file
 from tap_postgres.connection import connect
-from tap_postgres.errors import CatalogError, StateError
+from tap_postgres.errors import CatalogError, StateError, StdoutClosedError, interrupted_by_user
 from tap_postgres.output import MessageWriter
 from tap_postgres.sync import sync_streams
 
@@ -56,6 +56,14 @@ class TapPostgres(Tap):
         state: str | None = None,
     ) -> None:
         """Run --about, --discover or a sync, as the command line asks."""
+        # click turns a broken pipe into a silent exit 1: it is caught here, where it happens
+        try:
+            cls._invoke(about, about_format, config, discover, catalog, state)
+        except BrokenPipeError as exc:
+            raise StdoutClosedError(interrupted=interrupted_by_user(exc)) from None
+
+    @classmethod
+    def _invoke(cls, about, about_format, config, discover, catalog, state) -> None:
         super(Tap, cls).invoke(about=about, about_format=about_format)
         apply_logging_conf_file()
         settings = parse_config(merge_config_files(config))

@@ -180,3 +180,56 @@ def test_version_names_the_tap_not_the_meltano_sdk():
     code, stdout, stderr, _ = run(["--version"])
     assert (code, stdout) == (0, f"tap-postgres {__version__}\n")
     assert "Meltano" not in stdout + stderr
+
+
+def _pipeline_script(db, reader: str) -> str:
+    """A shell pipeline `tap | reader` over a table large enough to fill the pipe; it prints the tap's exit code."""
+    db.execute("DROP TABLE IF EXISTS piped; CREATE TABLE piped (id int PRIMARY KEY, t text)")
+    db.execute("INSERT INTO piped SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
+    from conftest import select_all
+
+    catalog = select_all(db.discover(), only={"public-piped"})
+    tap = " ".join([*TAP, "--config", str(db.write_json("config.json", db.config))])
+    tap += f" --catalog {db.write_json('catalog.json', catalog)}"
+    return f"{tap} 2>{db.tmp_dir}/tap.stderr | {reader}; echo ${{PIPESTATUS[0]}}"
+
+
+def test_a_closed_stdout_ends_the_tap_with_141_and_one_line(db):
+    result = subprocess.run(["bash", "-c", _pipeline_script(db, "head -c 100 >/dev/null")], capture_output=True)
+    stderr = (db.tmp_dir / "tap.stderr").read_text()
+    assert result.stdout.decode().strip() == "141", stderr + result.stderr.decode()
+    assert error_lines(stderr) == [
+        "tap-postgres: error: stdout was closed by the program reading it (the target stopped): the last STATE "
+        "could not be written; rerun with the last STATE the target saved"
+    ]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_ctrl_c_on_a_pipeline_whose_target_dies_first_exits_130_without_a_traceback(db):
+    # the reader reads nothing, so the tap blocks on a full pipe; Ctrl-C kills the reader at once
+    script = _pipeline_script(db, "python3 -c 'import time; time.sleep(60)'")
+    pipeline = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    time.sleep(3)
+    os.killpg(pipeline.pid, 2)
+    stdout, _ = pipeline.communicate(timeout=30)
+    stderr = (db.tmp_dir / "tap.stderr").read_text()
+    assert stdout.decode().strip() == "130", stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    lines = error_lines(stderr) + [
+        line for line in stderr.splitlines() if "Interrupted: writing the last STATE" in line
+    ]
+    assert len(lines) >= 1 and len(error_lines(stderr)) <= 1
+
+
+def test_an_error_line_never_shows_a_secret_setting_such_as_the_sslkey_path(capsys):
+    import pytest
+
+    from tap_postgres import cli
+    from tap_postgres.config import parse_config
+
+    parse_config({"host": "h", "user": "u", "dbname": "d", "sslkey": "/home/me/.keys/client.key", "password": "pw-1"})
+    # what libpq says when it cannot load the key, and a message holding the password
+    with pytest.raises(SystemExit):
+        cli._fail('could not load private key file "/home/me/.keys/client.key": pw-1')
+    err = capsys.readouterr().err
+    assert err == 'tap-postgres: error: could not load private key file "***": ***\n'
