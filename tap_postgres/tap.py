@@ -41,6 +41,11 @@ class TapPostgres(Tap):
     ]
 
     @classmethod
+    def print_version(cls, print_fn=print) -> None:  # type: ignore[override]
+        """Print `tap-postgres <version>`: the tap's own version, not singer-sdk's banner."""
+        print_fn(f"{cls.name} {cls.plugin_version}")
+
+    @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         """Add nothing: the SDK's stream-map settings do not apply to this tap."""
 

@@ -172,3 +172,20 @@ def test_nul_in_the_password_is_one_line(db, tmp_path):
         'tap-postgres: error: config key "password" holds a NUL character, which libpq cannot send: remove it'
     ]
     assert "Traceback" not in stderr and "cret-xyz" not in stderr
+
+
+def test_version_names_the_tap_not_the_sdk():
+    code, stdout, _, _ = run(["--version"])
+    assert code == 0
+    assert stdout.strip().startswith("tap-postgres ")
+    assert "Meltano SDK" not in stdout
+
+
+def test_a_stream_map_in_the_config_stops_before_any_record(db, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(db.config, stream_maps={"public-actor": {"last_name": None}})))
+    code, stdout, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert stdout == ""
+    assert len(error_lines(stderr)) == 1
+    assert 'config key "stream_maps" is a singer-sdk feature this tap does not implement yet' in stderr
