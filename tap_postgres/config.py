@@ -13,7 +13,7 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from tap_postgres.errors import ConfigError
+from tap_postgres.errors import ConfigError, keep_secret
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -339,6 +339,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
                     f"{ENV_PREFIX}{setting.name.upper()} ({setting.description})"
                 )
             continue
+        if setting.secret:
+            keep_secret(setting.name, value)
         values[setting.name] = value
     config = Config(**values)
     _check_combinations(config)
