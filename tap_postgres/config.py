@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from typing import Any
 
 from singer_sdk import typing as th
 
+from tap_postgres import files
 from tap_postgres.errors import ConfigError, keep_secret
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -370,17 +370,11 @@ def _check_combinations(config: Config) -> None:
 
 
 def read_json_file(path: str | Path, what: str, error: type[Exception] = ConfigError, **json_options: Any) -> Any:
-    """Load a JSON file, raising `error` with a one-line message when it is missing or malformed."""
+    """Load a JSON file safely (files.read_json), raising `error` with its one-line reason."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    try:
-        return json.loads(text, **json_options)
-    except json.JSONDecodeError as exc:
-        raise error(
-            f"the {what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+        return files.read_json(str(path), what, **json_options)
+    except files.FileProblem as exc:
+        raise error(str(exc)) from None
 
 
 # The prefix of the environment variables that set what the config files leave out (`--about` lists them).

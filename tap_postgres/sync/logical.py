@@ -15,6 +15,7 @@ No change is lost because of three rules:
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import logging
 import select
 import time
@@ -28,6 +29,7 @@ from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
 from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
+from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
 from tap_postgres.publication import ensure_publication
 from tap_postgres.replication import (
@@ -122,7 +124,8 @@ class LogBasedSync:
         self.streams = streams
         self.state = state
         self.writer = writer
-        self.state_path = state_path  # re-read during the WAL pass: the target's saved position
+        # re-read during the WAL pass: the target's saved position
+        self.state_file = PolledJsonFile(state_path, "state", parse_float=decimal.Decimal) if state_path else None
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
         # a state from another pipeline is refused before its slot or publication is touched
@@ -447,11 +450,11 @@ class WalPass:
         the streams' bookmarks are at the position read.
         """
         now = time.monotonic()
-        if self.sync.state_path is None or now - self.last_poll < self.config.state_poll_seconds:
+        if self.sync.state_file is None or now - self.last_poll < self.config.state_poll_seconds:
             return None
         self.last_poll = now
         try:
-            saved = saved_position(self.sync.state_path, self.bookmarks, self.sync.origin)
+            saved = saved_position(self.sync.state_file.read(), self.bookmarks, self.sync.origin)
         except StateError as exc:
             self._warn_once(f"{exc}; the state file is ignored until it holds a state of this run")
             return None
