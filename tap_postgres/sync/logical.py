@@ -148,12 +148,12 @@ class LogBasedSync:
         self._refuse_positions_from_elsewhere()
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
-        """Make pgoutput's publication hold exactly the LOG_BASED tables (wal2json needs nothing)."""
+        """Make pgoutput's publication hold the LOG_BASED tables, or check one the tap did not make (wal2json needs nothing)."""
         if plugin == "pgoutput":
             pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
             # a view or a foreign table cannot be published: say so as LOG_BASED does for wal2json
             self.check_replicable({(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)})
-            ensure_publication(self.conn, self.config, self.publication_name(slot_name), pairs)
+            ensure_publication(self.conn, self.config, self.publication_name(slot_name), slot_name, pairs)
 
     def publication_name(self, slot_name: str) -> str:
         """The publication pgoutput reads: publication_name, else the slot's name."""
