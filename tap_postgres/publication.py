@@ -196,6 +196,15 @@ def ensure_publication(
         ) from None
 
 
+def creation_statements(
+    conn: extensions.connection, name: str, slot_name: str, tap_id: str | None, tables: list[tuple[str, str]]
+) -> str | None:
+    """Return the statements that create the tap's publication for `tables`, or None when it exists."""
+    if read_publication(conn, name) is not None:
+        return None
+    return "; ".join(s.as_string(conn) for s in _statements_needed(None, name, slot_name, tap_id, sorted(tables)))
+
+
 def _refuse_another_pipelines(
     conn: extensions.connection, publication: Publication, slot_name: str, tap_id: str | None
 ) -> None:

@@ -126,7 +126,7 @@ def default_allowlist(db):
 
 def test_with_the_default_allowlist_pgoutput_works_and_wal2json_says_what_to_do(db, tables, default_allowlist):
     catalog = log_based(tables, "public-pets")
-    config = dict(db.config, create_replication_slot=True)
+    config = dict(db.config, create_replication_slot=True, output_plugin="wal2json")
     try:
         messages, stderr, code = db.try_sync(catalog, config=config)
         assert code == 1
@@ -177,3 +177,73 @@ def test_moving_a_wal2json_pipeline_to_pgoutput_loses_and_repeats_nothing(db, ta
         db.drop_slots()
         db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
         db.plugin = "wal2json"
+
+
+def test_a_first_pipeline_on_a_default_server_chooses_pgoutput_and_says_why(db, tables, default_allowlist):
+    catalog = log_based(tables, "public-pets")
+    config = dict(db.config, create_replication_slot=True)  # output_plugin unset, no slot yet
+    slot = f"pipelinewise_{db.name}"
+    try:
+        messages, stderr, code = db.try_sync(catalog, config=config)
+        assert code == 0, stderr
+        assert any(
+            "output_plugin is unset and there is no slot yet: using pgoutput, as the server's "
+            "output_plugin_libraries (pgoutput, test_decoding) does not allow wal2json" in line
+            for line in stderr
+        )
+        assert db.query("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == [("pgoutput",)]
+        db.execute("INSERT INTO pets VALUES (5, 'kit')")
+        # the slot's plugin decides from now on
+        assert [r["name"] for r in records_of(db.sync(catalog, state=states_of(messages)[-1], config=config))] == [
+            "kit"
+        ]
+    finally:
+        db.drop_slots()
+        db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
+        db.execute("DELETE FROM pets WHERE id = 5")
+
+
+def test_a_missing_slot_names_the_publication_first_then_the_slot(db, tables, default_allowlist):
+    slot = f"pipelinewise_{db.name}"
+    messages, stderr, code = db.try_sync(log_based(tables, "public-pets"), config=db.config)
+    assert code == 1 and not records_of(messages)
+    assert stderr[-1] == (
+        f'tap-postgres: error: replication slot "{slot}" does not exist: create the publication first (pgoutput '
+        f'reads it as of each change), then the slot: CREATE PUBLICATION "{slot}" FOR TABLE "public"."pets" WITH '
+        "(publish = 'insert, update, delete, truncate', publish_via_partition_root = false); COMMENT ON PUBLICATION "
+        f'"{slot}" IS \'Managed by tap-postgres, do not edit this comment: {{"slot": "{slot}", "tap_id": null}}\'; '
+        f"then the slot: SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput'); or set "
+        '"create_replication_slot": true'
+    )
+    assert not db.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (slot,))
+
+
+def test_a_publication_younger_than_the_slot_gets_its_cause_and_a_way_out_that_loses_nothing(db, tables, pgoutput_slot):
+    catalog = log_based(tables, "public-toys")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO toys VALUES (10, 'before the new publication')")
+    # publication_name switched to a publication made after the slot
+    db.execute("CREATE PUBLICATION late_pub FOR TABLE toys")
+    config = dict(db.config, publication_name="late_pub")
+    db.execute("INSERT INTO toys VALUES (11, 'after it')")
+    for _ in range(2):  # the same on every run: the cause, never "rerun"
+        messages, stderr, code = db.try_sync(catalog, state=state, config=config)
+        assert code == 1 and not records_of(messages)
+        assert "the publication is younger than the slot" in stderr[-1], stderr[-1]
+        assert f"run SELECT pg_drop_replication_slot('{pgoutput_slot}'), then rerun" in stderr[-1]
+    # the way out, as the line says, with a write in between
+    db.execute(f"SELECT pg_drop_replication_slot('{pgoutput_slot}')")
+    db.execute("INSERT INTO toys VALUES (12, 'after the slot was dropped')")
+    fresh = {**state, "bookmarks": {}}
+    messages = db.sync(catalog, state=fresh, config=config)
+    old_version = state["bookmarks"]["public-toys"]["version"]
+    copied = [m for m in messages if m["type"] == "RECORD"]
+    assert {m["version"] for m in copied} != {old_version}
+    db.execute("INSERT INTO toys VALUES (13, 'after the way out')")
+    later = records_of(db.sync(catalog, state=states_of(messages)[-1], config=config))
+    emitted = {r["id"] for r in records_of(messages)} | {r["id"] for r in later}
+    assert emitted == {row[0] for row in db.query("SELECT id FROM toys")}
+    assert any(m["type"] == "ACTIVATE_VERSION" for m in messages)
+    db.execute("DELETE FROM toys WHERE id >= 10")
+    db.drop_slots()
+    db.execute("DROP PUBLICATION late_pub")

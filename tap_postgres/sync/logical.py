@@ -29,7 +29,7 @@ from tap_postgres.connection import connect, connect_replication, database_ident
 from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
 from tap_postgres.output import MessageWriter
-from tap_postgres.publication import ensure_publication
+from tap_postgres.publication import creation_statements, ensure_publication
 from tap_postgres.replication import (
     confirm_up_to,
     current_wal_lsn,
@@ -129,7 +129,7 @@ class LogBasedSync:
         slot_name, _ = locate_slot(self.conn, config)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
-        self.slot = find_slot(self.conn, config, self._prepare_plugin)
+        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
             stream.tap_stream_id: lsn
@@ -154,6 +154,11 @@ class LogBasedSync:
             # a view or a foreign table cannot be published: say so as LOG_BASED does for wal2json
             self.check_replicable({(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)})
             ensure_publication(self.conn, self.config, self.publication_name(slot_name), slot_name, pairs)
+
+    def _publication_steps(self, slot_name: str) -> str | None:
+        """The statements that create pgoutput's publication for the LOG_BASED tables, or None when it exists."""
+        pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
+        return creation_statements(self.conn, self.publication_name(slot_name), slot_name, self.config.tap_id, pairs)
 
     def publication_name(self, slot_name: str) -> str:
         """The publication pgoutput reads: publication_name, else the slot's name."""
@@ -330,6 +335,9 @@ class WalPass:
             if failure is not None:
                 raise failure from None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if self.sync.slot.plugin == "pgoutput" and "does not exist" in first_line:
+                doing = f'cannot read replication slot "{self.sync.slot.name}"'
+                raise describe_plugin_failure(exc, doing, "pgoutput", self.sync.slot.name) from None
             raise ReplicationError(
                 f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
             ) from None
@@ -356,7 +364,10 @@ class WalPass:
                 )
             except psycopg2.Error as exc:
                 raise describe_plugin_failure(
-                    exc, f'cannot read replication slot "{self.sync.slot.name}"', self.sync.slot.plugin
+                    exc,
+                    f'cannot read replication slot "{self.sync.slot.name}"',
+                    self.sync.slot.plugin,
+                    self.sync.slot.name,
                 ) from None
             return self._read(cur, end_lsn)
         finally:
