@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 
 import psycopg2
 from psycopg2 import extensions, sql
@@ -160,10 +161,19 @@ def read_publication(conn: extensions.connection, name: str) -> Publication | No
 
 
 def ensure_publication(
-    conn: extensions.connection, config: Config, name: str, slot_name: str, tables: list[tuple[str, str]]
+    conn: extensions.connection,
+    config: Config,
+    name: str,
+    slot_name: str,
+    tables: list[tuple[str, str]],
+    kept: Callable[[tuple[str, str]], bool] = lambda table: True,
 ) -> None:
-    """Make the tap's own publication hold exactly `tables`, check one it did not make, or raise a one-line
-    error naming the statement to run."""
+    """Make the tap's own publication hold `tables`, check one it did not make, or raise a one-line error
+    naming the statement to run.
+
+    A table is added at once; one the run does not select stays while `kept(table)` says its stream
+    has not left the pipeline: pgoutput skips for ever the changes made while a table is out.
+    """
     _refuse_tables_without_identity(conn, tables)
     wanted = sorted(tables)
     publication = read_publication(conn, name)
@@ -171,13 +181,15 @@ def ensure_publication(
         _refuse_another_pipelines(conn, publication, slot_name, config.tap_id)
         check_foreign_publication(conn, publication, wanted, slot_name)
         return
+    if publication is not None:
+        wanted = sorted(set(wanted) | {table for table in publication.tables if kept(table)})
     statements = _statements_needed(publication, name, slot_name, config.tap_id, wanted)
     if not statements:
         return
     text = "; ".join(statement.as_string(conn) for statement in statements)
     if not config.create_replication_slot:
         raise ReplicationError(
-            f'publication "{name}" does not hold exactly the LOG_BASED tables: run {text} '
+            f'publication "{name}" does not hold the LOG_BASED tables: run {text} '
             '(or set "create_replication_slot": true to let the tap do it)'
         )
     LOGGER.info("Setting publication %s to the LOG_BASED tables: %s", name, text)
@@ -309,10 +321,15 @@ def _statements_needed(
     if publication is None:
         create = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH {}").format(sql.Identifier(name), table_list, options)
         return [create, marker_statement(name, slot_name, tap_id)]
-    publishes_right = publication.actions == {*NEEDED_ACTIONS, "truncate"} and not publication.via_root
-    if publishes_right and publication.tables == set(wanted):
-        return []
-    return [
-        sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), table_list),
-        sql.SQL("ALTER PUBLICATION {} SET {}").format(sql.Identifier(name), options),
-    ]
+    statements = []
+    # ADD and DROP, not SET TABLE: the tables that stay keep their membership (and no window opens)
+    for verb, changed in (
+        ("ADD", sorted(set(wanted) - publication.tables)),
+        ("DROP", sorted(publication.tables - set(wanted))),
+    ):
+        if changed:
+            listed = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in changed)
+            statements.append(sql.SQL(f"ALTER PUBLICATION {{}} {verb} TABLE {{}}").format(sql.Identifier(name), listed))
+    if publication.actions != {*NEEDED_ACTIONS, "truncate"} or publication.via_root:
+        statements.append(sql.SQL("ALTER PUBLICATION {} SET {}").format(sql.Identifier(name), options))
+    return statements

@@ -153,7 +153,39 @@ class LogBasedSync:
             pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
             # a view or a foreign table cannot be published: say so as LOG_BASED does for wal2json
             self.check_replicable({(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)})
-            ensure_publication(self.conn, self.config, self.publication_name(slot_name), slot_name, pairs)
+            held = {stream_id for stream_id, _ in self.held_positions()}
+            # a run without any LOG_BASED bookmark is not this pipeline's state: it removes nothing
+            known = held or any("lsn" in saved for saved in self.state["bookmarks"].values())
+            ensure_publication(
+                self.conn,
+                self.config,
+                self.publication_name(slot_name),
+                slot_name,
+                pairs,
+                kept=lambda table: not known or f"{table[0]}-{table[1]}" in held,
+            )
+
+    def held_positions(self) -> list[tuple[str, int]]:
+        """The `lsn` of this slot's LOG_BASED bookmarks whose streams the run does not select.
+
+        Such a stream has not left the pipeline (a partial catalog, say): its table stays in the
+        publication and the slot is never confirmed past its bookmark, so its changes wait for it.
+        It leaves for good when its bookmark is removed from the state.
+        """
+        selected = {stream.tap_stream_id for stream in self.streams}
+        held = []
+        for stream_id, saved in self.state["bookmarks"].items():
+            origin = saved.get("origin")
+            slot = origin.get("slot") if isinstance(origin, dict) else None
+            if stream_id in selected or slot not in (None, self.origin.slot):
+                continue
+            try:
+                lsn = bookmark_lsn(self.state, stream_id)
+            except StateError:
+                continue  # not this run's to judge: it is not selected
+            if lsn is not None:
+                held.append((stream_id, lsn))
+        return held
 
     def _publication_steps(self, slot_name: str) -> str | None:
         """The statements that create pgoutput's publication for the LOG_BASED tables, or None when it exists."""
@@ -186,8 +218,15 @@ class LogBasedSync:
 
     def confirm_saved_position(self) -> None:
         """Confirm the slot up to the lowest position the state holds: the target has saved what is before it."""
+        for stream_id, lsn in self.held_positions():
+            LOGGER.warning(
+                "%s is not selected but the state holds its LOG_BASED bookmark: the slot is held at %s so its "
+                "changes wait for it; remove its bookmark from the state if it has left the pipeline",
+                stream_id,
+                int_to_lsn(lsn),
+            )
         if self.saved_positions:
-            self.slot = confirm_up_to(self.conn, self.slot, min(self.saved_positions.values()))
+            self.slot = confirm_up_to(self.conn, self.slot, self.confirmable(min(self.saved_positions.values())))
         log_slot_health(self.conn, self.slot, self.config, "start")
         for stream in self.streams:
             lsn = self.saved_positions.get(stream.tap_stream_id)
@@ -199,6 +238,10 @@ class LogBasedSync:
                     int_to_lsn(self.slot.confirmed_flush),
                     int_to_lsn(lsn),
                 )
+
+    def confirmable(self, lsn: int) -> int:
+        """Return how far the slot may be confirmed toward `lsn`: never past a held bookmark."""
+        return min([lsn, *(held for _, held in self.held_positions())])
 
     def close(self) -> None:
         """Release the primary connection."""
@@ -384,9 +427,13 @@ class WalPass:
         """
         conn = self._side_connection()
         wait_until_free(conn, self.sync.slot)
-        self.sync.slot = confirm_up_to(conn, self.sync.slot, saved)
+        self.sync.slot = confirm_up_to(conn, self.sync.slot, self.sync.confirmable(saved))
         self.confirmed = saved
-        LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(saved))
+        LOGGER.info(
+            "Confirmed slot %s up to %s, what the target has saved",
+            self.sync.slot.name,
+            int_to_lsn(self.sync.slot.confirmed_flush),
+        )
         return saved
 
     def _side_connection(self) -> extensions.connection:
