@@ -263,3 +263,16 @@ def test_a_publication_younger_than_the_slot_gets_its_cause_and_a_way_out_that_l
     db.execute("DELETE FROM toys WHERE id >= 10")
     db.drop_slots()
     db.execute("DROP PUBLICATION late_pub")
+
+
+def test_a_dropped_log_based_table_gets_the_rerun_discover_line(db, tables, pgoutput_slot):
+    db.execute("CREATE TABLE doomed (id int PRIMARY KEY)")
+    catalog = log_based(db.discover(), "public-doomed", "public-pets")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("DROP TABLE doomed")
+    messages, stderr, code = db.try_sync(catalog, state=state)
+    assert code == 1 and not records_of(messages)
+    assert stderr[-1] == (
+        'tap-postgres: error: table "public"."doomed" of stream public-doomed no longer exists: rerun --discover '
+        "and update the catalog"
+    )

@@ -51,6 +51,7 @@ from tap_postgres.state import (
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
+from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -129,6 +130,11 @@ class LogBasedSync:
         slot_name, _ = locate_slot(self.conn, config)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
+        # the LOG_BASED streams' own checks come before the publication or slot is touched: a dropped
+        # table gets "rerun --discover", never a statement naming it
+        pairs = [(stream.schema_name, stream.table_name) for stream in streams]
+        described = {(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)} if pairs else {}
+        check_streams(self.conn, config, streams, described, state)
         self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
