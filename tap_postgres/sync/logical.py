@@ -31,7 +31,7 @@ from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_table
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
 from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
-from tap_postgres.publication import ensure_publication
+from tap_postgres.publication import creation_statements, ensure_publication
 from tap_postgres.replication import (
     confirm_up_to,
     current_wal_lsn,
@@ -53,6 +53,7 @@ from tap_postgres.state import (
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
+from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -132,7 +133,12 @@ class LogBasedSync:
         slot_name, _ = locate_slot(self.conn, config)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
-        self.slot = find_slot(self.conn, config, self._prepare_plugin)
+        # the LOG_BASED streams' own checks come before the publication or slot is touched: a dropped
+        # table gets "rerun --discover", never a statement naming it
+        pairs = [(stream.schema_name, stream.table_name) for stream in streams]
+        described = {(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)} if pairs else {}
+        check_streams(self.conn, config, streams, described, state)
+        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
             stream.tap_stream_id: lsn
@@ -151,12 +157,49 @@ class LogBasedSync:
         self._refuse_positions_from_elsewhere()
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
-        """Make pgoutput's publication hold exactly the LOG_BASED tables (wal2json needs nothing)."""
+        """Make pgoutput's publication hold the LOG_BASED tables, or check one the tap did not make (wal2json needs nothing)."""
         if plugin == "pgoutput":
             pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
             # a view or a foreign table cannot be published: say so as LOG_BASED does for wal2json
             self.check_replicable({(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)})
-            ensure_publication(self.conn, self.config, self.publication_name(slot_name), pairs)
+            held = {stream_id for stream_id, _ in self.held_positions()}
+            # a run without any LOG_BASED bookmark is not this pipeline's state: it removes nothing
+            known = held or any("lsn" in saved for saved in self.state["bookmarks"].values())
+            ensure_publication(
+                self.conn,
+                self.config,
+                self.publication_name(slot_name),
+                slot_name,
+                pairs,
+                kept=lambda table: not known or f"{table[0]}-{table[1]}" in held,
+            )
+
+    def held_positions(self) -> list[tuple[str, int]]:
+        """The `lsn` of this slot's LOG_BASED bookmarks whose streams the run does not select.
+
+        Such a stream has not left the pipeline (a partial catalog, say): its table stays in the
+        publication and the slot is never confirmed past its bookmark, so its changes wait for it.
+        It leaves for good when its bookmark is removed from the state.
+        """
+        selected = {stream.tap_stream_id for stream in self.streams}
+        held = []
+        for stream_id, saved in self.state["bookmarks"].items():
+            origin = saved.get("origin")
+            slot = origin.get("slot") if isinstance(origin, dict) else None
+            if stream_id in selected or slot not in (None, self.origin.slot):
+                continue
+            try:
+                lsn = bookmark_lsn(self.state, stream_id)
+            except StateError:
+                continue  # not this run's to judge: it is not selected
+            if lsn is not None:
+                held.append((stream_id, lsn))
+        return held
+
+    def _publication_steps(self, slot_name: str) -> str | None:
+        """The statements that create pgoutput's publication for the LOG_BASED tables, or None when it exists."""
+        pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
+        return creation_statements(self.conn, self.publication_name(slot_name), slot_name, self.config.tap_id, pairs)
 
     def publication_name(self, slot_name: str) -> str:
         """The publication pgoutput reads: publication_name, else the slot's name."""
@@ -184,8 +227,15 @@ class LogBasedSync:
 
     def confirm_saved_position(self) -> None:
         """Confirm the slot up to the lowest position the state holds: the target has saved what is before it."""
+        for stream_id, lsn in self.held_positions():
+            LOGGER.warning(
+                "%s is not selected but the state holds its LOG_BASED bookmark: the slot is held at %s so its "
+                "changes wait for it; remove its bookmark from the state if it has left the pipeline",
+                stream_id,
+                int_to_lsn(lsn),
+            )
         if self.saved_positions:
-            self.slot = confirm_up_to(self.conn, self.slot, min(self.saved_positions.values()))
+            self.slot = confirm_up_to(self.conn, self.slot, self.confirmable(min(self.saved_positions.values())))
         log_slot_health(self.conn, self.slot, self.config, "start")
         for stream in self.streams:
             lsn = self.saved_positions.get(stream.tap_stream_id)
@@ -197,6 +247,10 @@ class LogBasedSync:
                     int_to_lsn(self.slot.confirmed_flush),
                     int_to_lsn(lsn),
                 )
+
+    def confirmable(self, lsn: int) -> int:
+        """Return how far the slot may be confirmed toward `lsn`: never past a held bookmark."""
+        return min([lsn, *(held for _, held in self.held_positions())])
 
     def close(self) -> None:
         """Release the primary connection."""
@@ -333,6 +387,9 @@ class WalPass:
             if failure is not None:
                 raise failure from None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if self.sync.slot.plugin == "pgoutput" and "does not exist" in first_line:
+                doing = f'cannot read replication slot "{self.sync.slot.name}"'
+                raise describe_plugin_failure(exc, doing, "pgoutput", self.sync.slot.name) from None
             raise ReplicationError(
                 f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
             ) from None
@@ -359,7 +416,10 @@ class WalPass:
                 )
             except psycopg2.Error as exc:
                 raise describe_plugin_failure(
-                    exc, f'cannot read replication slot "{self.sync.slot.name}"', self.sync.slot.plugin
+                    exc,
+                    f'cannot read replication slot "{self.sync.slot.name}"',
+                    self.sync.slot.plugin,
+                    self.sync.slot.name,
                 ) from None
             return self._read(cur, end_lsn)
         finally:
@@ -376,9 +436,13 @@ class WalPass:
         """
         conn = self._side_connection()
         wait_until_free(conn, self.sync.slot)
-        self.sync.slot = confirm_up_to(conn, self.sync.slot, saved)
+        self.sync.slot = confirm_up_to(conn, self.sync.slot, self.sync.confirmable(saved))
         self.confirmed = saved
-        LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(saved))
+        LOGGER.info(
+            "Confirmed slot %s up to %s, what the target has saved",
+            self.sync.slot.name,
+            int_to_lsn(self.sync.slot.confirmed_flush),
+        )
         return saved
 
     def _side_connection(self) -> extensions.connection:
