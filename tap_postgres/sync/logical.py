@@ -254,7 +254,8 @@ class LogBasedSync:
     def stream_changes(self, tables: dict[tuple[str, str], Table]) -> None:
         """Read the WAL from the lowest bookmark and emit every selected table's changes."""
         self.conn.rollback()
-        self.conn.autocommit = True  # renders read current rows (TOAST values) and hold no snapshot
+        # renders read current rows (TOAST values), and hold no snapshot or lock between batches
+        self.conn.commit_each_statement = True
         wal_pass = WalPass(self, tables)
         wal_pass.run()
 
@@ -318,7 +319,7 @@ class WalPass:
             len(self.by_table),
         )
         helper = connect(self.config)
-        helper.autocommit = True
+        helper.commit_each_statement = True
         self.renderer = BatchRenderer([self.sync.conn, helper], self.sink)
         try:
             while (saved := self._stream(start_lsn, end_lsn)) is not None:
@@ -381,7 +382,7 @@ class WalPass:
         """A session of its own for catalog lookups and the slot, apart from the rendering sessions."""
         if self.catalog_conn is None:
             self.catalog_conn = connect(self.config)
-            self.catalog_conn.autocommit = True
+            self.catalog_conn.commit_each_statement = True
         return self.catalog_conn
 
     def _plugin_options(self) -> dict[str, str]:
