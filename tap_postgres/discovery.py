@@ -220,11 +220,15 @@ def quote_ident(name: str) -> str:
 
 
 def resolve_type(type_rows: dict[int, tuple], type_oid: int, typmod: int) -> types.ColumnType | None:
-    """Follow domains and arrays to the base type of a column, or None for a type not found."""
+    """Follow domains and arrays to the base type of a column, or None for a type not found.
+
+    Domains nest to any depth; every step reaches a type `type_rows` holds (the catalog query
+    follows them to the bottom), so the walk ends within as many steps as there are types.
+    """
     row = type_rows.get(type_oid)
     is_array = False
     is_domain = False
-    for _ in range(16):  # domains over domains over arrays: a bounded walk
+    for _ in range(len(type_rows) + 1):
         if row is None:
             return None
         _, typname, typtype, category, typelem, basetype, domain_typmod, type_schema = row
