@@ -249,3 +249,21 @@ def test_columns_without_select_privilege_are_left_out_with_a_warning(db, catalo
     secrets = stream({"streams": streams}, "public-secrets")
     assert list(secrets["schema"]["properties"]) == ["id", "visible"]
     assert "Columns of public-secrets left out of the catalog, the user lacks SELECT on them: hidden" in stderr
+
+
+def test_a_stream_without_a_replication_method_says_none_is_set_never_none(db, catalog):
+    entry = json.loads(json.dumps(stream(catalog, "sales-orders"), default=str))
+    table_metadata(entry)["selected"] = True
+    table_metadata(entry).pop("replication-method", None)
+    _, stderr, code = db.try_sync({"streams": [entry]})
+    assert code != 0 and "None" not in "\n".join(stderr)
+    assert stderr[-1].startswith('tap-postgres: error: stream "sales-orders" has no replication-method set: set it to')
+
+
+def test_a_catalog_with_nothing_selected_warns_once_and_exits_0(db, catalog):
+    unselected = json.loads(json.dumps(catalog, default=str))
+    messages, stderr, code = db.try_sync(unselected)
+    assert code == 0
+    warnings = [line for line in stderr if "No stream is selected" in line]
+    assert len(warnings) == 1 and '"selected": true' in warnings[0]
+    assert not [m for m in messages if m["type"] == "RECORD"]
