@@ -117,6 +117,14 @@ SETTINGS: tuple[Setting, ...] = (
         default=10,
     ),
     Setting(
+        "progress_seconds",
+        "integer",
+        "How often a stream logs its progress: records so far, the rate, and for a copy the percentage of the "
+        "table's estimated rows and the time left; for LOG_BASED, how far behind the end of the WAL it reads. "
+        "0 logs after every batch.",
+        default=5,
+    ),
+    Setting(
         "slot_lag_warning_bytes",
         "integer",
         "LOG_BASED: warn (`slot_lag_exceeded slot=... lag_bytes=... threshold_bytes=...`) when the slot holds "
@@ -230,6 +238,7 @@ class Config:
     output_plugin: str | None = None
     publication_name: str | None = None
     state_poll_seconds: int = 10
+    progress_seconds: int = 5
     slot_lag_warning_bytes: int | None = None
     debug_lsn: bool = False
     tap_id: str | None = None
@@ -363,6 +372,8 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
     if config.state_poll_seconds < 1:
         raise ConfigError(f'config key "state_poll_seconds" must be at least 1, got {config.state_poll_seconds}')
+    if config.progress_seconds < 0:
+        raise ConfigError(f'config key "progress_seconds" must be 0 or more, got {config.progress_seconds}')
     if config.slot_lag_warning_bytes is not None and config.slot_lag_warning_bytes < 0:
         raise ConfigError(f'config key "slot_lag_warning_bytes" must be 0 or more, got {config.slot_lag_warning_bytes}')
     if config.limit is not None and config.limit < 1:

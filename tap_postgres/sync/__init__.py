@@ -148,9 +148,13 @@ def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: Mess
         sync_fast_rds(conn, stream, columns, state, writer, config)
     elif stream.replication_method == "FULL_TABLE":
         open_helper = lambda: connect(config, secondary=config.use_secondary)  # noqa: E731
-        sync_full_table(conn, table, stream, columns, state, writer, config.itersize, open_helper)
+        sync_full_table(
+            conn, table, stream, columns, state, writer, config.itersize, config.progress_seconds, open_helper
+        )
     else:
-        sync_incremental(conn, table, stream, columns, state, writer, config.itersize, config.limit)
+        sync_incremental(
+            conn, table, stream, columns, state, writer, config.itersize, config.limit, config.progress_seconds
+        )
 
 
 def _raise_interrupted(signum, frame) -> None:

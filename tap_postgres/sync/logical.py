@@ -304,6 +304,7 @@ class LogBasedSync:
             self.state,
             self.writer,
             self.config.itersize,
+            self.config.progress_seconds,
             open_helper,
             on_snapshot=record_position if fresh else None,
         )
@@ -325,7 +326,8 @@ class WalPass:
         self.config = sync.config
         self.state = sync.state
         self.writer = sync.writer
-        self.progress = Progress("LOG_BASED")
+        self.progress = Progress("LOG_BASED", self.config.progress_seconds, behind=self._behind_wal_end)
+        self.replication_cursor = None  # the walsender's cursor: its wal_end is where the server's WAL ends
         self.decoder = PgoutputDecoder() if sync.slot.plugin == "pgoutput" else Wal2jsonDecoder()
         self.sink = RecordSink(self.writer, self.progress)
         self.by_table: dict[tuple[str, str], StreamChanges] = {}
@@ -355,6 +357,7 @@ class WalPass:
             stream.tap_stream_id: bookmark_lsn(self.state, stream.tap_stream_id) for stream in sync.streams
         }
         self.position = min(self.bookmarks.values())  # the end of the last transaction read, or a keepalive's
+        self.start_position = self.position
         self.confirmed = sync.slot.confirmed_flush  # what the slot is confirmed up to
         self.last_poll = time.monotonic()
         self.in_transaction = False
@@ -407,7 +410,7 @@ class WalPass:
         or until the target has saved more than the slot is confirmed for (that position)."""
         replication = connect_replication(self.config)
         try:
-            cur = replication.cursor()
+            cur = self.replication_cursor = replication.cursor()
             try:
                 cur.start_replication_expert(
                     start_replication_command(self.sync.slot.name, start_lsn, self.plugin_options).as_string(cur),
@@ -424,6 +427,15 @@ class WalPass:
             return self._read(cur, end_lsn)
         finally:
             replication.close()
+
+    def _behind_wal_end(self) -> tuple[int, float] | None:
+        """Return how far the position read is behind the server's WAL end: bytes, and seconds at the rate read so far."""
+        wal_end = self.replication_cursor.wal_end if self.replication_cursor is not None else 0
+        if not wal_end:
+            return None  # the server has not said yet
+        behind = max(0, wal_end - self.position)
+        read_per_second = (self.position - self.start_position) / max(time.monotonic() - self.started, 1e-3)
+        return behind, (behind / read_per_second if read_per_second > 0 else 0.0 if not behind else float("inf"))
 
     def _confirm_between_streams(self, saved: int) -> int:
         """Confirm the slot up to what the target saved while no walsender holds it; return where to read on.
