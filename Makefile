@@ -50,7 +50,7 @@ integration_test: deps venv
 	$(BIN)/pytest -q tests -m integration
 
 demo: deps venv
-	$(BIN)/python demo/run_demo.py
+	$(BIN)/python demo/run_demo.py $(PORT)
 
 bench: deps venv
 	$(BIN)/python bench/run_bench.py $(if $(PEERS),--peers,)

@@ -1,6 +1,7 @@
 """`make demo`: a throwaway cluster with a small shop schema, discovered and synced by the real CLI.
 
 Prints what a user would do by hand, a count of records per stream and a few sample records.
+`python demo/run_demo.py [PORT]` (`make demo PORT=...`) puts the cluster on that port, else on a free one.
 """
 
 from __future__ import annotations
@@ -51,10 +52,13 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, check=True, **kwargs)
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    if len(argv) > 1 or (argv and not argv[0].isdigit()):
+        sys.exit(f"usage: {sys.argv[0]} [PORT]   (make demo PORT=5433)")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
-    port = pgcluster.start(WORK / "pgdata")
+    port = pgcluster.start(WORK / "pgdata", int(argv[0]) if argv else None)
+    print(f"(demo PostgreSQL on 127.0.0.1:{port})")
     try:
         subprocess.run(
             ["psql", "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-c", SAMPLE_SCHEMA],
@@ -109,4 +113,4 @@ def show(output_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

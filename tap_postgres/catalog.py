@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from tap_postgres.config import REPLICATION_METHODS, Config
 from tap_postgres.errors import CatalogError
+
+LOGGER = logging.getLogger("tap-postgres")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,11 @@ def parse_catalog(raw: Any, config: Config) -> list[SelectedStream]:
     if not isinstance(raw, dict) or not isinstance(raw.get("streams"), list):
         raise CatalogError('the catalog must be a JSON object with a "streams" list: run --discover to make one')
     selected = [stream for entry in raw["streams"] if (stream := _parse_entry(entry, config)) is not None]
+    if not selected:
+        LOGGER.warning(
+            'No stream is selected in the catalog, so nothing is synced: set "selected": true in the metadata '
+            "entry with breadcrumb [] of each stream to sync"
+        )
     return sorted(selected, key=lambda stream: stream.tap_stream_id)
 
 
@@ -46,8 +54,10 @@ def _parse_entry(entry: Any, config: Config) -> SelectedStream | None:
 
     method = table_md.get("replication-method") or config.default_replication_method
     if method not in REPLICATION_METHODS:
+        # a missing method is said as such: a message must never print Python's None
+        given = "no replication-method set" if method is None else f"replication-method {method!r}"
         raise CatalogError(
-            f'stream "{stream_id}" has replication-method {method!r}: set it to one of '
+            f'stream "{stream_id}" has {given}: set it to one of '
             f"{', '.join(REPLICATION_METHODS)} in the catalog metadata, or set default_replication_method"
         )
     schema_name = table_md.get("schema-name")

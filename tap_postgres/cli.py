@@ -1,8 +1,4 @@
-"""The `tap-postgres` command: runs the singer-sdk CLI and turns a TapPostgresError into one stderr line.
-
-Exit codes: 0 done, 1 an error the user can fix, 130 interrupted (SIGINT, SIGTERM), 141 stdout closed
-by the program reading it (as a shell reports SIGPIPE).
-"""
+"""The `tap-postgres` command: runs the singer-sdk CLI and turns a TapPostgresError into one stderr line."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import sys
 
 import click
 
-from tap_postgres.errors import EXIT_INTERRUPTED, StdoutClosedError, TapPostgresError, redact
+from tap_postgres.errors import InterruptedRunError, OutputClosedError, TapPostgresError, redact
 from tap_postgres.tap import TapPostgres
 
 
@@ -19,30 +15,22 @@ def main(argv: list[str] | None = None) -> None:
     """Run the tap; exit 1 with `tap-postgres: error: <cause and fix>` on any error the user can fix."""
     try:
         TapPostgres.cli.main(args=argv, prog_name="tap-postgres", standalone_mode=False)
-    except StdoutClosedError as exc:
-        _stdout_closed(exc)
     except TapPostgresError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_code)
     except click.ClickException as exc:
         _fail(exc.format_message())
-    except click.exceptions.Abort:  # click's Ctrl-C outside a sync
-        _fail("interrupted", EXIT_INTERRUPTED)
+    except click.exceptions.Abort:
+        _fail("interrupted before the sync began; nothing was written", InterruptedRunError.exit_code)
+    except BrokenPipeError:
+        _fail(str(OutputClosedError()), OutputClosedError.exit_code)
 
 
-EXIT_STDOUT_CLOSED = 141
-
-
-def _stdout_closed(exc: StdoutClosedError) -> None:
-    """End the run whose stdout was closed: one line, and no second failure when Python flushes stdout at exit."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # the at-exit flush of sys.stdout would print "Exception ignored"
-    os.close(devnull)
-    _fail(str(exc), EXIT_INTERRUPTED if exc.interrupted else EXIT_STDOUT_CLOSED)
-
-
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, exit_code: int = 1) -> None:
     # one line whatever the names in it hold: a table may be named with a line break
     line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in redact(message))
     sys.stderr.write(f"tap-postgres: error: {line}\n")
     sys.stderr.flush()
-    sys.exit(code)
+    if exit_code in (OutputClosedError.exit_code, InterruptedRunError.exit_code):
+        # a closed stdout would fail again in Python's flush at exit, with a message of its own
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(exit_code)

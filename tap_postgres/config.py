@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -13,7 +12,8 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from tap_postgres.errors import ConfigError, forget_secrets, register_secret
+from tap_postgres import files
+from tap_postgres.errors import ConfigError, keep_secret
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -115,6 +115,14 @@ SETTINGS: tuple[Setting, ...] = (
         "LOG_BASED: how often to re-read the --state file during the run and confirm the slot up to the "
         "lowest lsn it holds (what the target has saved), so the server frees WAL while the run goes on.",
         default=10,
+    ),
+    Setting(
+        "progress_seconds",
+        "integer",
+        "How often a stream logs its progress: records so far, the rate, and for a copy the percentage of the "
+        "table's estimated rows and the time left; for LOG_BASED, how far behind the end of the WAL it reads. "
+        "0 logs after every batch.",
+        default=5,
     ),
     Setting(
         "slot_lag_warning_bytes",
@@ -230,6 +238,7 @@ class Config:
     output_plugin: str | None = None
     publication_name: str | None = None
     state_poll_seconds: int = 10
+    progress_seconds: int = 5
     slot_lag_warning_bytes: int | None = None
     debug_lsn: bool = False
     tap_id: str | None = None
@@ -289,8 +298,26 @@ def _coerce(setting: Setting, value: Any) -> Any:
     return value
 
 
-# singer-sdk settings this tap does not implement yet: a stream map meant to drop a column must not be
-# ignored, so they stop the run.
+# Keys PipelineWise writes into every tap's config.json besides the tap's own settings: `tap_id` from
+# the tap's properties (older versions wrote `filter_dbs`), and the generic `db_conn` keys its fastsync
+# and other taps read (FastSync from PostgreSQL reads replica_host, _port, _user and _password).
+PIPELINEWISE_KEYS = frozenset(
+    {
+        "engine",
+        "fastsync_parallelism",
+        "use_gtid",
+        "use_message_key",
+        "filter_dbs",
+        "replica_host",
+        "replica_port",
+        "replica_user",
+        "replica_password",
+    }
+)
+
+# singer-sdk settings this tap does not implement: records are written from the server's bytes, not
+# through singer-sdk's record path. Each stops the run when it asks for something, because a map meant
+# to drop a column (PII) must never be ignored; an empty or false value asks for nothing.
 SDK_KEYS_NOT_IMPLEMENTED = (
     "stream_maps",
     "stream_map_config",
@@ -299,44 +326,31 @@ SDK_KEYS_NOT_IMPLEMENTED = (
     "batch_config",
     "faker_config",
 )
-# Keys PipelineWise writes into a tap-postgres config.json that this tap has no use for: its older
-# `filter_dbs` extra and the FastSync keys of `db_conn` (FastSync reads them, the Singer tap does not).
-PIPELINEWISE_KEYS = (
-    "filter_dbs",
-    "fastsync_parallelism",
-    "replica_host",
-    "replica_port",
-    "replica_user",
-    "replica_password",
-    "previous_tap_id",
-    "publication_fence_timeout_seconds",
-)
 
 
-def check_keys(raw: dict[str, Any]) -> None:
-    """Stop on singer-sdk keys the tap does not implement; warn once per unknown key, naming the nearest known one."""
+def check_keys(raw: Mapping[str, Any]) -> None:
+    """Refuse singer-sdk settings the tap does not implement; warn once for each unknown key."""
     for key in SDK_KEYS_NOT_IMPLEMENTED:
-        if key in raw:
+        if raw.get(key) not in (None, False, {}, [], ""):
             raise ConfigError(
-                f'config key "{key}" is a singer-sdk setting this tap does not implement yet, and the run would '
-                "ignore it: remove the key, or apply it with a mapper plugin between tap and target "
-                "(such as meltano-map-transform)"
+                f'config key "{key}" is a singer-sdk feature this tap does not implement yet, so it would be '
+                "ignored: remove it, and apply the mapping with a mapper between tap and target "
+                "(for example meltano-map-transform), or deselect the columns in the catalog"
             )
     known = [setting.name for setting in SETTINGS]
     for key in raw:
-        if key in known or key in PIPELINEWISE_KEYS:
+        if key in known or key in PIPELINEWISE_KEYS or key in SDK_KEYS_NOT_IMPLEMENTED:
             continue
-        nearest = difflib.get_close_matches(str(key), known, n=1)
-        hint = f': did you mean "{nearest[0]}"?' if nearest else ""
+        nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f': did you mean "{nearest[0]}"?' if nearest else ": the tap has no such setting (see --about)"
         LOGGER.warning('config key "%s" is not a setting of tap-postgres and is ignored%s', key, hint)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
-    """Validate a config dict into a Config; an unknown key warns, an unimplemented singer-sdk key stops."""
+    """Validate a config dict into a Config: unknown keys warn, unimplemented singer-sdk features stop."""
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a JSON object of settings")
     check_keys(raw)
-    forget_secrets()
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         value = _coerce(setting, raw.get(setting.name))
@@ -348,7 +362,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
                 )
             continue
         if setting.secret:
-            register_secret(str(value))
+            keep_secret(setting.name, value)
         values[setting.name] = value
     config = Config(**values)
     _check_combinations(config)
@@ -371,6 +385,8 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
     if config.state_poll_seconds < 1:
         raise ConfigError(f'config key "state_poll_seconds" must be at least 1, got {config.state_poll_seconds}')
+    if config.progress_seconds < 0:
+        raise ConfigError(f'config key "progress_seconds" must be 0 or more, got {config.progress_seconds}')
     if config.slot_lag_warning_bytes is not None and config.slot_lag_warning_bytes < 0:
         raise ConfigError(f'config key "slot_lag_warning_bytes" must be 0 or more, got {config.slot_lag_warning_bytes}')
     if config.limit is not None and config.limit < 1:
@@ -378,17 +394,11 @@ def _check_combinations(config: Config) -> None:
 
 
 def read_json_file(path: str | Path, what: str, error: type[Exception] = ConfigError, **json_options: Any) -> Any:
-    """Load a JSON file, raising `error` with a one-line message when it is missing or malformed."""
+    """Load a JSON file safely (files.read_json), raising `error` with its one-line reason."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    try:
-        return json.loads(text, **json_options)
-    except json.JSONDecodeError as exc:
-        raise error(
-            f"the {what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+        return files.read_json(str(path), what, **json_options)
+    except files.FileProblem as exc:
+        raise error(str(exc)) from None
 
 
 # The prefix of the environment variables that set what the config files leave out (`--about` lists them).

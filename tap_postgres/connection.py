@@ -1,8 +1,10 @@
-"""Connections to PostgreSQL: the primary, the secondary (replica), all with pinned session settings."""
+"""Connections to PostgreSQL: the primary, the secondary (replica), every transaction read-only with pinned settings."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.errors
@@ -23,8 +25,8 @@ from tap_postgres.errors import (
 LOGGER = logging.getLogger("tap-postgres")
 
 # Every value the tap emits is rendered by the server, so the settings that change how values
-# are printed are pinned here, once, for every session: timestamps in UTC and ISO form,
-# intervals as ISO 8601 durations, floats with the shortest text that reads back exactly.
+# are printed are pinned, for every transaction: timestamps in UTC and ISO form, intervals as
+# ISO 8601 durations, floats with the shortest text that reads back exactly.
 SESSION_SETTINGS = {
     "TimeZone": "UTC",
     "DateStyle": "ISO, MDY",
@@ -32,10 +34,79 @@ SESSION_SETTINGS = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
 }
-# Every session of the tap is read-only at the server, set for the session before its first
-# statement, so every transaction after it is read-only whatever the client does (autocommit
-# included). The slot functions and walsender commands the tap uses work in read-only sessions.
+# The walsender runs no transaction of the tap's: it gets the settings as startup options, read-only included.
 READ_ONLY = {"default_transaction_read_only": "on"}
+
+
+class TapConnection(psycopg2.extensions.connection):
+    """A session whose every transaction is read-only from its first statement and carries the pinned settings.
+
+    psycopg2 opens each transaction with `BEGIN ... READ ONLY` (set_session(readonly=True)), so a
+    function a query reaches that turns the session's default_transaction_read_only off (a domain
+    CHECK, a cast, a row policy) cannot make a later transaction writable. The settings are `SET
+    LOCAL`, the transaction's first statement: they end with it, so a transaction-mode pooler
+    (PgBouncer) that hands the server connection to another client hands it back unchanged, and a
+    function cannot change them for the transactions after its own either. There is no autocommit:
+    `commit_each_statement` runs each statement in a read-only transaction of its own instead.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cursor_factory = TapCursor
+        self.commit_each_statement = False
+        self.transaction_start = set_local(SESSION_SETTINGS)
+        super().set_session(readonly=True)
+
+    @property
+    def autocommit(self) -> bool:
+        """Always False: an autocommit statement would run in a transaction the session's defaults decide."""
+        return False
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        if value:
+            raise TypeError("a TapConnection has no autocommit: set commit_each_statement instead")
+
+    def set_session(self, **options) -> None:
+        """Set the isolation level (or deferrable) of the transactions to come; they stay read-only."""
+        if options.pop("readonly", True) is not True or options.pop("autocommit", False):
+            raise TypeError("a TapConnection's transactions are read-only, never autocommit")
+        super().set_session(readonly=True, **options)
+
+
+class TapCursor(psycopg2.extensions.cursor):
+    """A cursor of a TapConnection: it opens each transaction with the connection's `SET LOCAL`s."""
+
+    def execute(self, query, vars=None):
+        """Run a statement, opening its transaction first when none is open."""
+        with self._in_transaction():
+            return super().execute(query, vars)
+
+    def copy_expert(self, sql, file, size=8192):
+        """Run a COPY ... TO STDOUT, opening its transaction first when none is open."""
+        with self._in_transaction():
+            return super().copy_expert(sql, file, size)
+
+    @contextlib.contextmanager
+    def _in_transaction(self) -> Iterator[None]:
+        conn = self.connection
+        if conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            # psycopg2 sends BEGIN ... READ ONLY before it: the settings are the transaction's first statement
+            super().execute(conn.transaction_start)
+        if not conn.commit_each_statement:
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def set_local(settings: dict[str, str]) -> str:
+    """Return the `SET LOCAL` statements that give a transaction these settings."""
+    return "".join(f"SET LOCAL {name} = '{value}';" for name, value in settings.items())
 
 
 def startup_options(settings: dict[str, str]) -> str:
@@ -64,20 +135,14 @@ def connection_options(config: Config, *, secondary: bool = False) -> dict:
     return options
 
 
-def connect(config: Config, *, secondary: bool = False) -> psycopg2.extensions.connection:
-    """Open a read-only connection with the pinned session settings, or raise a TapPostgresError."""
+def connect(config: Config, *, secondary: bool = False) -> TapConnection:
+    """Open a session whose transactions are read-only with the pinned settings, or raise a TapPostgresError."""
     options = connection_options(config, secondary=secondary)
     try:
-        conn = psycopg2.connect(**options)
+        # no startup options: PgBouncer refuses those it does not know (ignore_startup_parameters)
+        return psycopg2.connect(**options, connection_factory=TapConnection)
     except psycopg2.OperationalError as exc:
         raise describe_connect_failure(exc, options) from None
-    # SET, not startup options: connection poolers (PgBouncer) refuse or drop those; in autocommit,
-    # so no transaction of the session ever begins before it is read-only
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("".join(f"SET {name} = '{value}';" for name, value in {**READ_ONLY, **SESSION_SETTINGS}.items()))
-    conn.autocommit = False
-    return conn
 
 
 def database_identity(conn: psycopg2.extensions.connection) -> tuple[str | None, int, str]:

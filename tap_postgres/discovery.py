@@ -17,8 +17,30 @@ LOGGER = logging.getLogger("tap-postgres")
 RELATION_KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
 VIEW_KINDS = {"v", "m"}
 
+# row-count: reltuples once ANALYZE or VACUUM has counted the table; before (reltuples -1 on
+# PostgreSQL 14+, 0 with no pages before), an estimate from its size as PeerDB makes it: pages on
+# disk times the rows per page, known from reltuples/relpages when counted, else from the row
+# width, (block size - 24 bytes of page header) / (24 bytes of tuple header + the columns' widths,
+# 32 bytes for each of variable width as the planner guesses). A partitioned table is the sum of
+# its leaf partitions' (any depth), which it has no statistics of its own for before ANALYZE.
+_ROW_ESTIMATE_SQL = """
+CASE WHEN {c}.reltuples >= 0 AND {c}.relpages > 0 THEN {c}.reltuples
+     ELSE pg_relation_size({c}.oid) / current_setting('block_size')::numeric
+          * CASE WHEN {c}.reltuples > 0 AND {c}.relpages > 0 THEN {c}.reltuples / {c}.relpages
+                 ELSE (current_setting('block_size')::numeric - 24) / (24 + (
+                      SELECT coalesce(sum(CASE WHEN a.attlen > 0 THEN a.attlen ELSE 32 END), 0)
+                        FROM pg_attribute a
+                       WHERE a.attrelid = {c}.oid AND a.attnum > 0 AND NOT a.attisdropped)) END END
+"""
+
 _TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
+SELECT c.oid, n.nspname, c.relname, c.relkind,
+       round(CASE WHEN c.relkind = 'p' THEN (
+           SELECT coalesce(sum({leaf}), 0)
+             FROM pg_partition_tree(c.oid) AS tree
+             JOIN pg_class leaf ON leaf.oid = tree.relid
+            WHERE tree.isleaf)
+       WHEN c.relkind IN ('r', 'm') THEN {table} ELSE greatest(c.reltuples, 0) END)::bigint,
        obj_description(c.oid, 'pg_class'), c.relispopulated,
        has_schema_privilege(n.oid, 'USAGE'), has_any_column_privilege(c.oid, 'SELECT')
   FROM pg_class c
@@ -30,7 +52,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint,
    AND (%(tables)s::text[] IS NULL OR (n.nspname || '.' || c.relname) = ANY(%(tables)s::text[]))
    AND (%(partitions)s OR NOT c.relispartition)
  ORDER BY n.nspname, c.relname
-"""
+""".format(leaf=_ROW_ESTIMATE_SQL.format(c="leaf"), table=_ROW_ESTIMATE_SQL.format(c="c"))
 
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
@@ -220,11 +242,15 @@ def quote_ident(name: str) -> str:
 
 
 def resolve_type(type_rows: dict[int, tuple], type_oid: int, typmod: int) -> types.ColumnType | None:
-    """Follow domains and arrays to the base type of a column, or None for a type not found."""
+    """Follow domains and arrays to the base type of a column, or None for a type not found.
+
+    Domains nest to any depth; every step reaches a type `type_rows` holds (the catalog query
+    follows them to the bottom), so the walk ends within as many steps as there are types.
+    """
     row = type_rows.get(type_oid)
     is_array = False
     is_domain = False
-    for _ in range(16):  # domains over domains over arrays: a bounded walk
+    for _ in range(len(type_rows) + 1):
         if row is None:
             return None
         _, typname, typtype, category, typelem, basetype, domain_typmod, type_schema = row

@@ -1,11 +1,14 @@
-"""The publication pgoutput reads: exactly the selected LOG_BASED tables, each with a replica identity.
+"""The publication pgoutput reads: the selected LOG_BASED tables, each with a replica identity.
 
-pgoutput sends the changes of the tables in the publications it is given. The tap keeps one
-publication per pipeline (named like its slot unless `publication_name` says otherwise) equal to
-the run's LOG_BASED tables: it creates or corrects it when `create_replication_slot` allows the
-tap to set replication up, and otherwise names the exact statement to run. A partitioned table is
-published as itself (not via its root): its partitions' changes then arrive under their own
-names, present and future partitions alike, and are routed to the stream like wal2json's.
+pgoutput sends the changes of the tables in the publications it is given. The tap changes only
+a publication it made itself: one it creates gets a comment naming its slot and `tap_id`
+(marker_statement), and only a publication carrying this pipeline's marker, owned by the tap's
+user, is ever altered (kept equal to the run's LOG_BASED tables when `create_replication_slot`
+allows the tap to set replication up). Any other publication, one a subscriber uses for
+example, is read and never altered: the tap uses it as it is when its records would be right
+(more tables than needed are fine), and otherwise stops with one line saying what is missing and
+the statement its owner can run. A partitioned table is published as itself (not via its root):
+its partitions' changes then arrive under their own names and are routed to the stream.
 
 The publication must exist before the slot is created: decoding reads it as of each change, and
 a change older than the publication would end the stream with "publication does not exist".
@@ -13,7 +16,10 @@ a change older than the publication would end the stream with "publication does 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+from collections.abc import Callable
 
 import psycopg2
 from psycopg2 import extensions, sql
@@ -24,53 +30,166 @@ from tap_postgres.errors import NotSupportedError, ReplicationError
 LOGGER = logging.getLogger("tap-postgres")
 
 PUBLISHED_ACTIONS = "insert, update, delete, truncate"
+# What the records need: without insert, update or delete the target would miss or keep rows
+NEEDED_ACTIONS = ("insert", "update", "delete")
+MARKER_PREFIX = "Managed by tap-postgres, do not edit this comment: "
 
-# Each table, or each partition of a partitioned table, whose UPDATEs and DELETEs the server
-# would reject once published: no replica identity (none set, or the default without a primary
-# key, or an identity index that is gone).
-_WITHOUT_IDENTITY_SQL = """
-SELECT n.nspname, c.relname
+# The wanted tables and, for a partitioned one, every partition below it.
+_TREE_SQL = """
   FROM unnest(%(schemas)s::text[], %(tables)s::text[]) AS wanted(nspname, relname)
   JOIN pg_namespace wn ON wn.nspname = wanted.nspname
   JOIN pg_class w ON w.relnamespace = wn.oid AND w.relname = wanted.relname
  CROSS JOIN LATERAL (SELECT w.oid UNION SELECT relid FROM pg_partition_tree(w.oid)) AS tree(relid)
   JOIN pg_class c ON c.oid = tree.relid
   JOIN pg_namespace n ON n.oid = c.relnamespace
+"""
+
+# Each table, or each partition of a partitioned table, whose UPDATEs and DELETEs the server
+# would reject once published: no replica identity (none set, or the default without a primary
+# key, or an identity index that is gone).
+_WITHOUT_IDENTITY_SQL = (
+    "SELECT n.nspname, c.relname"
+    + _TREE_SQL
+    + """
  WHERE c.relkind = 'r'
    AND (c.relreplident = 'n'
         OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
         OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
  ORDER BY 1, 2
 """
+)
 
-# What the publication publishes now: whether it publishes every action the tap needs as the
-# tables themselves, and its tables (only as whole tables: a row filter or a column list drops changes).
+# The publication itself: its actions, its owner (and whether that is the tap's user), its comment.
 _PUBLICATION_SQL = """
-SELECT p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate AND NOT p.pubviaroot AND NOT p.puballtables,
+SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.pubviaroot, p.puballtables,
+       pg_get_userbyid(p.pubowner), p.pubowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
+       obj_description(p.oid, 'pg_publication'),
        coalesce((SELECT json_agg(json_build_array(n.nspname, c.relname))
                    FROM pg_publication_rel r
                    JOIN pg_class c ON c.oid = r.prrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE r.prpubid = p.oid), '[]'),
-       (SELECT count(*) FROM pg_publication_rel r
-         WHERE r.prpubid = p.oid AND (to_jsonb(r)->>'prqual' IS NOT NULL OR to_jsonb(r)->>'prattrs' IS NOT NULL)),
        to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.refobjid = p.oid AND d.classid = to_regclass('pg_catalog.pg_publication_namespace'))
   FROM pg_publication p
  WHERE p.pubname = %(name)s
 """
 
+# For each wanted table: whether the publication covers it in effect (every leaf table of its
+# tree is in pg_publication_tables, which resolves FOR TABLE, FOR TABLES IN SCHEMA and FOR ALL
+# TABLES alike), whether it is a partitioned table or a partition, and whether a row filter or a
+# column list (PostgreSQL 15+) applies to it or to a table of its tree.
+_MEMBERSHIP_SQL = (
+    """
+SELECT wanted.nspname, wanted.relname,
+       bool_and(c.relkind <> 'r' OR EXISTS (SELECT 1 FROM pg_publication_tables pt
+                                            WHERE pt.pubname = %(name)s AND pt.schemaname = n.nspname
+                                              AND pt.tablename = c.relname)),
+       bool_or(c.relkind = 'p' OR c.relispartition),
+       bool_or(EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+                        WHERE p.pubname = %(name)s AND r.prrelid = c.oid AND to_jsonb(r)->>'prqual' IS NOT NULL)),
+       bool_or(EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+                        WHERE p.pubname = %(name)s AND r.prrelid = c.oid AND to_jsonb(r)->>'prattrs' IS NOT NULL))
+"""
+    + _TREE_SQL
+    + " GROUP BY 1, 2 ORDER BY 1, 2"
+)
 
-def ensure_publication(conn: extensions.connection, config: Config, name: str, tables: list[tuple[str, str]]) -> None:
-    """Make the publication hold exactly `tables`, or raise a one-line error naming the statement to run."""
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """A publication as the catalog shows it, with the tap's marker when it carries one."""
+
+    name: str
+    actions: frozenset[str]
+    via_root: bool
+    all_tables: bool
+    owner: str
+    owned_by_user: bool
+    marker: dict | None  # {"slot": ..., "tap_id": ...} of the pipeline that made it
+    tables: frozenset[tuple[str, str]]  # listed by FOR TABLE
+    has_schemas: bool  # FOR TABLES IN SCHEMA
+
+    def made_by(self, slot_name: str, tap_id: str | None) -> bool:
+        """Tell whether this pipeline made it (its marker names the slot and tap_id) and may alter it."""
+        return (
+            self.marker == {"slot": slot_name, "tap_id": tap_id}
+            and self.owned_by_user
+            and not self.all_tables
+            and not self.has_schemas
+        )
+
+
+def marker_statement(name: str, slot_name: str, tap_id: str | None) -> sql.Composed:
+    """Return the COMMENT ON PUBLICATION that marks a publication as made by the pipeline of `slot_name`."""
+    marker = json.dumps({"slot": slot_name, "tap_id": tap_id})
+    return sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(sql.Identifier(name), sql.Literal(MARKER_PREFIX + marker))
+
+
+def read_marker(comment: str | None) -> dict | None:
+    """Return the marker a publication's comment holds, or None when the tap did not make it."""
+    if not comment or not comment.startswith(MARKER_PREFIX):
+        return None
+    try:
+        marker = json.loads(comment[len(MARKER_PREFIX) :])
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def read_publication(conn: extensions.connection, name: str) -> Publication | None:
+    """Return the publication named `name`, or None when there is none."""
+    with conn.cursor() as cur:
+        cur.execute(_PUBLICATION_SQL, {"name": name})
+        row = cur.fetchone()
+    conn.rollback()
+    if row is None:
+        return None
+    *flags, via_root, all_tables, owner, owned_by_user, comment, tables, has_schemas = row
+    return Publication(
+        name=name,
+        actions=frozenset(action for action, on in zip((*NEEDED_ACTIONS, "truncate"), flags, strict=True) if on),
+        via_root=via_root,
+        all_tables=all_tables,
+        owner=owner,
+        owned_by_user=owned_by_user,
+        marker=read_marker(comment),
+        tables=frozenset(tuple(pair) for pair in tables),
+        has_schemas=has_schemas,
+    )
+
+
+def ensure_publication(
+    conn: extensions.connection,
+    config: Config,
+    name: str,
+    slot_name: str,
+    tables: list[tuple[str, str]],
+    kept: Callable[[tuple[str, str]], bool] = lambda table: True,
+) -> None:
+    """Make the tap's own publication hold `tables`, check one it did not make, or raise a one-line error
+    naming the statement to run.
+
+    A table is added at once; one the run does not select stays while `kept(table)` says its stream
+    has not left the pipeline: pgoutput skips for ever the changes made while a table is out.
+    """
     _refuse_tables_without_identity(conn, tables)
     wanted = sorted(tables)
-    statement = _statement_needed(conn, name, wanted)
-    if statement is None:
+    publication = read_publication(conn, name)
+    if publication is not None and not publication.made_by(slot_name, config.tap_id):
+        _refuse_another_pipelines(conn, publication, slot_name, config.tap_id)
+        check_foreign_publication(conn, publication, wanted, slot_name)
         return
-    text = statement.as_string(conn)
+    if publication is not None:
+        wanted = sorted(set(wanted) | {table for table in publication.tables if kept(table)})
+    statements = _statements_needed(publication, name, slot_name, config.tap_id, wanted)
+    if not statements:
+        return
+    text = "; ".join(statement.as_string(conn) for statement in statements)
     if not config.create_replication_slot:
         raise ReplicationError(
-            f'publication "{name}" does not hold exactly the LOG_BASED tables: run {text} '
+            f'publication "{name}" does not hold the LOG_BASED tables: run {text} '
             '(or set "create_replication_slot": true to let the tap do it)'
         )
     LOGGER.info("Setting publication %s to the LOG_BASED tables: %s", name, text)
@@ -78,7 +197,8 @@ def ensure_publication(conn: extensions.connection, config: Config, name: str, t
         with conn.cursor() as cur:
             # the one write the tap makes besides the slot: sessions are read-only unless asked
             cur.execute("SET TRANSACTION READ WRITE")
-            cur.execute(statement)
+            for statement in statements:
+                cur.execute(statement)
         conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
@@ -86,6 +206,93 @@ def ensure_publication(conn: extensions.connection, config: Config, name: str, t
         raise ReplicationError(
             f'cannot set publication "{name}": {reason}: run {text} as the tables\' owner or a superuser'
         ) from None
+
+
+def creation_statements(
+    conn: extensions.connection, name: str, slot_name: str, tap_id: str | None, tables: list[tuple[str, str]]
+) -> str | None:
+    """Return the statements that create the tap's publication for `tables`, or None when it exists."""
+    if read_publication(conn, name) is not None:
+        return None
+    return "; ".join(s.as_string(conn) for s in _statements_needed(None, name, slot_name, tap_id, sorted(tables)))
+
+
+def _refuse_another_pipelines(
+    conn: extensions.connection, publication: Publication, slot_name: str, tap_id: str | None
+) -> None:
+    """Stop when the publication carries the marker of another pipeline: using it would take that pipeline's."""
+    marker = publication.marker
+    if marker is None or marker == {"slot": slot_name, "tap_id": tap_id}:
+        return
+    raise ReplicationError(
+        f'publication "{publication.name}" belongs to another pipeline (its comment names slot '
+        f'"{marker.get("slot")}" and tap_id {json.dumps(marker.get("tap_id"))}), and this one reads slot "{slot_name}" '
+        f"with tap_id {json.dumps(tap_id)}: give this pipeline a tap_id and publication_name of its own; if it "
+        f"is the same pipeline renamed, hand the publication over with "
+        f"{marker_statement(publication.name, slot_name, tap_id).as_string(conn)}"
+    )
+
+
+def check_foreign_publication(
+    conn: extensions.connection, publication: Publication, wanted: list[tuple[str, str]], slot_name: str
+) -> None:
+    """Use a publication the tap did not make as it is, or raise one line saying what it lacks.
+
+    Never altered: a subscriber may rely on its tables, actions, row filters and column lists.
+    Tables beyond the selected ones are harmless (their changes are dropped). A row filter or a
+    column list on a selected table would make records wrong (rows or columns missing), and so
+    would a publication without insert, update or delete: those are refused.
+    """
+    name = sql.Identifier(publication.name).as_string(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            _MEMBERSHIP_SQL,
+            {"name": publication.name, "schemas": [s for s, _ in wanted], "tables": [t for _, t in wanted]},
+        )
+        rows = cur.fetchall()
+    conn.rollback()
+    how = (
+        f'publication "{publication.name}" is not one the tap made (owner {publication.owner}), so the tap reads '
+        "it and never changes it"
+    )
+    own_way = "; or leave publication_name unset to let the tap keep a publication of its own"
+    for schema, table, _, partitioned, row_filter, column_list in rows:
+        qualified = sql.Identifier(schema, table).as_string(conn)
+        if row_filter or column_list:
+            what = "a row filter" if row_filter else "a column list"
+            lost = "the rows it filters out" if row_filter else "the columns it leaves out"
+            raise ReplicationError(
+                f"{how}: it has {what} on {qualified}, so the records would miss {lost}: name a publication "
+                f"without filters on the selected tables in publication_name{own_way}"
+            )
+        if partitioned and publication.via_root:
+            raise ReplicationError(
+                f"{how}: it sends the changes of {qualified}'s partitions as their root's "
+                f"(publish_via_partition_root), which the tap cannot route: its owner can run ALTER PUBLICATION "
+                f"{name} SET (publish_via_partition_root = false){own_way}"
+            )
+    missing_actions = [action for action in NEEDED_ACTIONS if action not in publication.actions]
+    if missing_actions:
+        publish = ", ".join(a for a in (*NEEDED_ACTIONS, "truncate") if a in publication.actions or a in NEEDED_ACTIONS)
+        raise ReplicationError(
+            f"{how}: it does not publish {', '.join(missing_actions)}, so the target would miss or keep rows: its "
+            f"owner {publication.owner} can run ALTER PUBLICATION {name} SET (publish = '{publish}'){own_way}"
+        )
+    missing = [sql.Identifier(schema, table).as_string(conn) for schema, table, covered, *_ in rows if not covered]
+    if missing:
+        fix = f"ALTER PUBLICATION {name} ADD TABLE {', '.join(missing)}"
+        if publication.all_tables:
+            fix = f"ALTER PUBLICATION {name} SET (publish_via_partition_root = false)"
+        mark = ""
+        if publication.name == slot_name and publication.marker is None and publication.owned_by_user:
+            mark = f"; if the tap made it, mark it as its own with {marker_statement(publication.name, slot_name, None).as_string(conn)}"
+        raise ReplicationError(
+            f"{how}: it lacks {', '.join(missing)}: its owner {publication.owner} can run {fix}{mark}"
+        )
+    if "truncate" not in publication.actions:
+        LOGGER.warning(
+            "publication %s does not publish truncate: a TRUNCATE of a selected table will not be reported", name
+        )
 
 
 def _refuse_tables_without_identity(conn: extensions.connection, tables: list[tuple[str, str]]) -> None:
@@ -105,27 +312,24 @@ def _refuse_tables_without_identity(conn: extensions.connection, tables: list[tu
         )
 
 
-def _statement_needed(conn: extensions.connection, name: str, wanted: list[tuple[str, str]]) -> sql.Composed | None:
-    """Return the CREATE or ALTER PUBLICATION that makes it hold exactly `wanted`, or None when it does."""
-    with conn.cursor() as cur:
-        cur.execute(_PUBLICATION_SQL, {"name": name})
-        row = cur.fetchone()
-        schemas_published = False
-        if row is not None and row[3]:
-            cur.execute(
-                "SELECT count(*) FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid "
-                "WHERE p.pubname = %s",
-                (name,),
-            )
-            schemas_published = cur.fetchone()[0] > 0
-    conn.rollback()
+def _statements_needed(
+    publication: Publication | None, name: str, slot_name: str, tap_id: str | None, wanted: list[tuple[str, str]]
+) -> list[sql.Composed]:
+    """Return the statements that make the tap's own publication hold exactly `wanted` (none when it does)."""
     table_list = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in wanted)
     options = sql.SQL("(publish = {}, publish_via_partition_root = false)").format(sql.Literal(PUBLISHED_ACTIONS))
-    if row is None:
-        return sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH {}").format(sql.Identifier(name), table_list, options)
-    publishes_right, members, filtered, _ = row
-    if publishes_right and not filtered and not schemas_published and {tuple(m) for m in members} == set(wanted):
-        return None
-    return sql.SQL("ALTER PUBLICATION {name} SET TABLE {tables}; ALTER PUBLICATION {name} SET {options}").format(
-        name=sql.Identifier(name), tables=table_list, options=options
-    )
+    if publication is None:
+        create = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH {}").format(sql.Identifier(name), table_list, options)
+        return [create, marker_statement(name, slot_name, tap_id)]
+    statements = []
+    # ADD and DROP, not SET TABLE: the tables that stay keep their membership (and no window opens)
+    for verb, changed in (
+        ("ADD", sorted(set(wanted) - publication.tables)),
+        ("DROP", sorted(publication.tables - set(wanted))),
+    ):
+        if changed:
+            listed = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in changed)
+            statements.append(sql.SQL(f"ALTER PUBLICATION {{}} {verb} TABLE {{}}").format(sql.Identifier(name), listed))
+    if publication.actions != {*NEEDED_ACTIONS, "truncate"} or publication.via_root:
+        statements.append(sql.SQL("ALTER PUBLICATION {} SET {}").format(sql.Identifier(name), options))
+    return statements

@@ -48,11 +48,18 @@ class Slot:
     lag_bytes: int  # how far the current WAL is ahead of confirmed_flush
 
 
-def find_slot(conn: extensions.connection, config: Config, prepare: Callable[[str, str], None]) -> Slot:
+def find_slot(
+    conn: extensions.connection,
+    config: Config,
+    prepare: Callable[[str, str], None],
+    publication_steps: Callable[[str], str | None],
+) -> Slot:
     """Check wal_level and the slot, creating it if the config allows, and return it.
 
     `prepare(plugin, slot_name)` runs before a slot is created, and for an existing one: what the
     plugin needs first (pgoutput's publication) is then there before the slot decodes anything.
+    `publication_steps(slot_name)` gives the statements that create pgoutput's publication, or
+    None when it exists: a missing slot's error names them first.
     """
     with conn.cursor() as cur:
         cur.execute("SHOW wal_level")
@@ -67,17 +74,48 @@ def find_slot(conn: extensions.connection, config: Config, prepare: Callable[[st
         _check_slot(slot, config)
         prepare(slot.plugin, slot.name)
         return slot
-    plugin = config.output_plugin or DEFAULT_PLUGIN
+    plugin = choose_plugin(conn, config)
     if not config.create_replication_slot:
+        create_slot = f"SELECT pg_create_logical_replication_slot('{name}', '{plugin}')"
+        if plugin == "pgoutput":
+            first = publication_steps(name)
+            steps = f"{first}; then the slot: {create_slot}" if first else f"the publication is there; {create_slot}"
+            raise ReplicationError(
+                f'replication slot "{name}" does not exist: create the publication first (pgoutput reads it as of '
+                f'each change), then the slot: {steps}; or set "create_replication_slot": true'
+            )
         raise ReplicationError(
-            f'replication slot "{name}" does not exist: create it with '
-            f"SELECT pg_create_logical_replication_slot('{name}', '{plugin}'); "
+            f'replication slot "{name}" does not exist: create it with {create_slot}; '
             'or set "create_replication_slot": true'
         )
     prepare(plugin, name)
     slot = _create_slot(conn, name, plugin)
     _check_slot(slot, config)
     return slot
+
+
+def choose_plugin(conn: extensions.connection, config: Config) -> str:
+    """Return the plugin of a new slot: output_plugin, else wal2json (pipelinewise's) where the server allows
+    it, else pgoutput, which is built in and always allowed; say which and why."""
+    if config.output_plugin:
+        return config.output_plugin
+    with conn.cursor() as cur:
+        cur.execute("SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'")
+        row = cur.fetchone()
+    conn.rollback()
+    allowed = None if row is None else [name.strip() for name in row[0].split(",")]
+    if allowed is not None and DEFAULT_PLUGIN not in allowed:
+        LOGGER.info(
+            "output_plugin is unset and there is no slot yet: using pgoutput, as the server's "
+            "output_plugin_libraries (%s) does not allow wal2json",
+            row[0],
+        )
+        return "pgoutput"
+    LOGGER.info(
+        "output_plugin is unset and there is no slot yet: using wal2json, what pipelinewise reads, which the "
+        "server allows (set output_plugin to pgoutput to use it instead)"
+    )
+    return DEFAULT_PLUGIN
 
 
 def locate_slot(conn: extensions.connection, config: Config) -> tuple[str, Slot | None]:
@@ -156,7 +194,7 @@ def _create_slot(conn: extensions.connection, name: str, plugin: str) -> Slot:
         conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
-        raise describe_plugin_failure(exc, f'cannot create replication slot "{name}"', plugin) from None
+        raise describe_plugin_failure(exc, f'cannot create replication slot "{name}"', plugin, name) from None
     return _read_slot(conn, name)
 
 
@@ -223,7 +261,7 @@ def current_wal_lsn(conn: extensions.connection) -> int:
         return cur.fetchone()[0]
 
 
-def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str) -> ReplicationError:
+def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str, slot_name: str = "") -> ReplicationError:
     """Turn a server error about the output plugin or privileges into one line naming the fix."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "output_plugin_libraries" in str(exc) or "may not be used as an output plugin" in text:
@@ -236,6 +274,15 @@ def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str) -> Rep
         return ReplicationError(
             f"{doing}: the {plugin} plugin is not installed on the server: install it "
             "(Debian: postgresql-<version>-wal2json), or use pgoutput, which is built in"
+        )
+    if plugin == "pgoutput" and re.search(r'publication ".*" does not exist', text):
+        return ReplicationError(
+            f"{doing}: {text}: the publication is younger than the slot (created, recreated or named by "
+            "publication_name after it), and pgoutput reads it as of each change, so no rerun can read the changes "
+            "before it. The way out is a new slot after the publication and a new copy of the LOG_BASED streams: "
+            f"run SELECT pg_drop_replication_slot('{slot_name}'), then rerun with \"create_replication_slot\": true and the "
+            "LOG_BASED streams' bookmarks removed from the state (each is copied anew under a new version, which "
+            "replaces its rows at the target)"
         )
     if "permission denied" in text or "must be superuser or replication role" in text:
         return ReplicationError(

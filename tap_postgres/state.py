@@ -24,7 +24,6 @@ import json
 import re
 from typing import Any
 
-from tap_postgres.config import read_json_file
 from tap_postgres.errors import StateError
 
 # Integer bookmarks and the values they may take: a version is a bigint at the targets, xids and
@@ -177,16 +176,19 @@ def claim_bookmarks(state: dict, stream_ids: list[str], origin: Origin) -> None:
         bookmark(state, stream_id)["origin"] = origin.to_bookmark()
 
 
-def saved_position(path: str, emitted: dict[str, int], origin: Origin) -> int | None:
-    """Return the lowest `lsn` the state file at `path` holds for these streams, or None when it cannot tell.
+def saved_position(raw_state: Any, emitted: dict[str, int], origin: Origin) -> int | None:
+    """Return the lowest `lsn` a state the target saved holds for these streams, or None when it cannot tell.
 
-    The file is the one a target's runner (PipelineWise) rewrites as the target commits: a file
-    being rewritten, unreadable or malformed, or missing a stream's `lsn`, tells nothing yet. A
-    file that cannot be what the target saved of this run's output raises StateError: a bookmark
-    of another origin, or an `lsn` past the one this run emitted for the stream (`emitted`).
+    `raw_state` is the state file as read now (files.PolledJsonFile), the one a target's runner
+    (PipelineWise) rewrites as the target commits: a file being rewritten, unreadable or malformed
+    (None), or missing a stream's `lsn`, tells nothing yet. A state that cannot be what the target
+    saved of this run's output raises StateError: a bookmark of another origin, or an `lsn` past
+    the one this run emitted for the stream (`emitted`).
     """
+    if raw_state is None:
+        return None
     try:
-        state = parse_state(read_json_file(path, "state", StateError, parse_float=decimal.Decimal))
+        state = parse_state(raw_state)
         positions = {stream_id: bookmark_lsn(state, stream_id) for stream_id in emitted}
     except StateError:
         return None

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import logging
 import logging.config
 import os
+from collections.abc import Iterator
 
 import click
 from singer_sdk import Tap
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
-from tap_postgres import __version__, discovery
 from tap_postgres import catalog as catalog_module
+from tap_postgres import discovery
 from tap_postgres import state as state_module
 from tap_postgres.config import config_jsonschema, merge_config_files, parse_config, read_json_file
 from tap_postgres.connection import connect
-from tap_postgres.errors import CatalogError, StateError, StdoutClosedError, interrupted_by_user
+from tap_postgres.errors import CatalogError, OutputClosedError, StateError
 from tap_postgres.output import MessageWriter
 from tap_postgres.sync import sync_streams
 
@@ -41,6 +43,11 @@ class TapPostgres(Tap):
     ]
 
     @classmethod
+    def print_version(cls, print_fn=print) -> None:  # type: ignore[override]
+        """Print `tap-postgres <version>`: the tap's own version, not singer-sdk's banner."""
+        print_fn(f"{cls.name} {cls.plugin_version}")
+
+    @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         """Add nothing: the SDK's stream-map settings do not apply to this tap."""
 
@@ -56,41 +63,35 @@ class TapPostgres(Tap):
         state: str | None = None,
     ) -> None:
         """Run --about, --discover or a sync, as the command line asks."""
-        # click turns a broken pipe into a silent exit 1: it is caught here, where it happens
-        try:
-            cls._invoke(about, about_format, config, discover, catalog, state)
-        except BrokenPipeError as exc:
-            raise StdoutClosedError(interrupted=interrupted_by_user(exc)) from None
-
-    @classmethod
-    def _invoke(cls, about, about_format, config, discover, catalog, state) -> None:
-        super(Tap, cls).invoke(about=about, about_format=about_format)
-        apply_logging_conf_file()
-        settings = parse_config(merge_config_files(config))
-        if discover:
-            with connect(settings) as conn:
-                catalog_json = discovery.discover_catalog(conn, settings)
-            MessageWriter.to_stdout().write_catalog(catalog_json)
-            return
-        if catalog is None:
-            raise CatalogError(
-                "no catalog given: run with --discover to write one, select streams, "
-                "then pass it with --catalog (or --properties)"
-            )
-        # numbers with a fraction stay Decimal: schema bounds pass through and bookmarks bind back exactly
-        raw_catalog = read_json_file(catalog, "catalog", CatalogError, parse_float=decimal.Decimal)
-        streams = catalog_module.parse_catalog(raw_catalog, settings)
-        raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
-        bookmarks = state_module.parse_state(raw_state)
-        with MessageWriter.to_stdout() as writer:
-            sync_streams(settings, streams, bookmarks, writer, state_path=state)
+        # click would make a closed stdout a silent exit 1
+        with _closed_stdout_as_error():
+            super(Tap, cls).invoke(about=about, about_format=about_format)
+            apply_logging_conf_file()
+            settings = parse_config(merge_config_files(config))
+            if discover:
+                with connect(settings) as conn:
+                    catalog_json = discovery.discover_catalog(conn, settings)
+                MessageWriter.to_stdout().write_catalog(catalog_json)
+                return
+            if catalog is None:
+                raise CatalogError(
+                    "no catalog given: run with --discover to write one, select streams, "
+                    "then pass it with --catalog (or --properties)"
+                )
+            # numbers with a fraction stay Decimal: schema bounds pass through and bookmarks bind back exactly
+            raw_catalog = read_json_file(catalog, "catalog", CatalogError, parse_float=decimal.Decimal)
+            streams = catalog_module.parse_catalog(raw_catalog, settings)
+            raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
+            bookmarks = state_module.parse_state(raw_state)
+            with MessageWriter.to_stdout() as writer:
+                sync_streams(settings, streams, bookmarks, writer, state_path=state)
 
     @classmethod
     def get_singer_command(cls) -> click.Command:
         """Return the CLI: singer-sdk's options plus pipelinewise's short flags and --properties."""
         command = super().get_singer_command()
-        kept = [param for param in command.params if param.name in ("about", "about_format")]
-        command.params = [_version_option(), *kept] + [
+        kept = [param for param in command.params if param.name in ("version", "about", "about_format")]
+        command.params = kept + [
             click.Option(
                 ["-c", "--config"],
                 multiple=True,
@@ -109,22 +110,14 @@ class TapPostgres(Tap):
         return command
 
 
-def _version_option() -> click.Option:
-    """Return --version: it prints `tap-postgres <version>` (this is not the Meltano SDK's tap)."""
-
-    def print_version(context: click.Context, _param: click.Parameter, value: bool) -> None:
-        if value and not context.resilient_parsing:
-            click.echo(f"tap-postgres {__version__}")
-            context.exit()
-
-    return click.Option(
-        ["--version"],
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=print_version,
-        help="Print the version and exit.",
-    )
+@contextlib.contextmanager
+def _closed_stdout_as_error() -> Iterator[None]:
+    """Turn a closed stdout into OutputClosedError: click would make it a silent exit 1, and the user
+    must learn that the last STATE was not written."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise OutputClosedError() from None
 
 
 def apply_logging_conf_file() -> None:

@@ -18,6 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import pgcluster  # noqa: E402
 
+from tap_postgres.publication import marker_statement  # noqa: E402
+
 TAP = [sys.executable, "-m", "tap_postgres"]
 
 
@@ -40,16 +42,23 @@ class Server:
         return conn
 
 
-@pytest.fixture(scope="session")
-def server():
-    """Start a PostgreSQL cluster with wal_level=logical on a free port, and stop it at the end."""
-    data_dir = Path(tempfile.mkdtemp(prefix="tap-postgres-test-"))
+@contextlib.contextmanager
+def private_cluster(prefix: str = "tap-postgres-test-"):
+    """Start a PostgreSQL cluster with wal_level=logical on a free port; stop and remove it at the end."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     port = pgcluster.start(data_dir)
     try:
         yield Server(port=port, data_dir=data_dir)
     finally:
         pgcluster.stop(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The test session's cluster."""
+    with private_cluster() as cluster:
+        yield cluster
 
 
 @dataclass
@@ -138,12 +147,13 @@ class Database:
     def create_slot(self, name: str | None = None) -> str:
         """Create the slot the tap reads (pipelinewise_<dbname> by default); the fixture drops it.
 
-        For pgoutput, its publication (named like the slot) is created first, empty: decoding
-        reads it as of each change, so it must be older than the slot.
+        For pgoutput, its publication (named like the slot) is created first, empty and marked as
+        the tap marks its own: decoding reads it as of each change, so it must be older than the slot.
         """
         name = name or f"pipelinewise_{self.name}"
         if self.plugin == "pgoutput" and not self.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)):
             self.execute(f'CREATE PUBLICATION "{name}"')
+            self.execute(marker_statement(name, name, None))
         self.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, self.plugin))
         return name
 

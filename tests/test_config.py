@@ -87,44 +87,45 @@ def test_a_nul_character_is_one_line_naming_the_key_not_the_value():
     assert str(failure.value) == 'config key "password" holds a NUL character, which libpq cannot send: remove it'
 
 
-@pytest.mark.parametrize(("key", "nearest"), [("pasword", "password"), ("filter_schema", "filter_schemas")])
-def test_a_misspelled_key_warns_once_naming_the_nearest_setting(caplog, key, nearest):
-    parse_config(dict(BASE, **{key: "x"}))
-    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert warnings == [
-        f'config key "{key}" is not a setting of tap-postgres and is ignored: did you mean "{nearest}"?'
-    ]
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("stream_maps", {"public-actor": {"last_name": None}}),
+        ("stream_map_config", {"hash_seed": "x"}),
+        ("flattening_enabled", True),
+        ("flattening_max_depth", 2),
+        ("batch_config", {"encoding": {"format": "jsonl"}}),
+        ("faker_config", {"locale": "en_US"}),
+    ],
+)
+def test_singer_sdk_features_the_tap_does_not_implement_stop_the_run(key, value):
+    # a stream map that drops a PII column must never be ignored silently
+    with pytest.raises(ConfigError, match=f'config key "{key}" is a singer-sdk feature this tap does not implement'):
+        parse_config(dict(BASE, **{key: value}))
+
+
+@pytest.mark.parametrize(("key", "value"), [("stream_maps", {}), ("flattening_enabled", False), ("batch_config", None)])
+def test_singer_sdk_features_that_ask_for_nothing_pass(key, value):
+    assert parse_config(dict(BASE, **{key: value})).host == "db"
 
 
 @pytest.mark.parametrize(
-    "key",
-    ["stream_maps", "stream_map_config", "flattening_enabled", "flattening_max_depth", "batch_config", "faker_config"],
+    ("key", "suggestion"),
+    [("pasword", '"password"'), ("filter_schema", '"filter_schemas"'), ("dbnmae", '"dbname"')],
 )
-def test_singer_sdk_keys_the_tap_does_not_implement_stop_the_run(key):
-    with pytest.raises(ConfigError) as error:
-        parse_config(dict(BASE, **{key: {"public-actor": {"last_name": None}}}))
-    assert str(error.value).startswith(f'config key "{key}" is a singer-sdk setting this tap does not implement yet')
-    assert "remove the key" in str(error.value) and "meltano-map-transform" in str(error.value)
+def test_an_unknown_key_warns_once_naming_the_nearest_setting(key, suggestion, caplog):
+    parse_config(dict(BASE, **{key: "x"}))
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f'config key "{key}" is not a setting of tap-postgres and is ignored: did you mean {suggestion}?'
+    ]
 
 
-def test_the_keys_pipelinewise_writes_stay_silent(caplog):
-    # what PipelineWise's config.json for tap-postgres holds: db_conn (with FastSync's keys) and its tap_config_extras
-    pipelinewise = dict(
-        BASE,
-        port=5432,
-        password="p",
-        tap_id="pipe",
-        filter_dbs="d",
-        filter_schemas="public",
-        max_run_seconds=10,
-        logical_poll_total_seconds=5,
-        break_at_end_lsn=True,
-        ssl="true",
-        fastsync_parallelism=4,
-        replica_host="r",
-        replica_port=5433,
-        replica_user="u",
-        replica_password="rp",
+def test_keys_pipelinewise_writes_into_tap_configs_stay_silent(caplog):
+    # PipelineWise adds tap_id and its generic db_conn keys to every tap's config.json
+    parse_config(dict(BASE, tap_id="pipe", engine="postgres", fastsync_parallelism=4, limit=10, use_gtid=False))
+    # older PipelineWise added filter_dbs; FastSync from PostgreSQL reads the replica_* keys of db_conn
+    parse_config(
+        dict(BASE, filter_dbs="d", replica_host="r", replica_port=5433, replica_user="u", replica_password="x")
     )
-    parse_config(pipelinewise)
     assert [record for record in caplog.records if record.levelname == "WARNING"] == []

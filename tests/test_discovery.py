@@ -249,3 +249,44 @@ def test_columns_without_select_privilege_are_left_out_with_a_warning(db, catalo
     secrets = stream({"streams": streams}, "public-secrets")
     assert list(secrets["schema"]["properties"]) == ["id", "visible"]
     assert "Columns of public-secrets left out of the catalog, the user lacks SELECT on them: hidden" in stderr
+
+
+def test_a_stream_without_a_replication_method_says_none_is_set_never_none(db, catalog):
+    entry = json.loads(json.dumps(stream(catalog, "sales-orders"), default=str))
+    table_metadata(entry)["selected"] = True
+    table_metadata(entry).pop("replication-method", None)
+    _, stderr, code = db.try_sync({"streams": [entry]})
+    assert code != 0 and "None" not in "\n".join(stderr)
+    assert stderr[-1].startswith('tap-postgres: error: stream "sales-orders" has no replication-method set: set it to')
+
+
+def test_a_catalog_with_nothing_selected_warns_once_and_exits_0(db, catalog):
+    unselected = json.loads(json.dumps(catalog, default=str))
+    messages, stderr, code = db.try_sync(unselected)
+    assert code == 0
+    warnings = [line for line in stderr if "No stream is selected" in line]
+    assert len(warnings) == 1 and '"selected": true' in warnings[0]
+    assert not [m for m in messages if m["type"] == "RECORD"]
+
+
+def test_tables_never_analyzed_get_a_row_count_estimated_from_their_size(db):
+    db.execute(
+        "CREATE SCHEMA fresh; CREATE TABLE fresh.plain (id int PRIMARY KEY, name text);"
+        "INSERT INTO fresh.plain SELECT g, 'name ' || g FROM generate_series(1, 20000) g;"
+        "CREATE TABLE fresh.parted (id int, at date) PARTITION BY RANGE (id);"
+        "CREATE TABLE fresh.parted_low PARTITION OF fresh.parted FOR VALUES FROM (0) TO (5000);"
+        "CREATE TABLE fresh.parted_high PARTITION OF fresh.parted FOR VALUES FROM (5000) TO (100000)"
+        "  PARTITION BY RANGE (id);"
+        "CREATE TABLE fresh.parted_high_a PARTITION OF fresh.parted_high FOR VALUES FROM (5000) TO (100000);"
+        "INSERT INTO fresh.parted SELECT g, date '2024-01-01' + g % 300 FROM generate_series(1, 30000) g"
+    )
+    entries = {
+        entry["tap_stream_id"]: entry for entry in db.discover({**db.config, "filter_schemas": "fresh"})["streams"]
+    }
+    assert db.query("SELECT relname FROM pg_class WHERE relname LIKE 'plain' AND reltuples < 0")  # never analyzed
+    for stream_id, rows in [("fresh-plain", 20000), ("fresh-parted", 30000)]:
+        estimate = table_metadata(entries[stream_id])["row-count"]
+        assert rows / 2 <= estimate <= rows * 2, (stream_id, estimate)
+    db.execute("ANALYZE fresh.plain")
+    analyzed = db.discover({**db.config, "filter_schemas": "fresh"})["streams"]
+    assert [table_metadata(e)["row-count"] for e in analyzed if e["tap_stream_id"] == "fresh-plain"] == [20000]

@@ -12,6 +12,8 @@ import time
 import pytest
 from conftest import records_of, select_all, states_of
 
+from tap_postgres.publication import marker_statement
+
 
 @pytest.fixture(scope="module")
 def tables(db):
@@ -47,25 +49,42 @@ def pgoutput_slot(db, tables):
         db.plugin = "wal2json"
 
 
-def test_the_publication_holds_exactly_the_log_based_tables_as_the_catalog_changes(db, tables, pgoutput_slot):
-    state = states_of(db.sync(log_based(tables, "public-pets", "public-toys")))[-1]
+def test_a_table_leaves_the_publication_only_when_its_bookmark_leaves_the_state(db, tables, pgoutput_slot):
+    both = log_based(tables, "public-pets", "public-toys")
+    state = states_of(db.sync(both))[-1]
     assert published(db, pgoutput_slot) == {"public.pets", "public.toys"}
+    # a partial catalog: toys is not selected, but its bookmark is in the state, so it stays
     db.execute("INSERT INTO pets VALUES (2, 'tom')")
-    messages = db.sync(log_based(tables, "public-pets"), state=state)
-    assert published(db, pgoutput_slot) == {"public.pets"}
+    db.execute("INSERT INTO toys VALUES (1, 'ball')")
+    messages, stderr, code = db.try_sync(log_based(tables, "public-pets"), state=state)
+    assert code == 0 and published(db, pgoutput_slot) == {"public.pets", "public.toys"}
+    assert any("public-toys is not selected but the state holds its LOG_BASED bookmark" in line for line in stderr)
     assert [r["name"] for r in records_of(messages)] == ["tom"]
+    state = states_of(messages)[-1]
+    db.execute("INSERT INTO toys VALUES (2, 'kite')")
+    # the full catalog again: every change toys had meanwhile arrives
+    messages = db.sync(both, state=state)
+    assert [r["name"] for r in records_of(messages, "public-toys")] == ["ball", "kite"]
+    assert {r["id"] for r in records_of(messages, "public-toys")} == {row[0] for row in db.query("SELECT id FROM toys")}
+    # toys leaves the pipeline for good: its bookmark is removed, then it leaves the publication
+    state = states_of(messages)[-1]
+    del state["bookmarks"]["public-toys"]
+    db.sync(log_based(tables, "public-pets"), state=state)
+    assert published(db, pgoutput_slot) == {"public.pets"}
+    db.execute("DELETE FROM pets WHERE id = 2")
+    db.execute("DELETE FROM toys")
 
 
 def test_without_create_replication_slot_the_error_names_the_statement(db, tables, pgoutput_slot):
     db.execute(f'CREATE PUBLICATION "{pgoutput_slot}"')
+    db.execute(marker_statement(pgoutput_slot, pgoutput_slot, None))  # the tap's own, made by an earlier run
     db.create_slot()
     config = dict(db.config, create_replication_slot=False)
     messages, stderr, code = db.try_sync(log_based(tables, "public-pets"), config=config)
     assert code == 1 and not records_of(messages)
     assert stderr[-1] == (
-        f'tap-postgres: error: publication "{pgoutput_slot}" does not hold exactly the LOG_BASED tables: run '
-        f'ALTER PUBLICATION "{pgoutput_slot}" SET TABLE "public"."pets"; ALTER PUBLICATION "{pgoutput_slot}" SET '
-        "(publish = 'insert, update, delete, truncate', publish_via_partition_root = false) "
+        f'tap-postgres: error: publication "{pgoutput_slot}" does not hold the LOG_BASED tables: run '
+        f'ALTER PUBLICATION "{pgoutput_slot}" ADD TABLE "public"."pets" '
         '(or set "create_replication_slot": true to let the tap do it)'
     )
 
@@ -123,7 +142,7 @@ def default_allowlist(db):
 
 def test_with_the_default_allowlist_pgoutput_works_and_wal2json_says_what_to_do(db, tables, default_allowlist):
     catalog = log_based(tables, "public-pets")
-    config = dict(db.config, create_replication_slot=True)
+    config = dict(db.config, create_replication_slot=True, output_plugin="wal2json")
     try:
         messages, stderr, code = db.try_sync(catalog, config=config)
         assert code == 1
@@ -174,3 +193,86 @@ def test_moving_a_wal2json_pipeline_to_pgoutput_loses_and_repeats_nothing(db, ta
         db.drop_slots()
         db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
         db.plugin = "wal2json"
+
+
+def test_a_first_pipeline_on_a_default_server_chooses_pgoutput_and_says_why(db, tables, default_allowlist):
+    catalog = log_based(tables, "public-pets")
+    config = dict(db.config, create_replication_slot=True)  # output_plugin unset, no slot yet
+    slot = f"pipelinewise_{db.name}"
+    try:
+        messages, stderr, code = db.try_sync(catalog, config=config)
+        assert code == 0, stderr
+        assert any(
+            "output_plugin is unset and there is no slot yet: using pgoutput, as the server's "
+            "output_plugin_libraries (pgoutput, test_decoding) does not allow wal2json" in line
+            for line in stderr
+        )
+        assert db.query("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == [("pgoutput",)]
+        db.execute("INSERT INTO pets VALUES (5, 'kit')")
+        # the slot's plugin decides from now on
+        assert [r["name"] for r in records_of(db.sync(catalog, state=states_of(messages)[-1], config=config))] == [
+            "kit"
+        ]
+    finally:
+        db.drop_slots()
+        db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
+        db.execute("DELETE FROM pets WHERE id = 5")
+
+
+def test_a_missing_slot_names_the_publication_first_then_the_slot(db, tables, default_allowlist):
+    slot = f"pipelinewise_{db.name}"
+    messages, stderr, code = db.try_sync(log_based(tables, "public-pets"), config=db.config)
+    assert code == 1 and not records_of(messages)
+    assert stderr[-1] == (
+        f'tap-postgres: error: replication slot "{slot}" does not exist: create the publication first (pgoutput '
+        f'reads it as of each change), then the slot: CREATE PUBLICATION "{slot}" FOR TABLE "public"."pets" WITH '
+        "(publish = 'insert, update, delete, truncate', publish_via_partition_root = false); COMMENT ON PUBLICATION "
+        f'"{slot}" IS \'Managed by tap-postgres, do not edit this comment: {{"slot": "{slot}", "tap_id": null}}\'; '
+        f"then the slot: SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput'); or set "
+        '"create_replication_slot": true'
+    )
+    assert not db.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (slot,))
+
+
+def test_a_publication_younger_than_the_slot_gets_its_cause_and_a_way_out_that_loses_nothing(db, tables, pgoutput_slot):
+    catalog = log_based(tables, "public-toys")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO toys VALUES (10, 'before the new publication')")
+    # publication_name switched to a publication made after the slot
+    db.execute("CREATE PUBLICATION late_pub FOR TABLE toys")
+    config = dict(db.config, publication_name="late_pub")
+    db.execute("INSERT INTO toys VALUES (11, 'after it')")
+    for _ in range(2):  # the same on every run: the cause, never "rerun"
+        messages, stderr, code = db.try_sync(catalog, state=state, config=config)
+        assert code == 1 and not records_of(messages)
+        assert "the publication is younger than the slot" in stderr[-1], stderr[-1]
+        assert f"run SELECT pg_drop_replication_slot('{pgoutput_slot}'), then rerun" in stderr[-1]
+    # the way out, as the line says, with a write in between
+    db.execute(f"SELECT pg_drop_replication_slot('{pgoutput_slot}')")
+    db.execute("INSERT INTO toys VALUES (12, 'after the slot was dropped')")
+    fresh = {**state, "bookmarks": {}}
+    messages = db.sync(catalog, state=fresh, config=config)
+    old_version = state["bookmarks"]["public-toys"]["version"]
+    copied = [m for m in messages if m["type"] == "RECORD"]
+    assert {m["version"] for m in copied} != {old_version}
+    db.execute("INSERT INTO toys VALUES (13, 'after the way out')")
+    later = records_of(db.sync(catalog, state=states_of(messages)[-1], config=config))
+    emitted = {r["id"] for r in records_of(messages)} | {r["id"] for r in later}
+    assert emitted == {row[0] for row in db.query("SELECT id FROM toys")}
+    assert any(m["type"] == "ACTIVATE_VERSION" for m in messages)
+    db.execute("DELETE FROM toys WHERE id >= 10")
+    db.drop_slots()
+    db.execute("DROP PUBLICATION late_pub")
+
+
+def test_a_dropped_log_based_table_gets_the_rerun_discover_line(db, tables, pgoutput_slot):
+    db.execute("CREATE TABLE doomed (id int PRIMARY KEY)")
+    catalog = log_based(db.discover(), "public-doomed", "public-pets")
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("DROP TABLE doomed")
+    messages, stderr, code = db.try_sync(catalog, state=state)
+    assert code == 1 and not records_of(messages)
+    assert stderr[-1] == (
+        'tap-postgres: error: table "public"."doomed" of stream public-doomed no longer exists: rerun --discover '
+        "and update the catalog"
+    )

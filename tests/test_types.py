@@ -16,6 +16,7 @@ HI = "9999-12-31T23:59:59.999999+00:00"
 LO = "0001-01-01T00:00:00+00:00"
 
 # (column type, SQL literal, expected JSON value); numbers with a fraction compare as Decimal
+DOMAIN_DEPTH = 20
 CASES = [
     ("smallint", "32767", 32767),
     ("integer", "-5", -5),
@@ -107,6 +108,11 @@ CASES = [
     ("uuid[]", "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'", ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]),
     ("bytea[]", "ARRAY['\\x01'::bytea]", ["01"]),
     ("positive_amount[]", "ARRAY[1.25]::positive_amount[]", [Decimal("1.25")]),
+    # domains over domains, deeper than any fixed walk: each maps to its base type
+    (f"deep{DOMAIN_DEPTH}", "12.5", Decimal("12.50")),
+    (f"deep{DOMAIN_DEPTH}[]", f"ARRAY[1.5, NULL]::deep{DOMAIN_DEPTH}[]", [Decimal("1.50"), None]),
+    ("deep_list", f"ARRAY[2]::deep{DOMAIN_DEPTH}[]", [Decimal("2.00")]),
+    (f"deep_mood{DOMAIN_DEPTH}", "'happy'", "happy"),
 ]
 
 
@@ -121,6 +127,8 @@ def synced(db):
     db.execute(
         "CREATE DOMAIN int_list AS integer[]; CREATE DOMAIN code4 AS character(4); CREATE DOMAIN bits3 AS bit(3)"
     )
+    db.execute(deep_domains("deep", "numeric(6, 2)") + f"; CREATE DOMAIN deep_list AS deep{DOMAIN_DEPTH}[]")
+    db.execute(deep_domains("deep_mood", "mood"))
     columns = ", ".join(f"c{index} {sql_type}" for index, (sql_type, _, _) in enumerate(CASES))
     values = ", ".join(literal for _, literal, _ in CASES)
     db.execute(f"CREATE TABLE every_value (id int PRIMARY KEY, {columns})")
@@ -132,6 +140,19 @@ def synced(db):
     record_lines = [m for m in messages if m["type"] == "RECORD"]
     assert len(record_lines) == 1
     return record_lines[0]["record"], messages, lines
+
+
+def deep_domains(prefix: str, base: str) -> str:
+    """DDL of domains prefix1 over `base`, prefix2 over prefix1, ... down DOMAIN_DEPTH levels."""
+    over = [base] + [f"{prefix}{level}" for level in range(1, DOMAIN_DEPTH)]
+    return "; ".join(f"CREATE DOMAIN {prefix}{level + 1} AS {under}" for level, under in enumerate(over))
+
+
+def test_deep_domains_keep_their_base_type_schema(synced):
+    _, messages, _ = synced
+    (schema,) = [m["schema"]["properties"] for m in messages if m["type"] == "SCHEMA"]
+    deep = schema[f"c{[t for t, _, _ in CASES].index(f'deep{DOMAIN_DEPTH}')}"]
+    assert deep == {"type": ["null", "number"], "minimum": Decimal("-9999.99"), "maximum": Decimal("9999.99")}
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ def sync_full_table(
     state: dict,
     writer: MessageWriter,
     itersize: int,
+    progress_seconds: float,
     open_helper: Callable[[], extensions.connection] | None = None,
     on_snapshot: Callable[[extensions.cursor], None] | None = None,
 ) -> None:
@@ -68,7 +69,7 @@ def sync_full_table(
     stream_bookmark["version"] = version
 
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
-    progress = Progress(stream.tap_stream_id)
+    progress = Progress(stream.tap_stream_id, progress_seconds, expected_rows=table.row_count)
     sink = RecordSink(writer, progress)
     key_columns = [] if table.is_view else [column for column in table.columns if column.name in table.primary_key]
     key_columns.sort(key=lambda column: table.primary_key.index(column.name))

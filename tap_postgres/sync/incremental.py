@@ -45,6 +45,7 @@ def sync_incremental(
     writer: MessageWriter,
     itersize: int,
     limit: int | None,
+    progress_seconds: float,
 ) -> None:
     """Emit the rows changed since the bookmark, advancing it after every batch."""
     stream_bookmark = bookmark(state, stream.tap_stream_id)
@@ -57,9 +58,12 @@ def sync_incremental(
     key_column = next(column for column in columns if column.name == stream.replication_key)
     key = key_tuple([key_column])
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
-    progress = Progress(stream.tap_stream_id)
-    sink = RecordSink(writer, progress)
     start = stream_bookmark.get("replication_key_value")
+    # a first run reads the whole table, whose size is estimated; a later one an unknown part of it
+    progress = Progress(
+        stream.tap_stream_id, progress_seconds, expected_rows=table.row_count if start is None else None
+    )
+    sink = RecordSink(writer, progress)
     if start is None:
         take_from = counted_from = sql.SQL("{} IS NOT NULL").format(key)
     else:

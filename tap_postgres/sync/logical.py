@@ -15,6 +15,7 @@ No change is lost because of three rules:
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import logging
 import select
 import time
@@ -28,8 +29,9 @@ from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
 from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
+from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
-from tap_postgres.publication import ensure_publication
+from tap_postgres.publication import creation_statements, ensure_publication
 from tap_postgres.replication import (
     confirm_up_to,
     current_wal_lsn,
@@ -51,6 +53,7 @@ from tap_postgres.state import (
 from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
+from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -122,14 +125,20 @@ class LogBasedSync:
         self.streams = streams
         self.state = state
         self.writer = writer
-        self.state_path = state_path  # re-read during the WAL pass: the target's saved position
+        # re-read during the WAL pass: the target's saved position
+        self.state_file = PolledJsonFile(state_path, "state", parse_float=decimal.Decimal) if state_path else None
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
         # a state from another pipeline is refused before its slot or publication is touched
         slot_name, _ = locate_slot(self.conn, config)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
-        self.slot = find_slot(self.conn, config, self._prepare_plugin)
+        # the LOG_BASED streams' own checks come before the publication or slot is touched: a dropped
+        # table gets "rerun --discover", never a statement naming it
+        pairs = [(stream.schema_name, stream.table_name) for stream in streams]
+        described = {(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)} if pairs else {}
+        check_streams(self.conn, config, streams, described, state)
+        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
             stream.tap_stream_id: lsn
@@ -148,12 +157,49 @@ class LogBasedSync:
         self._refuse_positions_from_elsewhere()
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
-        """Make pgoutput's publication hold exactly the LOG_BASED tables (wal2json needs nothing)."""
+        """Make pgoutput's publication hold the LOG_BASED tables, or check one the tap did not make (wal2json needs nothing)."""
         if plugin == "pgoutput":
             pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
             # a view or a foreign table cannot be published: say so as LOG_BASED does for wal2json
             self.check_replicable({(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)})
-            ensure_publication(self.conn, self.config, self.publication_name(slot_name), pairs)
+            held = {stream_id for stream_id, _ in self.held_positions()}
+            # a run without any LOG_BASED bookmark is not this pipeline's state: it removes nothing
+            known = held or any("lsn" in saved for saved in self.state["bookmarks"].values())
+            ensure_publication(
+                self.conn,
+                self.config,
+                self.publication_name(slot_name),
+                slot_name,
+                pairs,
+                kept=lambda table: not known or f"{table[0]}-{table[1]}" in held,
+            )
+
+    def held_positions(self) -> list[tuple[str, int]]:
+        """The `lsn` of this slot's LOG_BASED bookmarks whose streams the run does not select.
+
+        Such a stream has not left the pipeline (a partial catalog, say): its table stays in the
+        publication and the slot is never confirmed past its bookmark, so its changes wait for it.
+        It leaves for good when its bookmark is removed from the state.
+        """
+        selected = {stream.tap_stream_id for stream in self.streams}
+        held = []
+        for stream_id, saved in self.state["bookmarks"].items():
+            origin = saved.get("origin")
+            slot = origin.get("slot") if isinstance(origin, dict) else None
+            if stream_id in selected or slot not in (None, self.origin.slot):
+                continue
+            try:
+                lsn = bookmark_lsn(self.state, stream_id)
+            except StateError:
+                continue  # not this run's to judge: it is not selected
+            if lsn is not None:
+                held.append((stream_id, lsn))
+        return held
+
+    def _publication_steps(self, slot_name: str) -> str | None:
+        """The statements that create pgoutput's publication for the LOG_BASED tables, or None when it exists."""
+        pairs = [(stream.schema_name, stream.table_name) for stream in self.streams]
+        return creation_statements(self.conn, self.publication_name(slot_name), slot_name, self.config.tap_id, pairs)
 
     def publication_name(self, slot_name: str) -> str:
         """The publication pgoutput reads: publication_name, else the slot's name."""
@@ -181,8 +227,15 @@ class LogBasedSync:
 
     def confirm_saved_position(self) -> None:
         """Confirm the slot up to the lowest position the state holds: the target has saved what is before it."""
+        for stream_id, lsn in self.held_positions():
+            LOGGER.warning(
+                "%s is not selected but the state holds its LOG_BASED bookmark: the slot is held at %s so its "
+                "changes wait for it; remove its bookmark from the state if it has left the pipeline",
+                stream_id,
+                int_to_lsn(lsn),
+            )
         if self.saved_positions:
-            self.slot = confirm_up_to(self.conn, self.slot, min(self.saved_positions.values()))
+            self.slot = confirm_up_to(self.conn, self.slot, self.confirmable(min(self.saved_positions.values())))
         log_slot_health(self.conn, self.slot, self.config, "start")
         for stream in self.streams:
             lsn = self.saved_positions.get(stream.tap_stream_id)
@@ -194,6 +247,10 @@ class LogBasedSync:
                     int_to_lsn(self.slot.confirmed_flush),
                     int_to_lsn(lsn),
                 )
+
+    def confirmable(self, lsn: int) -> int:
+        """Return how far the slot may be confirmed toward `lsn`: never past a held bookmark."""
+        return min([lsn, *(held for _, held in self.held_positions())])
 
     def close(self) -> None:
         """Release the primary connection."""
@@ -247,6 +304,7 @@ class LogBasedSync:
             self.state,
             self.writer,
             self.config.itersize,
+            self.config.progress_seconds,
             open_helper,
             on_snapshot=record_position if fresh else None,
         )
@@ -254,7 +312,8 @@ class LogBasedSync:
     def stream_changes(self, tables: dict[tuple[str, str], Table]) -> None:
         """Read the WAL from the lowest bookmark and emit every selected table's changes."""
         self.conn.rollback()
-        self.conn.autocommit = True  # renders read current rows (TOAST values) and hold no snapshot
+        # renders read current rows (TOAST values), and hold no snapshot or lock between batches
+        self.conn.commit_each_statement = True
         wal_pass = WalPass(self, tables)
         wal_pass.run()
 
@@ -267,7 +326,8 @@ class WalPass:
         self.config = sync.config
         self.state = sync.state
         self.writer = sync.writer
-        self.progress = Progress("LOG_BASED")
+        self.progress = Progress("LOG_BASED", self.config.progress_seconds, behind=self._behind_wal_end)
+        self.replication_cursor = None  # the walsender's cursor: its wal_end is where the server's WAL ends
         self.decoder = PgoutputDecoder() if sync.slot.plugin == "pgoutput" else Wal2jsonDecoder()
         self.sink = RecordSink(self.writer, self.progress)
         self.by_table: dict[tuple[str, str], StreamChanges] = {}
@@ -297,6 +357,7 @@ class WalPass:
             stream.tap_stream_id: bookmark_lsn(self.state, stream.tap_stream_id) for stream in sync.streams
         }
         self.position = min(self.bookmarks.values())  # the end of the last transaction read, or a keepalive's
+        self.start_position = self.position
         self.confirmed = sync.slot.confirmed_flush  # what the slot is confirmed up to
         self.last_poll = time.monotonic()
         self.in_transaction = False
@@ -318,7 +379,7 @@ class WalPass:
             len(self.by_table),
         )
         helper = connect(self.config)
-        helper.autocommit = True
+        helper.commit_each_statement = True
         self.renderer = BatchRenderer([self.sync.conn, helper], self.sink)
         try:
             while (saved := self._stream(start_lsn, end_lsn)) is not None:
@@ -329,6 +390,9 @@ class WalPass:
             if failure is not None:
                 raise failure from None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if self.sync.slot.plugin == "pgoutput" and "does not exist" in first_line:
+                doing = f'cannot read replication slot "{self.sync.slot.name}"'
+                raise describe_plugin_failure(exc, doing, "pgoutput", self.sync.slot.name) from None
             raise ReplicationError(
                 f"LOG_BASED stopped: {first_line}: rerun with the last STATE to go on from there"
             ) from None
@@ -346,7 +410,7 @@ class WalPass:
         or until the target has saved more than the slot is confirmed for (that position)."""
         replication = connect_replication(self.config)
         try:
-            cur = replication.cursor()
+            cur = self.replication_cursor = replication.cursor()
             try:
                 cur.start_replication_expert(
                     start_replication_command(self.sync.slot.name, start_lsn, self.plugin_options).as_string(cur),
@@ -355,11 +419,23 @@ class WalPass:
                 )
             except psycopg2.Error as exc:
                 raise describe_plugin_failure(
-                    exc, f'cannot read replication slot "{self.sync.slot.name}"', self.sync.slot.plugin
+                    exc,
+                    f'cannot read replication slot "{self.sync.slot.name}"',
+                    self.sync.slot.plugin,
+                    self.sync.slot.name,
                 ) from None
             return self._read(cur, end_lsn)
         finally:
             replication.close()
+
+    def _behind_wal_end(self) -> tuple[int, float] | None:
+        """Return how far the position read is behind the server's WAL end: bytes, and seconds at the rate read so far."""
+        wal_end = self.replication_cursor.wal_end if self.replication_cursor is not None else 0
+        if not wal_end:
+            return None  # the server has not said yet
+        behind = max(0, wal_end - self.position)
+        read_per_second = (self.position - self.start_position) / max(time.monotonic() - self.started, 1e-3)
+        return behind, (behind / read_per_second if read_per_second > 0 else 0.0 if not behind else float("inf"))
 
     def _confirm_between_streams(self, saved: int) -> int:
         """Confirm the slot up to what the target saved while no walsender holds it; return where to read on.
@@ -372,16 +448,20 @@ class WalPass:
         """
         conn = self._side_connection()
         wait_until_free(conn, self.sync.slot)
-        self.sync.slot = confirm_up_to(conn, self.sync.slot, saved)
+        self.sync.slot = confirm_up_to(conn, self.sync.slot, self.sync.confirmable(saved))
         self.confirmed = saved
-        LOGGER.info("Confirmed slot %s up to %s, what the target has saved", self.sync.slot.name, int_to_lsn(saved))
+        LOGGER.info(
+            "Confirmed slot %s up to %s, what the target has saved",
+            self.sync.slot.name,
+            int_to_lsn(self.sync.slot.confirmed_flush),
+        )
         return saved
 
     def _side_connection(self) -> extensions.connection:
         """A session of its own for catalog lookups and the slot, apart from the rendering sessions."""
         if self.catalog_conn is None:
             self.catalog_conn = connect(self.config)
-            self.catalog_conn.autocommit = True
+            self.catalog_conn.commit_each_statement = True
         return self.catalog_conn
 
     def _plugin_options(self) -> dict[str, str]:
@@ -446,11 +526,11 @@ class WalPass:
         the streams' bookmarks are at the position read.
         """
         now = time.monotonic()
-        if self.sync.state_path is None or now - self.last_poll < self.config.state_poll_seconds:
+        if self.sync.state_file is None or now - self.last_poll < self.config.state_poll_seconds:
             return None
         self.last_poll = now
         try:
-            saved = saved_position(self.sync.state_path, self.bookmarks, self.sync.origin)
+            saved = saved_position(self.sync.state_file.read(), self.bookmarks, self.sync.origin)
         except StateError as exc:
             self._warn_once(f"{exc}; the state file is ignored until it holds a state of this run")
             return None

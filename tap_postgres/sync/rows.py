@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable
 
 from psycopg2 import extensions, sql
 
@@ -195,11 +196,25 @@ class RecordSink:
 
 
 class Progress:
-    """Logs a stream's record count and rate to stderr every few seconds."""
+    """Logs a stream's record count and rate to stderr every `interval` seconds, with how much is left.
 
-    def __init__(self, stream_id: str):
+    A copy knows the table's estimated rows (`expected_rows`): it adds the percentage done and the
+    time left at the rate so far. LOG_BASED knows how far behind the end of the WAL it reads
+    (`behind`: bytes and seconds, or None until the server has said where its WAL ends).
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        interval: float = PROGRESS_SECONDS,
+        expected_rows: int | None = None,
+        behind: Callable[[], tuple[int, float] | None] | None = None,
+    ):
         self.stream_id = stream_id
         self.rows = 0
+        self.interval = interval
+        self.expected_rows = expected_rows or None  # 0: nothing to measure against
+        self.behind = behind
         self.started = self._last_report = time.monotonic()
 
     def add(self, rows: int) -> None:
@@ -210,9 +225,24 @@ class Progress:
     def tick(self) -> None:
         """Report if the last report is old enough."""
         now = time.monotonic()
-        if now - self._last_report >= PROGRESS_SECONDS:
+        if now - self._last_report >= self.interval:
             self._last_report = now
-            LOGGER.info("%s: %d records so far, %.0f records/s", self.stream_id, self.rows, self.rate(now))
+            LOGGER.info(
+                "%s: %d records so far, %.0f records/s%s", self.stream_id, self.rows, self.rate(now), self._left(now)
+            )
+
+    def _left(self, now: float) -> str:
+        """Return what is left to do, as the progress line ends: `, 40% of ~1000 rows, ~12 s left`."""
+        if self.behind is not None:
+            lag = self.behind()
+            return "" if lag is None else f", {lag[0]} bytes ({lag[1]:.0f} s) behind the end of the WAL"
+        if self.expected_rows is None:
+            return ""
+        if self.rows >= self.expected_rows:
+            return f", more than the ~{self.expected_rows} rows estimated"
+        rate = self.rate(now)
+        left = f", ~{(self.expected_rows - self.rows) / rate:.0f} s left" if rate > 0 else ""
+        return f", {100 * self.rows // self.expected_rows}% of ~{self.expected_rows} rows{left}"
 
     def rate(self, now: float | None = None) -> float:
         """Return records per second since the stream started."""

@@ -615,6 +615,10 @@ def _label_fits(label: str) -> bool:
     return len(label.encode()) <= 63 and "\x00" not in label
 
 
+# Domains over domains this deep map to their base type as one domain does.
+DEEP_DOMAINS = 20
+
+
 @st.composite
 def column_types(draw, types: TypeNamer) -> ColumnType:
     """A column type: a base, in an array or not, under 0-2 domains (over the base, the array or a domain)."""
@@ -629,7 +633,10 @@ def column_types(draw, types: TypeNamer) -> ColumnType:
         ddl.append(domain_ddl(name, over, strict))
         return name, strict
 
-    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+    depth = draw(st.sampled_from([0, 0, 0, 1, 2]))
+    if draw(st.integers(0, 19)) == 19:
+        depth = DEEP_DOMAINS  # now and then a stack deeper than any fixed walk (shrinks to none)
+    for _ in range(depth):
         sql, strict = domain(sql)
         not_null = not_null or strict
         description = f"domain over {description}"
@@ -846,6 +853,13 @@ def _domain_over(sql_name: str, over: ColumnType) -> ColumnType:
     )
 
 
+def _domains_over(schema: str, prefix: str, over: ColumnType, depth: int) -> ColumnType:
+    """Domains prefix, prefix1, ... each over the one before, the first over `over`: `depth` levels."""
+    for level in range(depth):
+        over = _domain_over(_qualified(schema, prefix + (str(level) if level else "")), over)
+    return dataclasses.replace(over, description=f"{depth} domains over {over.base.sql}")
+
+
 def _plain(base: Base) -> ColumnType:
     return ColumnType(sql=base.sql, base=base, ddl=base.ddl, keyable=base.keyable, description=base.sql)
 
@@ -902,7 +916,7 @@ def hostile_tables() -> list[tuple[Table, dict]]:
     varchar = _plain(_builtin("varchar", "character varying(10)", "string", _chars_at_most(10)))
     columns = [
         Column("\n", text, not_null=True),
-        Column("{}", _domain_over(_qualified(schema, "{"), varchar), not_null=False),
+        Column("{}", _domains_over(schema, "{", varchar, DEEP_DOMAINS), not_null=False),
         Column("%%", _plain(enum_type(_qualified(schema, "}"), ["{v}", "%s", "'", "\\"])), not_null=False),
     ]
     text_keyed = Table(
