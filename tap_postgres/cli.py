@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from tap_postgres.errors import TapPostgresError
+from tap_postgres.errors import InterruptedRunError, OutputClosedError, TapPostgresError, redact
 from tap_postgres.tap import TapPostgres
 
 
@@ -15,18 +16,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         TapPostgres.cli.main(args=argv, prog_name="tap-postgres", standalone_mode=False)
     except TapPostgresError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_code)
     except click.ClickException as exc:
         _fail(exc.format_message())
     except click.exceptions.Abort:
-        _fail("aborted")
+        _fail("interrupted before the sync began; nothing was written", InterruptedRunError.exit_code)
     except BrokenPipeError:
-        _fail("stdout was closed by the program reading it (the target stopped)")
+        _fail(str(OutputClosedError()), OutputClosedError.exit_code)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, exit_code: int = 1) -> None:
     # one line whatever the names in it hold: a table may be named with a line break
-    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
+    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in redact(message))
     sys.stderr.write(f"tap-postgres: error: {line}\n")
     sys.stderr.flush()
-    sys.exit(1)
+    if exit_code in (OutputClosedError.exit_code, InterruptedRunError.exit_code):
+        # a closed stdout would fail again in Python's flush at exit, with a message of its own
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(exit_code)

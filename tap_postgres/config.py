@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from tap_postgres.errors import ConfigError
+from tap_postgres.errors import ConfigError, keep_secret
+
+LOGGER = logging.getLogger("tap-postgres")
 
 REPLICATION_METHODS = ("FULL_TABLE", "INCREMENTAL", "LOG_BASED")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -285,10 +289,46 @@ def _coerce(setting: Setting, value: Any) -> Any:
     return value
 
 
+# Keys PipelineWise writes into every tap's config.json besides the tap's own settings: `tap_id` from
+# the tap's properties, and the generic `db_conn` keys its fastsync and other taps read.
+PIPELINEWISE_KEYS = frozenset({"engine", "fastsync_parallelism", "use_gtid", "use_message_key"})
+
+# singer-sdk settings this tap does not implement: records are written from the server's bytes, not
+# through singer-sdk's record path. Each stops the run when it asks for something, because a map meant
+# to drop a column (PII) must never be ignored; an empty or false value asks for nothing.
+SDK_KEYS_NOT_IMPLEMENTED = (
+    "stream_maps",
+    "stream_map_config",
+    "flattening_enabled",
+    "flattening_max_depth",
+    "batch_config",
+    "faker_config",
+)
+
+
+def check_keys(raw: Mapping[str, Any]) -> None:
+    """Refuse singer-sdk settings the tap does not implement; warn once for each unknown key."""
+    for key in SDK_KEYS_NOT_IMPLEMENTED:
+        if raw.get(key) not in (None, False, {}, [], ""):
+            raise ConfigError(
+                f'config key "{key}" is a singer-sdk feature this tap does not implement yet, so it would be '
+                "ignored: remove it, and apply the mapping with a mapper between tap and target "
+                "(for example meltano-map-transform), or deselect the columns in the catalog"
+            )
+    known = [setting.name for setting in SETTINGS]
+    for key in raw:
+        if key in known or key in PIPELINEWISE_KEYS or key in SDK_KEYS_NOT_IMPLEMENTED:
+            continue
+        nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f': did you mean "{nearest[0]}"?' if nearest else ": the tap has no such setting (see --about)"
+        LOGGER.warning('config key "%s" is not a setting of tap-postgres and is ignored%s', key, hint)
+
+
 def parse_config(raw: dict[str, Any]) -> Config:
-    """Validate a config dict into a Config; unknown keys (stream maps, Meltano's) are ignored."""
+    """Validate a config dict into a Config: unknown keys warn, unimplemented singer-sdk features stop."""
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a JSON object of settings")
+    check_keys(raw)
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         value = _coerce(setting, raw.get(setting.name))
@@ -299,6 +339,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
                     f"{ENV_PREFIX}{setting.name.upper()} ({setting.description})"
                 )
             continue
+        if setting.secret:
+            keep_secret(setting.name, value)
         values[setting.name] = value
     config = Config(**values)
     _check_combinations(config)

@@ -1,11 +1,65 @@
 """Every failure a user can fix, each with a message that names the cause and the fix.
 
 Only `cli.main` catches the root class; any other exception is a bug and keeps its traceback.
+Every message that leaves the tap, error or log line, passes `redact` first.
 """
+
+from __future__ import annotations
+
+import logging
+
+# The values of the secret settings of this run (the password, the sslkey path), as parse_config found them.
+_SECRETS: dict[str, str] = {}
+
+
+def keep_secret(name: str, value: str) -> None:
+    """Remember a secret setting's value, so that no message shows it."""
+    if value:
+        _SECRETS[value] = name
+
+
+def redact(text: str) -> str:
+    """Return `text` with every secret setting's value replaced by its name: libpq echoes the sslkey path."""
+    for value in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(value, f"<{_SECRETS[value]} hidden>")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Redacts every record of the tap's logger before a handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
+logging.getLogger("tap-postgres").addFilter(_RedactingFilter())
 
 
 class TapPostgresError(Exception):
     """Root of the errors the tap reports as one line on stderr and a non-zero exit."""
+
+    exit_code = 1
+
+
+class OutputClosedError(TapPostgresError):
+    """Raised when stdout was closed by the program reading it (the target stopped): exit 141, as SIGPIPE."""
+
+    exit_code = 141
+
+    def __init__(self, message: str = ""):
+        super().__init__(
+            message
+            or "stdout was closed by the program reading it (the target stopped), so the last STATE could not "
+            "be written: rerun with the state the target saved last"
+        )
+
+
+class InterruptedRunError(TapPostgresError):
+    """Raised when SIGINT or SIGTERM ends a run whose last STATE could not be written: exit 130."""
+
+    exit_code = 130
 
 
 class ConfigError(TapPostgresError):

@@ -30,15 +30,25 @@ class MessageWriter:
     def __enter__(self) -> MessageWriter:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # the run failed: the error that ended it is the one to report, not a flush to a closed pipe
+        try:
+            self.close()
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Flush what is buffered and release the stream."""
         try:
             self.raw.flush()
         finally:
-            self.raw.close()
+            try:
+                self.raw.close()
+            except OSError:
+                pass  # close() flushes again: the pipe that refused the first flush refuses it too
 
     def write_catalog(self, catalog: dict) -> None:
         """Write a catalog as indented JSON, as --discover prints it."""

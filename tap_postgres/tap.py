@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import logging
 import logging.config
 import os
+from collections.abc import Iterator
 
 import click
 from singer_sdk import Tap
@@ -16,7 +18,7 @@ from tap_postgres import discovery
 from tap_postgres import state as state_module
 from tap_postgres.config import config_jsonschema, merge_config_files, parse_config, read_json_file
 from tap_postgres.connection import connect
-from tap_postgres.errors import CatalogError, StateError
+from tap_postgres.errors import CatalogError, OutputClosedError, StateError
 from tap_postgres.output import MessageWriter
 from tap_postgres.sync import sync_streams
 
@@ -41,6 +43,11 @@ class TapPostgres(Tap):
     ]
 
     @classmethod
+    def print_version(cls, print_fn=print) -> None:  # type: ignore[override]
+        """Print `tap-postgres <version>`: the tap's own version, not singer-sdk's banner."""
+        print_fn(f"{cls.name} {cls.plugin_version}")
+
+    @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         """Add nothing: the SDK's stream-map settings do not apply to this tap."""
 
@@ -56,26 +63,28 @@ class TapPostgres(Tap):
         state: str | None = None,
     ) -> None:
         """Run --about, --discover or a sync, as the command line asks."""
-        super(Tap, cls).invoke(about=about, about_format=about_format)
-        apply_logging_conf_file()
-        settings = parse_config(merge_config_files(config))
-        if discover:
-            with connect(settings) as conn:
-                catalog_json = discovery.discover_catalog(conn, settings)
-            MessageWriter.to_stdout().write_catalog(catalog_json)
-            return
-        if catalog is None:
-            raise CatalogError(
-                "no catalog given: run with --discover to write one, select streams, "
-                "then pass it with --catalog (or --properties)"
-            )
-        # numbers with a fraction stay Decimal: schema bounds pass through and bookmarks bind back exactly
-        raw_catalog = read_json_file(catalog, "catalog", CatalogError, parse_float=decimal.Decimal)
-        streams = catalog_module.parse_catalog(raw_catalog, settings)
-        raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
-        bookmarks = state_module.parse_state(raw_state)
-        with MessageWriter.to_stdout() as writer:
-            sync_streams(settings, streams, bookmarks, writer, state_path=state)
+        # click would make a closed stdout a silent exit 1
+        with _closed_stdout_as_error():
+            super(Tap, cls).invoke(about=about, about_format=about_format)
+            apply_logging_conf_file()
+            settings = parse_config(merge_config_files(config))
+            if discover:
+                with connect(settings) as conn:
+                    catalog_json = discovery.discover_catalog(conn, settings)
+                MessageWriter.to_stdout().write_catalog(catalog_json)
+                return
+            if catalog is None:
+                raise CatalogError(
+                    "no catalog given: run with --discover to write one, select streams, "
+                    "then pass it with --catalog (or --properties)"
+                )
+            # numbers with a fraction stay Decimal: schema bounds pass through and bookmarks bind back exactly
+            raw_catalog = read_json_file(catalog, "catalog", CatalogError, parse_float=decimal.Decimal)
+            streams = catalog_module.parse_catalog(raw_catalog, settings)
+            raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
+            bookmarks = state_module.parse_state(raw_state)
+            with MessageWriter.to_stdout() as writer:
+                sync_streams(settings, streams, bookmarks, writer, state_path=state)
 
     @classmethod
     def get_singer_command(cls) -> click.Command:
@@ -99,6 +108,16 @@ class TapPostgres(Tap):
             click.Option(["-s", "--state"], type=click.STRING, help="State file of the previous run."),
         ]
         return command
+
+
+@contextlib.contextmanager
+def _closed_stdout_as_error() -> Iterator[None]:
+    """Turn a closed stdout into OutputClosedError: click would make it a silent exit 1, and the user
+    must learn that the last STATE was not written."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise OutputClosedError() from None
 
 
 def apply_logging_conf_file() -> None:

@@ -172,3 +172,56 @@ def test_nul_in_the_password_is_one_line(db, tmp_path):
         'tap-postgres: error: config key "password" holds a NUL character, which libpq cannot send: remove it'
     ]
     assert "Traceback" not in stderr and "cret-xyz" not in stderr
+
+
+def test_version_names_the_tap_not_the_sdk():
+    code, stdout, _, _ = run(["--version"])
+    assert code == 0
+    assert stdout.strip().startswith("tap-postgres ")
+    assert "Meltano SDK" not in stdout
+
+
+def test_a_stream_map_in_the_config_stops_before_any_record(db, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(db.config, stream_maps={"public-actor": {"last_name": None}})))
+    code, stdout, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert stdout == ""
+    assert len(error_lines(stderr)) == 1
+    assert 'config key "stream_maps" is a singer-sdk feature this tap does not implement yet' in stderr
+
+
+def test_a_connection_error_never_shows_the_secret_sslkey_path(db, tmp_path):
+    # libpq names the key file in its error; the path is as secret as the setting says
+    import pgcluster
+
+    ssl_dir = db.server.data_dir / "test-ssl"  # a place the server's OS user can read
+    ssl_dir.mkdir(exist_ok=True)
+    cert, key = ssl_dir / "server.crt", ssl_dir / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "2", "-subj", "/CN=localhost"],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o600)
+    for path in (ssl_dir, cert, key):
+        pgcluster._chown_to_server_user(path)
+    settings = {"ssl_cert_file": str(cert), "ssl_key_file": str(key), "ssl": "on"}
+    try:
+        for name, value in settings.items():
+            db.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        db.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        secret_key = "/srv/keys/payments-prod-client.key"
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(dict(db.config, sslmode="require", sslcert=str(cert), sslkey=secret_key)))
+        code, _, stderr, _ = run(["--config", str(path), "--discover"])
+    finally:
+        for name in settings:
+            db.execute(f"ALTER SYSTEM RESET {name}")
+        db.execute("SELECT pg_reload_conf()")
+    assert code == 1
+    assert len(error_lines(stderr)) == 1
+    assert "private key file" in stderr and "<sslkey hidden>" in stderr
+    assert "payments-prod-client" not in stderr

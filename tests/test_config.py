@@ -85,3 +85,43 @@ def test_a_nul_character_is_one_line_naming_the_key_not_the_value():
     with pytest.raises(ConfigError) as failure:
         parse_config(dict(BASE, password="pass\x00word"))
     assert str(failure.value) == 'config key "password" holds a NUL character, which libpq cannot send: remove it'
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("stream_maps", {"public-actor": {"last_name": None}}),
+        ("stream_map_config", {"hash_seed": "x"}),
+        ("flattening_enabled", True),
+        ("flattening_max_depth", 2),
+        ("batch_config", {"encoding": {"format": "jsonl"}}),
+        ("faker_config", {"locale": "en_US"}),
+    ],
+)
+def test_singer_sdk_features_the_tap_does_not_implement_stop_the_run(key, value):
+    # a stream map that drops a PII column must never be ignored silently
+    with pytest.raises(ConfigError, match=f'config key "{key}" is a singer-sdk feature this tap does not implement'):
+        parse_config(dict(BASE, **{key: value}))
+
+
+@pytest.mark.parametrize(("key", "value"), [("stream_maps", {}), ("flattening_enabled", False), ("batch_config", None)])
+def test_singer_sdk_features_that_ask_for_nothing_pass(key, value):
+    assert parse_config(dict(BASE, **{key: value})).host == "db"
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [("pasword", '"password"'), ("filter_schema", '"filter_schemas"'), ("dbnmae", '"dbname"')],
+)
+def test_an_unknown_key_warns_once_naming_the_nearest_setting(key, suggestion, caplog):
+    parse_config(dict(BASE, **{key: "x"}))
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f'config key "{key}" is not a setting of tap-postgres and is ignored: did you mean {suggestion}?'
+    ]
+
+
+def test_keys_pipelinewise_writes_into_tap_configs_stay_silent(caplog):
+    # PipelineWise adds tap_id and its generic db_conn keys to every tap's config.json
+    parse_config(dict(BASE, tap_id="pipe", engine="postgres", fastsync_parallelism=4, limit=10, use_gtid=False))
+    assert [record for record in caplog.records if record.levelname == "WARNING"] == []

@@ -13,7 +13,7 @@ from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, database_identity, describe_sync_failure
 from tap_postgres.discovery import Table, describe_tables
-from tap_postgres.errors import TapPostgresError
+from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
@@ -71,8 +71,15 @@ def sync_streams(
                     logical.stream_changes(tables)
     except (KeyboardInterrupt, Interrupted):
         LOGGER.warning("Interrupted: writing the last STATE; rerun with it to resume")
-        writer.write_state(state)
-        raise SystemExit(130) from None
+        try:
+            writer.write_state(state)
+        except BrokenPipeError:
+            # Ctrl-C on `tap | target`: the target often dies first
+            raise InterruptedRunError(
+                "interrupted, and stdout was closed by the program reading it, so the last STATE could not "
+                "be written: rerun with the state the target saved last"
+            ) from None
+        raise SystemExit(InterruptedRunError.exit_code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         if logical:

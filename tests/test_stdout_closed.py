@@ -1,0 +1,72 @@
+"""A closed stdout and Ctrl-C on `tap | target`: a documented exit code and one line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TAP, select_all
+
+integration = pytest.mark.integration
+
+# a target that reads a little and stops, as one does that dies on a bad record
+READ_A_LITTLE_AND_EXIT = "import sys; sys.stdin.buffer.read(65536); sys.exit(3)"
+# a target that dies on Ctrl-C before the tap does, as Python targets do
+# and reads slowly, so the tap is mid-copy, blocked on the pipe, when Ctrl-C comes
+DIE_ON_CTRL_C = "import sys, time\nwhile sys.stdin.buffer.read(8192):\n    time.sleep(0.005)"
+
+
+@pytest.fixture(scope="module")
+def big_table(db):
+    db.execute("DROP TABLE IF EXISTS big; CREATE TABLE big (id int PRIMARY KEY, note text)")
+    db.execute("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g")
+    return select_all(db.discover(), only={"public-big"})
+
+
+def _pipeline(db, catalog, target_code: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+    args = ["--config", str(db.write_json("config.json", db.config))]
+    args += ["--catalog", str(db.write_json("catalog.json", catalog))]
+    # a process group of its own, as a shell gives a pipeline: Ctrl-C reaches both processes
+    tap = subprocess.Popen([*TAP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+    target = subprocess.Popen(
+        [sys.executable, "-c", target_code], stdin=tap.stdout, stderr=subprocess.DEVNULL, process_group=tap.pid
+    )
+    tap.stdout.close()  # the target holds the only read end: when it exits, the pipe is closed
+    return tap, target
+
+
+def _error_lines(stderr: bytes) -> list[str]:
+    return [line for line in stderr.decode().splitlines() if line.startswith("tap-postgres: error:")]
+
+
+@integration
+def test_a_target_that_stops_reading_ends_the_tap_with_141_and_one_line(db, big_table):
+    tap, target = _pipeline(db, big_table, READ_A_LITTLE_AND_EXIT)
+    _, stderr = tap.communicate(timeout=60)
+    target.wait(timeout=10)
+    assert tap.returncode == 141, stderr.decode()[-3000:]
+    assert "Traceback" not in stderr.decode()
+    assert "Exception ignored" not in stderr.decode()
+    assert _error_lines(stderr) == [
+        "tap-postgres: error: stdout was closed by the program reading it (the target stopped), so the last "
+        "STATE could not be written: rerun with the state the target saved last"
+    ]
+
+
+@integration
+def test_ctrl_c_on_a_pipeline_whose_target_dies_first_exits_130_with_one_line(db, big_table):
+    tap, target = _pipeline(db, big_table, DIE_ON_CTRL_C)
+    time.sleep(1.5)  # the copy is under way
+    os.killpg(tap.pid, signal.SIGINT)
+    _, stderr = tap.communicate(timeout=60)
+    target.wait(timeout=10)
+    assert tap.returncode == 130
+    assert "Traceback" not in stderr.decode()
+    assert "Exception ignored" not in stderr.decode()
+    lines = _error_lines(stderr)
+    assert len(lines) == 1, stderr.decode()
+    assert lines[0].startswith("tap-postgres: error: interrupted")
