@@ -298,21 +298,11 @@ def _coerce(setting: Setting, value: Any) -> Any:
     return value
 
 
-# Keys PipelineWise writes into every tap's config.json besides the tap's own settings: `tap_id` from
-# the tap's properties (older versions wrote `filter_dbs`), and the generic `db_conn` keys its fastsync
-# and other taps read (FastSync from PostgreSQL reads replica_host, _port, _user and _password).
+# Keys PipelineWise writes into a tap's config.json besides the tap's own settings: `tap_id` and the
+# older `filter_dbs` of its tap_config_extras, and the `db_conn` keys its FastSync and other taps read.
 PIPELINEWISE_KEYS = frozenset(
-    {
-        "engine",
-        "fastsync_parallelism",
-        "use_gtid",
-        "use_message_key",
-        "filter_dbs",
-        "replica_host",
-        "replica_port",
-        "replica_user",
-        "replica_password",
-    }
+    {"engine", "filter_dbs", "fastsync_parallelism", "use_gtid", "use_message_key"}
+    | {"replica_host", "replica_port", "replica_user", "replica_password"}
 )
 
 # singer-sdk settings this tap does not implement: records are written from the server's bytes, not
