@@ -4,6 +4,7 @@ memory, and parsed again only when it changed."""
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import json
 import logging
@@ -71,7 +72,19 @@ def assert_one_line(code, lines):
 
 @pytest.mark.parametrize("which", ["config", "catalog", "state"])
 @pytest.mark.parametrize("case", list(HOSTILE))
-def test_a_hostile_file_is_one_line(which, case, tmp_path):
+def test_a_hostile_file_is_an_error_the_tap_reports(which, case, tmp_path):
+    path = tmp_path / f"{which}.json"
+    path.write_bytes(HOSTILE[case])
+    # a TapPostgresError is one line from the CLI; a 5,000-digit number is a valid state value
+    with contextlib.suppress(TapPostgresError):
+        read_as_the_tap_does(which, str(path))
+
+
+@pytest.mark.parametrize(
+    ("which", "case"),
+    [("config", "not UTF-8"), ("catalog", "nested 100,000 deep"), ("state", "an integer of 5,000 digits")],
+)
+def test_a_hostile_file_is_one_line_from_the_cli(which, case, tmp_path):
     code, lines = run_cli(*arguments(tmp_path, which, HOSTILE[case]))
     assert_one_line(code, lines)
 
