@@ -357,3 +357,11 @@ def catalog_entry(table: Table, database_name: str) -> dict:
         "schema": schema,
         "metadata": [{"breadcrumb": [], "metadata": table_metadata}, *column_metadata],
     }
+
+
+def describe_stream_tables(conn, streams: list) -> dict[tuple[str, str], Table]:
+    """Describe the selected streams' tables as they are now, in one round of catalog queries."""
+    pairs = [(stream.schema_name, stream.table_name) for stream in streams]
+    if not pairs:
+        return {}
+    return {(table.schema_name, table.name): table for table in describe_tables(conn, tables=pairs)}

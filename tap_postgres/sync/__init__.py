@@ -12,7 +12,7 @@ import psycopg2
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, database_identity, describe_sync_failure
-from tap_postgres.discovery import Table, describe_tables
+from tap_postgres.discovery import describe_stream_tables
 from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
@@ -55,7 +55,7 @@ def sync_streams(
             others = [stream.tap_stream_id for stream in streams if stream.replication_method != "LOG_BASED"]
             claim_bookmarks(state, others, Origin(*database_identity(conn)))
             logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
-            tables = _tables_of(conn, streams)
+            tables = describe_stream_tables(conn, streams)
             with _failing_with_state("catalog", state, writer):
                 check_streams(conn, config, streams, tables, state)
             if logical:
@@ -114,14 +114,6 @@ def resume_order(streams: list[SelectedStream], currently_syncing: str | None) -
     if currently_syncing and not first:
         LOGGER.warning("currently_syncing stream %s is not selected; ignoring it", currently_syncing)
     return first + [stream for stream in streams if stream.tap_stream_id != currently_syncing]
-
-
-def _tables_of(conn, streams: list[SelectedStream]) -> dict[tuple[str, str], Table]:
-    """Describe the selected streams' tables as they are now, in one round of catalog queries."""
-    pairs = [(stream.schema_name, stream.table_name) for stream in streams]
-    if not pairs:
-        return {}
-    return {(table.schema_name, table.name): table for table in describe_tables(conn, tables=pairs)}
 
 
 def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: MessageWriter, config: Config, logical):

@@ -27,7 +27,7 @@ from psycopg2 import extensions, sql
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
-from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
+from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_stream_tables, describe_tables
 from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
 from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
@@ -135,9 +135,7 @@ class LogBasedSync:
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
         # the LOG_BASED streams' own checks come before the publication or slot is touched: a dropped
         # table gets "rerun --discover", never a statement naming it
-        pairs = [(stream.schema_name, stream.table_name) for stream in streams]
-        described = {(t.schema_name, t.name): t for t in describe_tables(self.conn, tables=pairs)} if pairs else {}
-        check_streams(self.conn, config, streams, described, state)
+        check_streams(self.conn, config, streams, describe_stream_tables(self.conn, streams), state)
         self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
         connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
