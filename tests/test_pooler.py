@@ -1,5 +1,6 @@
 """Through PgBouncer in transaction mode with a pool of one server connection: the tap finishes,
-emits what a direct connection gives, and leaves nothing on the server connection for the next client.
+emits what a direct connection gives, leaves nothing on the server connection for the next client,
+and LOG_BASED stops with one line asking for a direct connection.
 
 A pool of one means the tap's sessions and any other client take turns on one server connection:
 a second session the tap opened while its first holds a transaction would wait for ever (the
@@ -142,3 +143,20 @@ def test_the_next_client_on_the_same_server_connection_gets_the_database_default
     assert read_only == "off"
     assert client.returncode == 0, client.stderr
     assert db.query("SELECT note FROM app_writes") == [("after the tap",)]
+
+
+@pytest.mark.parametrize("ignored", ["", "replication, options"], ids=["plain", "ignoring-replication"])
+def test_log_based_through_a_pooler_asks_for_a_direct_connection(db, server, catalog, ignored):
+    db.create_slot()
+    log_based = select_all(json.loads(json.dumps(catalog)), "LOG_BASED", only={"public-keyed"})
+    try:
+        with pgcluster.pgbouncer(server.port, **POOL_OF_ONE, ignore_startup_parameters=ignored) as port:
+            messages, stderr, code = sync(db, through(db, port), log_based, check=False)
+    finally:
+        db.drop_slots()
+    assert code != 0
+    assert not records_of(messages)
+    stderr = stderr.strip().splitlines()
+    assert stderr[-1].startswith("tap-postgres: error: LOG_BASED needs a direct connection to PostgreSQL")
+    assert 'point "host" and "port" at the server' in stderr[-1]
+    assert not any("Traceback" in line for line in stderr)

@@ -137,7 +137,10 @@ class LogBasedSync:
         # table gets "rerun --discover", never a statement naming it
         check_streams(self.conn, config, streams, describe_stream_tables(self.conn, streams), state)
         self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
-        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
+        # the REPLICATION attribute, pg_hba and no pooler between, before hours of copying; self.conn
+        # holds no transaction first: through a pooler, that would keep the check waiting for a server connection
+        self.conn.rollback()
+        connect_replication(config).close()
         self.saved_positions = {
             stream.tap_stream_id: lsn
             for stream in streams
