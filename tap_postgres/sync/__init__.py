@@ -56,10 +56,16 @@ def sync_streams(
             # then the tables and the state's keys
             others = [stream.tap_stream_id for stream in streams if stream.replication_method != "LOG_BASED"]
             claim_bookmarks(state, others, Origin(*database_identity(conn)))
-            logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
             tables = describe_stream_tables(conn, streams)
-            with _failing_with_state("catalog", state, writer):
-                check_streams(conn, config, streams, tables, state)
+
+            def check_run() -> None:
+                with _failing_with_state("catalog", state, writer):
+                    check_streams(conn, config, streams, tables, state)
+
+            # LogBasedSync runs the checks itself, after the LOG_BASED state's own and before any DDL
+            logical = LogBasedSync(config, log_based, state, writer, check_run, state_path) if log_based else None
+            if logical is None:
+                check_run()
             if logical:
                 logical.check_replicable(tables)
                 logical.confirm_saved_position()

@@ -19,6 +19,7 @@ import decimal
 import logging
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -28,7 +29,7 @@ from psycopg2 import extensions, sql
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
-from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_stream_tables, describe_tables
+from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
 from tap_postgres.errors import NotSupportedError, OversizeValueError, ReplicationError, StateError, TableMissingError
 from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
@@ -61,7 +62,6 @@ from tap_postgres.sync.changes import (
 )
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
-from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import CopySettings, Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -127,6 +127,7 @@ class LogBasedSync:
         streams: list[SelectedStream],
         state: dict,
         writer: MessageWriter,
+        check_run: Callable[[], None],
         state_path: str | None = None,
     ):
         self.config = config
@@ -142,11 +143,6 @@ class LogBasedSync:
         slot_name, _ = locate_slot(self.conn, config)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
-        # the LOG_BASED streams' own checks come before the publication or slot is touched: a dropped
-        # table gets "rerun --discover", never a statement naming it
-        check_streams(self.conn, config, streams, describe_stream_tables(self.conn, streams), state)
-        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
-        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
             stream.tap_stream_id: lsn
             for stream in streams
@@ -162,6 +158,12 @@ class LogBasedSync:
             if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
         }
         self._refuse_positions_from_elsewhere()
+        # every check of the run (every stream's, `check_run`) comes before the publication or slot is
+        # touched, so a refused run changes nothing: a dropped table gets "rerun --discover", never a
+        # statement naming it
+        check_run()
+        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
+        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
         """Make pgoutput's publication hold the LOG_BASED tables, or check one the tap did not make (wal2json needs nothing)."""
