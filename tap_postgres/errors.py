@@ -106,5 +106,9 @@ class StreamSyncError(TapPostgresError):
     """
 
 
+class OversizeValueError(TapPostgresError):
+    """Raised when a value is too large for the server to render as JSON (a record over 1 GB)."""
+
+
 class PrivilegeError(TapPostgresError):
     """Raised before any copy when the user lacks a privilege the run needs: schema USAGE, SELECT, REPLICATION."""
