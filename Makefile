@@ -7,7 +7,7 @@ PGDATA_DIR := $(CURDIR)/.pgdata
 # python3-boto3 lets the PL/Python aws_s3 stand-in of the fast_sync_rds tests upload to S3.
 PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15 python3-boto3
 
-.PHONY: deps venv targets test unit_test integration_test fuzz soak demo bench start_db stop_db lint clean
+.PHONY: deps venv targets test unit_test integration_test fuzz soak limits demo bench start_db stop_db lint clean
 
 # System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python with boto3.
 deps:
@@ -42,6 +42,10 @@ fuzz: deps venv
 # tap | target pipelines killed at random for ROUNDS rounds (default 50), then compared with the source.
 soak: deps venv targets
 	TAP_CHAOS_ROUNDS=$(or $(ROUNDS),50) $(BIN)/pytest -q tests/test_chaos.py
+
+# Values whose JSON passes the server's 1 GB limit, under every method: minutes of server work.
+limits: deps venv
+	TAP_SERVER_LIMITS=1 $(BIN)/pytest -q tests/test_server_limits.py
 
 unit_test: venv
 	$(BIN)/pytest -q tests -m "not integration"

@@ -163,6 +163,14 @@ SETTINGS: tuple[Setting, ...] = (
         default=20000,
     ),
     Setting(
+        "max_value_bytes",
+        "integer",
+        "Emit null, with a warning naming the stream, column and key, for a value whose text is longer than "
+        "this many bytes (bytea: its hex), under every method; key columns are never nulled. Unset: every "
+        "value is emitted, and one the server cannot render (a record over 1 GB of JSON) stops the run "
+        "with one line naming it.",
+    ),
+    Setting(
         "default_replication_method",
         "string",
         "Replication method of streams whose catalog metadata names none.",
@@ -253,6 +261,7 @@ class Config:
     tap_id: str | None = None
     create_replication_slot: bool = False
     itersize: int = 20000
+    max_value_bytes: int | None = None
     default_replication_method: str | None = None
     use_secondary: bool = False
     secondary_host: str | None = None
@@ -390,6 +399,8 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f'config key "lock_timeout" must be 0 (wait for ever) or more, got {config.lock_timeout}')
     if config.slot_lag_warning_bytes is not None and config.slot_lag_warning_bytes < 0:
         raise ConfigError(f'config key "slot_lag_warning_bytes" must be 0 or more, got {config.slot_lag_warning_bytes}')
+    if config.max_value_bytes is not None and config.max_value_bytes < 1:
+        raise ConfigError(f'config key "max_value_bytes" must be at least 1, got {config.max_value_bytes}')
     if config.limit is not None and config.limit < 1:
         raise ConfigError(f'config key "limit" must be at least 1, got {config.limit}')
 

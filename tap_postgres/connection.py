@@ -243,6 +243,8 @@ _SYNC_FAILURES = {
     "DATA, run REFRESH MATERIALIZED VIEW on it; then rerun with the last STATE",
     "53100": "the server is out of disk space: free some and rerun with the last STATE",
     "53200": "the server is out of memory: rerun with the last STATE (a smaller itersize uses less)",
+    "54000": "a value is too long for the server to render as JSON (a record over 1 GB): set max_value_bytes "
+    "(for example 100000000) to emit null for such values with a warning, or deselect the column",
 }
 _RECOVERY_CONFLICT = (
     "the standby cancelled the query for a recovery conflict: set hot_standby_feedback = on (or raise "

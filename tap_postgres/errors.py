@@ -119,5 +119,9 @@ class LockTimeoutError(TapPostgresError):
     """Raised when a statement waited lock_timeout for a lock another session holds; names that session."""
 
 
+class OversizeValueError(TapPostgresError):
+    """Raised when a value is too large for the server to render as JSON (a record over 1 GB)."""
+
+
 class PrivilegeError(TapPostgresError):
     """Raised before any copy when the user lacks a privilege the run needs: schema USAGE, SELECT, REPLICATION."""

@@ -76,9 +76,12 @@ class InFlight:
             with self._lock:
                 del self._running[token]
 
-    def now_doing(self, doing: str, table: tuple[str, str] | None = None) -> None:
-        """Say what the run does now (a stream id and its table), for the lines about a lock wait."""
+    def now_doing(self, doing: str, table: tuple[str, str] | None = None) -> tuple[str, tuple[str, str] | None]:
+        """Say what the run does now (a stream id and its table), for the lines about a lock wait; return
+        what it did before."""
+        previous = self.doing, self.table
         self.doing, self.table = doing, table
+        return previous
 
     def running_for(self, seconds: float) -> list[Statement]:
         """Return the statements that have been running for at least `seconds`."""

@@ -309,6 +309,39 @@ def render_sql(column: ColumnType, value: sql.Composable) -> sql.Composable:
     ).format(v=value, element=element)
 
 
+# Types whose values are short whatever they hold: max_value_bytes never looks at them.
+_SHORT_VALUES = frozenset(
+    "int2 int4 int8 oid float4 float8 numeric money bool date timestamp timestamptz time timetz interval "
+    "uuid inet cidr macaddr macaddr8 pg_lsn point line lseg box circle".split()
+)
+# Types whose length in bytes the server reads from the value's header, without rendering it, and
+# how many bytes of emitted text each byte becomes (bytea prints as hex).
+_LENGTH_IN_HEADER = {"text": 1, "varchar": 1, "bpchar": 1, "citext": 1, "name": 1, "bytea": 2}
+
+
+def may_be_long(column: ColumnType) -> bool:
+    """Tell whether a column's values can be long enough for max_value_bytes to null them."""
+    return column.is_array or (column.base_kind != "e" and column.base_name not in _SHORT_VALUES)
+
+
+def text_length_sql(column: ColumnType, value: sql.Composable, rendered: sql.Composable | None) -> sql.Composable:
+    """Return SQL of the length in bytes of a value's emitted text, as max_value_bytes measures it.
+
+    Text and bytea give it from the value's header, with no copy; any other type is measured on
+    its `rendered` text, which renders the value once more, or with `rendered` None by its stored
+    size (pg_column_size: compressed, so a lower bound).
+    """
+    per_byte = _LENGTH_IN_HEADER.get(column.base_name)
+    if per_byte is None or column.is_array:
+        if rendered is None:
+            return sql.SQL("pg_column_size({})").format(value)
+        return sql.SQL("octet_length(({})::text)").format(rendered)
+    length = sql.SQL("octet_length(({})::text)" if column.base_name == "citext" else "octet_length({})").format(
+        _as_base(column, value)
+    )
+    return length if per_byte == 1 else sql.SQL("{} * {}").format(length, sql.Literal(per_byte))
+
+
 def base_type_sql(column: ColumnType) -> sql.Composable | None:
     """Return the type a domain's values are compared and read back as, or None when not a domain.
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 
 # Random tables per test in the bounded run (make test); make fuzz shares TAP_FUZZ_EXAMPLES among them.
-BOUNDED_EXAMPLES = {"validate": 50, "full_table": 120, "incremental": 60, "log_based": 80}
+BOUNDED_EXAMPLES = {"validate": 25, "full_table": 60, "incremental": 30, "log_based": 40}
 QUOTING_EXAMPLES = 300  # one query each
 # Failing examples are shrunk for at most this long per test in the bounded run
 BOUNDED_SHRINK_SECONDS = 20

@@ -276,3 +276,16 @@ def test_a_dropped_log_based_table_gets_the_rerun_discover_line(db, tables, pgou
         'tap-postgres: error: table "public"."doomed" of stream public-doomed no longer exists: rerun --discover '
         "and update the catalog"
     )
+
+
+def test_a_run_refused_for_any_stream_touches_no_publication_or_slot(db, tables, pgoutput_slot):
+    """Every stream's checks run before the publication DDL: a bad INCREMENTAL bookmark refuses the run first."""
+    catalog = log_based(tables, "public-pets")
+    incremental = select_all(copy.deepcopy(tables), "INCREMENTAL", "id", only={"public-toys"})
+    catalog["streams"] += incremental["streams"]
+    state = {"bookmarks": {"public-toys": {"replication_key": "id", "replication_key_value": "not a number"}}}
+    messages, stderr, code = db.try_sync(catalog, state=state)
+    assert code == 1 and "does not fit" in stderr[-1], stderr
+    assert not records_of(messages)
+    assert not db.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (pgoutput_slot,))
+    assert not db.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (pgoutput_slot,))

@@ -60,9 +60,17 @@ def test_a_target_that_stops_reading_ends_the_tap_with_141_and_one_line(db, big_
 @integration
 def test_ctrl_c_on_a_pipeline_whose_target_dies_first_exits_130_with_one_line(db, big_table):
     tap, target = _pipeline(db, big_table, DIE_ON_CTRL_C)
-    time.sleep(1.5)  # the copy is under way
+    # Ctrl-C once the copy is under way: a fixed sleep was too short on a loaded machine, where the
+    # tap was still starting and the Ctrl-C came before its handlers
+    started = b""
+    while b"Syncing public-big" not in started:
+        line = tap.stderr.readline()
+        assert line, started.decode()
+        started += line
+    time.sleep(0.5)
     os.killpg(tap.pid, signal.SIGINT)
     _, stderr = tap.communicate(timeout=60)
+    stderr = started + stderr
     target.wait(timeout=10)
     assert tap.returncode == 130
     assert "Traceback" not in stderr.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.incremental import sync_incremental
 from tap_postgres.sync.logical import LogBasedSync
+from tap_postgres.sync.oversize import naming_oversize_values
 from tap_postgres.sync.preflight import check_streams
-from tap_postgres.sync.rows import selected_columns
+from tap_postgres.sync.rows import CopySettings, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -51,19 +53,27 @@ def sync_streams(
             # then the tables and the state's keys
             others = [stream.tap_stream_id for stream in streams if stream.replication_method != "LOG_BASED"]
             claim_bookmarks(state, others, Origin(*database_identity(conn)))
-            IN_FLIGHT.now_doing("LOG_BASED")  # a lock wait in its checks or publication DDL is named so
-            logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
             with _failing_with_state("catalog", state, writer):
                 tables = describe_stream_tables(conn, streams)
-                check_streams(conn, config, streams, tables, state)
+
+            def check_run() -> None:
+                with _failing_with_state("catalog", state, writer):
+                    check_streams(conn, config, streams, tables, state)
+
+            # LogBasedSync runs the checks itself, after the LOG_BASED state's own and before any DDL
+            IN_FLIGHT.now_doing("LOG_BASED")  # a lock wait in its checks or publication DDL is named so
+            logical = LogBasedSync(config, log_based, state, writer, check_run, state_path) if log_based else None
+            if logical is None:
+                check_run()
             if logical:
                 logical.check_replicable(tables)
                 logical.confirm_saved_position()
+            run = _Run(conn, tables, state, writer, config, CopySettings.of(config, streams), logical)
             for stream in resume_order(streams, state.get("currently_syncing")):
                 state["currently_syncing"] = stream.tap_stream_id
                 table = (stream.schema_name, stream.table_name)
                 with _failing_with_state(stream.tap_stream_id, state, writer, table):
-                    _sync_stream(conn, tables, stream, state, writer, config, logical)
+                    _sync_stream(run, stream)
             state["currently_syncing"] = None
             if logical:
                 with _failing_with_state("LOG_BASED", state, writer):
@@ -101,7 +111,7 @@ def _failing_with_state(
     bookmarks whose records were written, so it is safe to write at any point. `name` and `table`
     are also what a line about a lock wait names.
     """
-    IN_FLIGHT.now_doing(name, table)
+    before = IN_FLIGHT.now_doing(name, table)
     try:
         yield
     except psycopg2.Error as exc:
@@ -113,6 +123,8 @@ def _failing_with_state(
     except TapPostgresError:
         writer.write_state(state)
         raise
+    finally:
+        IN_FLIGHT.now_doing(*before)
 
 
 def resume_order(streams: list[SelectedStream], currently_syncing: str | None) -> list[SelectedStream]:
@@ -123,8 +135,29 @@ def resume_order(streams: list[SelectedStream], currently_syncing: str | None) -
     return first + [stream for stream in streams if stream.tap_stream_id != currently_syncing]
 
 
-def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: MessageWriter, config: Config, logical):
-    table = tables[(stream.schema_name, stream.table_name)]  # check_streams made sure it is there
+@dataclasses.dataclass
+class _Run:
+    """What syncing each stream of a run needs: the session, the tables, the state, the output, the settings."""
+
+    conn: psycopg2.extensions.connection
+    tables: dict
+    state: dict
+    writer: MessageWriter
+    config: Config
+    settings: CopySettings
+    logical: LogBasedSync | None
+
+
+def _sync_stream(run: _Run, stream: SelectedStream) -> None:
+    conn, state, writer, config, settings, logical = (
+        run.conn,
+        run.state,
+        run.writer,
+        run.config,
+        run.settings,
+        run.logical,
+    )
+    table = run.tables[(stream.schema_name, stream.table_name)]  # check_streams made sure it is there
     if not table.populated:
         LOGGER.warning(
             "Skipping %s: materialized view %s has not been populated (created WITH NO DATA); run "
@@ -138,19 +171,20 @@ def _sync_stream(conn, tables, stream: SelectedStream, state: dict, writer: Mess
     if stream.replication_method == "LOG_BASED":
         writer.write_schema(stream.tap_stream_id, logical.schema_of(stream), stream.key_properties)
         if logical.needs_copy(stream):
-            logical.copy(table, stream, columns)
+            with naming_oversize_values(conn, stream, columns):
+                logical.copy(table, stream, columns)
         return
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
+    value_limit = settings.value_limit_of(stream)
+    schema = value_limit.nullable_schema(stream.schema, columns) if value_limit else stream.schema
     # fast_sync_rds targets read the SCHEMA too: it tells them the columns of the exported CSV
-    writer.write_schema(stream.tap_stream_id, stream.schema, stream.key_properties, bookmark_properties)
+    writer.write_schema(stream.tap_stream_id, schema, stream.key_properties, bookmark_properties)
     if config.fast_sync_rds:
         sync_fast_rds(conn, stream, columns, state, writer, config)
     elif stream.replication_method == "FULL_TABLE":
         open_helper = lambda: connect(config, secondary=config.use_secondary)  # noqa: E731
-        sync_full_table(
-            conn, table, stream, columns, state, writer, config.itersize, config.progress_seconds, open_helper
-        )
+        with naming_oversize_values(conn, stream, columns):
+            sync_full_table(conn, table, stream, columns, state, writer, settings, open_helper)
     else:
-        sync_incremental(
-            conn, table, stream, columns, state, writer, config.itersize, config.limit, config.progress_seconds
-        )
+        with naming_oversize_values(conn, stream, columns):
+            sync_incremental(conn, table, stream, columns, state, writer, settings)

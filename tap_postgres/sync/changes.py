@@ -32,8 +32,10 @@ from psycopg2 import extensions, sql
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
+from tap_postgres.errors import OversizeValueError
 from tap_postgres.output import now_extracted, record_envelope
 from tap_postgres.sync.decoders import Change
+from tap_postgres.sync.oversize import LONGEST_ENTRY, OVERSIZE_WAY_ON, ValueLimit
 from tap_postgres.sync.rows import (
     RecordSink,
     compared,
@@ -80,17 +82,25 @@ def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
     return schema
 
 
+@dataclasses.dataclass(frozen=True)
+class ChangeOptions:
+    """How every stream's changes of a WAL pass are read and rendered."""
+
+    plugin: str  # wal2json or pgoutput
+    debug_lsn: bool = False
+    value_limit: ValueLimit | None = None  # max_value_bytes
+
+
 class StreamChanges:
     """The pending changes of one stream, and the query that renders them."""
 
-    def __init__(
-        self, stream: SelectedStream, table: Table, columns: list[Column], version, debug_lsn: bool, plugin: str
-    ):
+    def __init__(self, stream: SelectedStream, table: Table, columns: list[Column], version, options: ChangeOptions):
         self.stream = stream
         self.version = version
-        self.debug_lsn = debug_lsn
+        self.debug_lsn = options.debug_lsn
+        self.value_limit = options.value_limit.of(stream) if options.value_limit else None
         # a full row is `["F", [{"name", "value"}, ...]]` as wal2json wrote it, `["F", [value, ...]]` from pgoutput
-        self.bare_values = plugin == "pgoutput"
+        self.bare_values = options.plugin == "pgoutput"
         self._entries: list[bytes] = []
         self._size = 0
         self._fill = False
@@ -136,6 +146,50 @@ class StreamChanges:
         return NEW_COLUMNS
 
     def add(self, change: Change, layout: str) -> None:
+        """Queue one insert, update or delete for rendering (see `_add`).
+
+        A change too long for the render query (its JSON past what the server can build) has its
+        long values nulled first when max_value_bytes is set, and stops the run naming them when not.
+        """
+        entries, size = len(self._entries), self._size
+        self._add(change, layout)
+        if self._size - size > LONGEST_ENTRY:
+            del self._entries[entries:]
+            self._size = size
+            self._null_long_values(change)
+            self._add(change, layout)
+
+    def _null_long_values(self, change: Change) -> None:
+        """Null the change's values longer than max_value_bytes, or raise naming the longest one."""
+        columns = change.message.get("columns") or change.message.get("identity") or []
+        key = {c["name"]: c["value"] for c in columns if c["name"] in self._key_names}
+        if self.value_limit is None:
+            longest = max(columns, key=lambda c: len(c["value"] or ""))
+            raise OversizeValueError(
+                f'stream {self.stream.tap_stream_id}: the value of column "{longest["name"]}" in the change of '
+                f"the row with key {json.dumps(key)} is {len(longest['value'] or '')} characters long, too long "
+                f"for the server to render as JSON (a record over 1 GB): {OVERSIZE_WAY_ON}"
+            )
+        for column in columns:
+            value = column["value"]
+            if column["name"] in self.value_limit.exempt or not isinstance(value, str):
+                continue
+            if len(value) > self.value_limit.max_bytes and len(value.encode()) > self.value_limit.max_bytes:
+                LOGGER.warning(
+                    '%s: column "%s" of the row with key %s is %d bytes long, over max_value_bytes (%d): '
+                    "emitted as null",
+                    self.stream.tap_stream_id,
+                    column["name"],
+                    json.dumps(key),
+                    len(value.encode()),
+                    self.value_limit.max_bytes,
+                )
+                column["value"] = None
+        if change.values is not None:
+            change.values = [column["value"] for column in change.message["columns"]]
+        change.forget_payload()
+
+    def _add(self, change: Change, layout: str) -> None:
         """Queue one insert, update or delete for rendering.
 
         Each entry is tagged for the render query: `["F", columns, lsn]`, a full row in the table's
@@ -194,7 +248,7 @@ class StreamChanges:
         Each change is read into typed values once (the LATERAL subquery, kept apart by OFFSET 0),
         then rendered like a FULL_TABLE row.
         """
-        rendered = [rendered_columns(self.columns, relation="typed")]
+        rendered = [rendered_columns(self.columns, relation="typed", limit=self.value_limit)]
         rendered.append(
             sql.SQL("CASE WHEN change.entry->>0 = 'D' THEN {} END AS {}").format(
                 render_column(_COMMIT_COLUMN, _COMMIT_TIME_SQL), sql.Identifier(DELETED_AT)

@@ -65,6 +65,10 @@ class Change:
             self._payload = orjson.dumps(self.message)
         return self._payload
 
+    def forget_payload(self) -> None:
+        """Make `payload` write `message` again, after its values were changed."""
+        self._payload = b""
+
 
 class Wal2jsonDecoder:
     """wal2json format-version 2: one JSON object per message, passed on as it came."""

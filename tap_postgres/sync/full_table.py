@@ -26,14 +26,15 @@ from tap_postgres.output import MessageWriter, now_extracted, record_envelope
 from tap_postgres.state import bookmark
 from tap_postgres.sync.rows import (
     EVERY_ROW,
+    CopySettings,
     Progress,
+    RecordQueries,
     RecordSink,
     begin_snapshot,
     column_ref,
     copy_to_bytes,
     key_tuple,
     key_values,
-    record_query,
     table_source,
 )
 
@@ -52,8 +53,7 @@ def sync_full_table(
     columns: list[Column],
     state: dict,
     writer: MessageWriter,
-    itersize: int,
-    progress_seconds: float,
+    settings: CopySettings,
     open_helper: Callable[[], extensions.connection] | None = None,
     on_snapshot: Callable[[extensions.cursor], None] | None = None,
 ) -> None:
@@ -69,8 +69,9 @@ def sync_full_table(
     stream_bookmark["version"] = version
 
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
-    progress = Progress(stream.tap_stream_id, progress_seconds, expected_rows=table.row_count)
-    sink = RecordSink(writer, progress)
+    records = RecordQueries(stream, columns, envelope, settings.value_limit_of(stream))
+    progress = Progress(stream.tap_stream_id, settings.progress_seconds, expected_rows=table.row_count)
+    sink = RecordSink(writer, progress, settings.value_limit)
     key_columns = [] if table.is_view else [column for column in table.columns if column.name in table.primary_key]
     key_columns.sort(key=lambda column: table.primary_key.index(column.name))
     if not all(column.type and types.is_comparable(column.type) for column in key_columns):
@@ -85,10 +86,10 @@ def sync_full_table(
         if first_run:
             writer.write_activate_version(stream.tap_stream_id, version)
         if key_columns:
-            _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize)
+            _copy_by_key_ranges(cur, helper, records, key_columns, sink, state, writer, settings.itersize)
         else:
             LOGGER.info("%s has no primary key: copying it in one pass (not resumable)", stream.tap_stream_id)
-            sink.copy(cur, record_query(stream, columns, envelope))
+            sink.copy(cur, records.matching())
     conn.commit()
 
     stream_bookmark.pop("resume_key", None)
@@ -97,13 +98,14 @@ def sync_full_table(
     progress.finish(sink)
 
 
-def _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sink, state, writer, itersize) -> None:
+def _copy_by_key_ranges(cur, helper, records: RecordQueries, key_columns, sink, state, writer, itersize) -> None:
     """Copy batches of `itersize` keys in key order, checkpointing the last key after each batch.
 
     The server's rendering is the bottleneck, so when a `helper` cursor (a second session on the
     same snapshot) is there, batches are copied in pairs: the helper renders the first of each pair
     while this session renders the second. They are written, each with its STATE, in key order.
     """
+    stream = records.stream
     stream_bookmark = bookmark(state, stream.tap_stream_id)
     keys = key_tuple(key_columns)
     resume_key = stream_bookmark.get("resume_key")
@@ -112,7 +114,7 @@ def _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sin
         stream_bookmark["snapshot_xmin"] = cur.fetchone()[0]
     else:
         LOGGER.info("%s: resuming after key %s", stream.tap_stream_id, resume_key)
-        _copy_rows_changed_since_snapshot(cur, stream, columns, key_columns, envelope, sink, state)
+        _copy_rows_changed_since_snapshot(cur, records, key_columns, sink, state)
 
     def after(key: list | None) -> sql.Composable:
         return sql.SQL("{} > {}").format(keys, key_values(key_columns, key)) if key else EVERY_ROW
@@ -132,7 +134,7 @@ def _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sin
 
     def batch_query(low: list | None, high: list) -> sql.Composed:
         upto = sql.SQL("{} AND {} <= {}").format(after(low), keys, key_values(key_columns, high))
-        return record_query(stream, columns, envelope, upto, keys)
+        return records.matching(upto, keys)
 
     def checkpoint(batch: tuple[bytes, int], key: list) -> None:
         sink.emit_batch(*batch)
@@ -158,7 +160,7 @@ def _copy_by_key_ranges(cur, helper, stream, columns, key_columns, envelope, sin
             checkpoint(second_batch, second)
             resume_key = second
     # fewer than itersize keys are left after the last bound, within this snapshot
-    sink.copy(cur, record_query(stream, columns, envelope, after(resume_key), keys))
+    sink.copy(cur, records.matching(after(resume_key), keys))
 
 
 @contextlib.contextmanager
@@ -187,8 +189,9 @@ def _helper_session(conn: extensions.connection, open_helper) -> Iterator[extens
         helper.close()
 
 
-def _copy_rows_changed_since_snapshot(cur, stream, columns, key_columns, envelope, sink, state) -> None:
+def _copy_rows_changed_since_snapshot(cur, records: RecordQueries, key_columns, sink, state) -> None:
     """On resume, copy again the rows up to the resume key written or changed after the first snapshot."""
+    stream = records.stream
     stream_bookmark = bookmark(state, stream.tap_stream_id)
     snapshot_xmin = stream_bookmark.get("snapshot_xmin")
     if snapshot_xmin is None:
@@ -196,5 +199,5 @@ def _copy_rows_changed_since_snapshot(cur, stream, columns, key_columns, envelop
     changed = sql.SQL("{} <= {} AND age(xmin) <= age(({} % 4294967296)::text::xid)").format(
         key_tuple(key_columns), key_values(key_columns, stream_bookmark["resume_key"]), sql.Literal(int(snapshot_xmin))
     )
-    rows = sink.copy(cur, record_query(stream, columns, envelope, changed))
+    rows = sink.copy(cur, records.matching(changed))
     LOGGER.info("%s: %d rows before the resume key changed since the interrupted run", stream.tap_stream_id, rows)

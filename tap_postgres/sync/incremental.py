@@ -23,13 +23,14 @@ from tap_postgres.output import MessageWriter, now_extracted, record_envelope
 from tap_postgres.state import bookmark
 from tap_postgres.sync.full_table import new_version
 from tap_postgres.sync.rows import (
+    CopySettings,
     Progress,
+    RecordQueries,
     RecordSink,
     begin_snapshot,
     column_ref,
     key_tuple,
     key_values,
-    record_query,
     table_source,
 )
 
@@ -43,9 +44,7 @@ def sync_incremental(
     columns: list[Column],
     state: dict,
     writer: MessageWriter,
-    itersize: int,
-    limit: int | None,
-    progress_seconds: float,
+    settings: CopySettings,
 ) -> None:
     """Emit the rows changed since the bookmark, advancing it after every batch."""
     stream_bookmark = bookmark(state, stream.tap_stream_id)
@@ -60,10 +59,12 @@ def sync_incremental(
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
     start = stream_bookmark.get("replication_key_value")
     # a first run reads the whole table, whose size is estimated; a later one an unknown part of it
+    records = RecordQueries(stream, columns, envelope, settings.value_limit_of(stream))
     progress = Progress(
-        stream.tap_stream_id, progress_seconds, expected_rows=table.row_count if start is None else None
+        stream.tap_stream_id, settings.progress_seconds, expected_rows=table.row_count if start is None else None
     )
-    sink = RecordSink(writer, progress)
+    sink = RecordSink(writer, progress, settings.value_limit)
+    itersize, limit = settings.itersize, settings.row_limit
     if start is None:
         take_from = counted_from = sql.SQL("{} IS NOT NULL").format(key)
     else:
@@ -85,7 +86,7 @@ def sync_incremental(
                 if bound is None:
                     break
             upto = sql.SQL("{} AND {} <= {}").format(take_from, key, key_values([key_column], [bound]))
-            emitted += sink.copy(cur, record_query(stream, columns, envelope, upto, key))
+            emitted += sink.copy(cur, records.matching(upto, key))
             stream_bookmark["replication_key_value"] = bound
             writer.write_state(state)
             if last_batch:
@@ -93,7 +94,7 @@ def sync_incremental(
             take_from = counted_from = sql.SQL("{} > {}").format(key, key_values([key_column], [bound]))
         if start is None and (limit is None or emitted < limit):
             # the first run also takes rows whose key is NULL, as pipelinewise does; later runs cannot
-            sink.copy(cur, record_query(stream, columns, envelope, sql.SQL("{} IS NULL").format(key)))
+            sink.copy(cur, records.matching(sql.SQL("{} IS NULL").format(key)))
     conn.commit()
     progress.finish(sink)
 

@@ -19,16 +19,18 @@ import decimal
 import logging
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import extensions, sql
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
-from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_stream_tables, describe_tables
-from tap_postgres.errors import NotSupportedError, ReplicationError, StateError, TableMissingError
+from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
+from tap_postgres.errors import NotSupportedError, OversizeValueError, ReplicationError, StateError, TableMissingError
 from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
 from tap_postgres.publication import creation_statements, ensure_publication
@@ -50,11 +52,17 @@ from tap_postgres.state import (
     saved_position,
     shown,
 )
-from tap_postgres.sync.changes import NEW_COLUMNS, BatchRenderer, StreamChanges, log_based_schema, with_new_columns
+from tap_postgres.sync.changes import (
+    NEW_COLUMNS,
+    BatchRenderer,
+    ChangeOptions,
+    StreamChanges,
+    log_based_schema,
+    with_new_columns,
+)
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
-from tap_postgres.sync.preflight import check_streams
-from tap_postgres.sync.rows import Progress, RecordSink, selected_columns
+from tap_postgres.sync.rows import CopySettings, Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -119,12 +127,14 @@ class LogBasedSync:
         streams: list[SelectedStream],
         state: dict,
         writer: MessageWriter,
+        check_run: Callable[[], None],
         state_path: str | None = None,
     ):
         self.config = config
         self.streams = streams
         self.state = state
         self.writer = writer
+        self.copy_settings = CopySettings.of(config, streams)
         # re-read during the WAL pass: the target's saved position
         self.state_file = PolledJsonFile(state_path, "state", parse_float=decimal.Decimal) if state_path else None
         # the slot, the copies' snapshots and the WAL position must all come from the primary
@@ -133,11 +143,6 @@ class LogBasedSync:
         slot_name, _ = locate_slot(self.conn, config)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
-        # the LOG_BASED streams' own checks come before the publication or slot is touched: a dropped
-        # table gets "rerun --discover", never a statement naming it
-        check_streams(self.conn, config, streams, describe_stream_tables(self.conn, streams), state)
-        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
-        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
         self.saved_positions = {
             stream.tap_stream_id: lsn
             for stream in streams
@@ -153,6 +158,12 @@ class LogBasedSync:
             if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
         }
         self._refuse_positions_from_elsewhere()
+        # every check of the run (every stream's, `check_run`) comes before the publication or slot is
+        # touched, so a refused run changes nothing: a dropped table gets "rerun --discover", never a
+        # statement naming it
+        check_run()
+        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
+        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
         """Make pgoutput's publication hold the LOG_BASED tables, or check one the tap did not make (wal2json needs nothing)."""
@@ -301,8 +312,7 @@ class LogBasedSync:
             columns,
             self.state,
             self.writer,
-            self.config.itersize,
-            self.config.progress_seconds,
+            self.copy_settings,
             open_helper,
             on_snapshot=record_position if fresh else None,
         )
@@ -327,7 +337,8 @@ class WalPass:
         self.progress = Progress("LOG_BASED", self.config.progress_seconds, behind=self._behind_wal_end)
         self.replication_cursor = None  # the walsender's cursor: its wal_end is where the server's WAL ends
         self.decoder = PgoutputDecoder() if sync.slot.plugin == "pgoutput" else Wal2jsonDecoder()
-        self.sink = RecordSink(self.writer, self.progress)
+        self.sink = RecordSink(self.writer, self.progress, sync.copy_settings.value_limit)
+        change_options = ChangeOptions(sync.slot.plugin, self.config.debug_lsn, sync.copy_settings.value_limit)
         self.by_table: dict[tuple[str, str], StreamChanges] = {}
         for stream in sync.streams:
             table = tables.get((stream.schema_name, stream.table_name))
@@ -344,7 +355,7 @@ class WalPass:
                 )
             version = bookmark(self.state, stream.tap_stream_id).get("version")
             self.by_table[(stream.schema_name, stream.table_name)] = StreamChanges(
-                stream, table, selected_columns(table, stream), version, self.config.debug_lsn, sync.slot.plugin
+                stream, table, selected_columns(table, stream), version, change_options
             )
         # wal2json names the leaf partition a row is in: the partitioned tables' changes are routed
         # to their streams through pg_partition_ancestors, with no table filter (see _route)
@@ -486,11 +497,26 @@ class WalPass:
             )
         return options
 
+    def _read_message(self, cur):
+        """Return the walsender's next message, or None; a change wal2json cannot write as JSON is one line."""
+        try:
+            return cur.read_message()
+        except psycopg2.errors.ProgramLimitExceeded:
+            if self.sync.slot.plugin != "wal2json":
+                raise
+            raise OversizeValueError(
+                f"LOG_BASED: wal2json on the server cannot write a change after {int_to_lsn(self.position)} as "
+                "JSON: a value in it is too long (a change over 1 GB, SQLSTATE 54000), and wal2json cannot leave a "
+                f'value out: drop the slot "{self.sync.slot.name}" and rerun with output_plugin "pgoutput", '
+                "create_replication_slot true, max_value_bytes set and the LOG_BASED bookmarks removed from the "
+                'state, which copies those streams anew (README, "Moving from wal2json to pgoutput")'
+            ) from None
+
     def _read(self, cur, end_lsn: int) -> int | None:
         """Consume messages until the run should stop (None) or the target saved more than is confirmed."""
         last_keepalive_request = 0.0
         while True:
-            message = cur.read_message()
+            message = self._read_message(cur)
             if message is not None:
                 self._consume(message.payload, message.data_start)
                 if self.changes_since_state and not self.in_transaction and self._state_due():

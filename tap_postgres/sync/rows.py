@@ -1,6 +1,6 @@
 """The row path shared by FULL_TABLE and INCREMENTAL: the server renders whole RECORD lines, we copy bytes.
 
-One row from the table to stdout: `record_query` wraps each selected column in its type's render
+One row from the table to stdout: `RecordQueries` wraps each selected column in its type's render
 expression (types.render_sql), `row_to_json` makes the record object, and the server concatenates
 the RECORD envelope around it. `COPY ... TO STDOUT` in CSV form with a delimiter and quote that
 JSON text never contains raw (\\x01, \\x02) sends each line unescaped, so `RecordSink` only joins
@@ -9,6 +9,7 @@ and writes bytes: no Python object per value, none per row but the bytes psycopg
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -18,9 +19,11 @@ from psycopg2 import extensions, sql
 
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
+from tap_postgres.config import Config
 from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import NotSupportedError, TableMissingError
 from tap_postgres.output import MessageWriter
+from tap_postgres.sync.oversize import StreamValueLimit, ValueLimit
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -67,26 +70,60 @@ def render_column(column: Column, value: sql.Composable | None = None) -> sql.Co
     return types.render_sql(column.type, value or column_ref(column))
 
 
-def rendered_columns(columns: list[Column], relation: str = "source") -> sql.Composed:
-    """Return the select list `render(source."c") AS "c", ...` of one record, read from `relation`."""
-    return sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(render_column(column, column_ref(column, relation)), sql.Identifier(column.name))
-        for column in columns
-    )
-
-
-def record_query(
-    stream: SelectedStream,
-    columns: list[Column],
-    envelope: tuple[str, str],
-    where: sql.Composable = EVERY_ROW,
-    order_by: sql.Composable | None = None,
+def rendered_columns(
+    columns: list[Column], relation: str = "source", limit: StreamValueLimit | None = None
 ) -> sql.Composed:
-    """Return the COPY statement that emits one whole RECORD line per row matching `where`."""
-    inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(rendered_columns(columns), table_source(stream), where)
-    if order_by is not None:
-        inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
-    return copy_records(envelope, inner)
+    """Return the select list `render(source."c") AS "c", ...` of one record, read from `relation`.
+
+    With a `limit` (max_value_bytes), a value longer than it renders as the limit's marker.
+    """
+    rendered = []
+    for column in columns:
+        value = column_ref(column, relation)
+        render = render_column(column, value)
+        if limit is not None:
+            render = limit.render(column, value, render)
+        rendered.append(sql.SQL("{} AS {}").format(render, sql.Identifier(column.name)))
+    return sql.SQL(", ").join(rendered)
+
+
+@dataclasses.dataclass(frozen=True)
+class CopySettings:
+    """The settings every FULL_TABLE and INCREMENTAL copy of a run follows."""
+
+    itersize: int
+    progress_seconds: float
+    value_limit: ValueLimit | None = None  # max_value_bytes
+    row_limit: int | None = None  # `limit`: INCREMENTAL's most rows a run
+
+    @classmethod
+    def of(cls, config: Config, streams: list[SelectedStream]) -> CopySettings:
+        """Return the copy settings of a run's config."""
+        value_limit = ValueLimit(config.max_value_bytes, streams) if config.max_value_bytes else None
+        return cls(config.itersize, config.progress_seconds, value_limit, config.limit)
+
+    def value_limit_of(self, stream: SelectedStream) -> StreamValueLimit | None:
+        """Return max_value_bytes as `stream`'s render queries apply it, or None when unset."""
+        return self.value_limit.of(stream) if self.value_limit else None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordQueries:
+    """The COPY statements of one stream's copy: its columns rendered in its RECORD envelope."""
+
+    stream: SelectedStream
+    columns: list[Column]
+    envelope: tuple[str, str]
+    value_limit: StreamValueLimit | None = None
+
+    def matching(self, where: sql.Composable = EVERY_ROW, order_by: sql.Composable | None = None) -> sql.Composed:
+        """Return the COPY statement that emits one whole RECORD line per row matching `where`."""
+        inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            rendered_columns(self.columns, limit=self.value_limit), table_source(self.stream), where
+        )
+        if order_by is not None:
+            inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
+        return copy_records(self.envelope, inner)
 
 
 def copy_records(envelope: tuple[str, str], rendered: sql.Composable) -> sql.Composed:
@@ -156,11 +193,12 @@ def copy_to_bytes(cur: extensions.cursor, query: sql.Composed) -> tuple[bytes, i
 class RecordSink:
     """Target of COPY: takes server-rendered RECORD lines and writes them on in large blocks."""
 
-    def __init__(self, writer: MessageWriter, progress: Progress):
+    def __init__(self, writer: MessageWriter, progress: Progress, limit: ValueLimit | None = None):
         self._out = writer.raw
         self._parts: list[bytes] = []
         self._size = 0
         self._progress = progress
+        self._limit = limit
         self.saw_clamped_timestamp = False
 
     def emit_batch(self, lines: bytes, rows: int) -> None:
@@ -189,6 +227,8 @@ class RecordSink:
             self._size = 0
 
     def _emit(self, block: bytes) -> None:
+        if self._limit is not None and self._limit.marker in block:
+            block = self._limit.replace_markers(block)
         if not self.saw_clamped_timestamp:
             self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
         self._out.write(block)
