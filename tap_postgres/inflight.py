@@ -38,6 +38,7 @@ class Statement:
     doing: str
     table: tuple[str, str] | None  # (schema, table) of the stream being synced, when there is one
     last_report: float = 0.0
+    blockers: list = dataclasses.field(default_factory=list)  # the sessions the lock watcher last saw block it
 
 
 class InFlight:

@@ -32,24 +32,31 @@ LOGGER = logging.getLogger("tap-postgres")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 WAKE_SECONDS = 1.0
 
-# The sessions a waiting backend waits for, with the relation it waits to lock. pg_blocking_pids
-# takes the lock manager's locks for a moment, so it is only asked once pg_stat_activity, which
-# does not, says the backend waits for a lock.
+# The sessions a waiting backend waits for, with what it waits for: a lock on a table, or the end
+# of a transaction (creating a slot waits for the running ones). pg_blocking_pids takes the lock
+# manager's locks for a moment, so it is only asked once pg_stat_activity, which does not, says the
+# backend (of the tap's user: a pooler's made-up pid must not name another's) waits for a lock.
 _BLOCKERS_SQL = """
-SELECT (SELECT format('%%I.%%I', n.nspname, c.relname)
-          FROM pg_locks w JOIN pg_class c ON c.oid = w.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT (SELECT CASE WHEN c.oid IS NOT NULL THEN 'a lock on ' || format('%%I.%%I', n.nspname, c.relname)
+                    WHEN w.locktype IN ('transactionid', 'virtualxid')
+                    THEN 'the end of transaction ' || coalesce(w.transactionid::text, w.virtualxid)
+                    ELSE 'a ' || w.locktype || ' lock' END
+          FROM pg_locks w
+          LEFT JOIN pg_class c ON c.oid = w.relation
+          LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE w.pid = %(pid)s AND NOT w.granted LIMIT 1),
        b.pid, b.usename, b.application_name, b.state,
        upper(split_part(ltrim(b.query), ' ', 1)), extract(epoch FROM now() - b.query_start)::bigint
-  FROM unnest(CASE WHEN (SELECT wait_event_type FROM pg_stat_activity WHERE pid = %(pid)s) = 'Lock'
+  FROM unnest(CASE WHEN (SELECT wait_event_type FROM pg_stat_activity
+                          WHERE pid = %(pid)s AND usename = session_user) = 'Lock'
                    THEN pg_blocking_pids(%(pid)s) END) AS blocking(pid)
   LEFT JOIN pg_stat_activity b ON b.pid = blocking.pid
  ORDER BY b.pid
 """
 # After a lock timeout nothing waits any more: the sessions that hold or queue for ACCESS EXCLUSIVE
-# (the one mode a read conflicts with) on a relation of this database, or on `table` when it is known.
+# (the one mode a read conflicts with) on a relation of this database, or on `table` when it is given.
 _HOLDERS_SQL = """
-SELECT format('%%I.%%I', n.nspname, c.relname),
+SELECT 'a lock on ' || format('%%I.%%I', n.nspname, c.relname),
        l.pid, a.usename, a.application_name, a.state,
        upper(split_part(ltrim(a.query), ' ', 1)), extract(epoch FROM now() - a.query_start)::bigint
   FROM pg_locks l
@@ -68,7 +75,7 @@ MAX_NAMED = 3
 class Blocker:
     """A session that holds (or queues ahead for) a lock the tap waits for, as pg_stat_activity shows it."""
 
-    relation: str | None
+    waited_for: str | None  # "a lock on public.orders", "the end of transaction 745"
     pid: int
     user: str | None
     application: str | None
@@ -169,11 +176,12 @@ class LockWatch:
         blockers = self._ask(running, _BLOCKERS_SQL, {"pid": running.conn.info.backend_pid})
         if not blockers:
             return
+        running.blockers = blockers  # what the error names if lock_timeout ends the wait
         LOGGER.warning(
-            "%s: waiting %.0f s for a lock on %s, blocked by %s: %s; %s",
+            "%s: waiting %.0f s for %s, blocked by %s: %s; %s",
             running.doing,
             now - running.started,
-            blockers[0].relation or "a database object",
+            blockers[0].waited_for or "a lock",
             describe_blockers(blockers),
             _fix(blockers),
             f"lock_timeout ({self.lock_timeout} s) ends the wait"
@@ -182,19 +190,25 @@ class LockWatch:
         )
 
     def lock_timeout_error(self, running: Statement) -> TapPostgresError:
-        """Return the error of a statement that lock_timeout stopped, naming who holds the lock now."""
-        schema, table = running.table or (None, None)
-        blockers = self._ask(running, _HOLDERS_SQL, {"schema": schema, "table": table})
-        if not blockers and running.table:
-            blockers = self._ask(running, _HOLDERS_SQL, {"schema": None, "table": None})
-        gave_up = f"{running.doing}: gave up waiting for a lock"
+        """Return the error of a statement that lock_timeout stopped, naming who blocked it.
+
+        Nothing waits any more, so the sessions are those that hold ACCESS EXCLUSIVE on the stream's
+        table now, else those the watcher saw block it, else any holding ACCESS EXCLUSIVE in the database.
+        """
+        blockers = []
+        if running.table:
+            schema, table = running.table
+            blockers = self._ask(running, _HOLDERS_SQL, {"schema": schema, "table": table})
+        blockers = blockers or running.blockers or self._ask(running, _HOLDERS_SQL, {"schema": None, "table": None})
+        after = f"after lock_timeout ({self.lock_timeout} s)"
         if not blockers:
             return LockTimeoutError(
-                f"{gave_up} after lock_timeout ({self.lock_timeout} s); the session that held it has ended: "
-                "rerun with the last STATE, and raise lock_timeout (0 waits for ever) if it happens again"
+                f"{running.doing}: gave up waiting for a lock {after}; the session that held it was not found "
+                "(it may have ended): rerun with the last STATE, and raise lock_timeout (0 waits for ever) "
+                "if it happens again"
             )
         return LockTimeoutError(
-            f"{gave_up} on {blockers[0].relation} after lock_timeout ({self.lock_timeout} s), held by "
+            f"{running.doing}: gave up waiting for {blockers[0].waited_for or 'a lock'} {after}, blocked by "
             f"{describe_blockers(blockers)}: {_fix(blockers)}, or raise lock_timeout (0 waits for ever); "
             "then rerun with the last STATE"
         )

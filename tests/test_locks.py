@@ -37,15 +37,15 @@ def chosen(catalog: dict, method: str) -> dict:
 
 
 @contextlib.contextmanager
-def holding_lock(db, table: str = "locked"):
-    """Hold ACCESS EXCLUSIVE on the table in an open transaction of another session; yield its pid."""
+def holding_lock(db, table: str = "locked", statement: str = "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE"):
+    """Run `statement` (ACCESS EXCLUSIVE on the table) in a transaction of another session left open; yield its pid."""
     holder = db.server.connect(db.name, application_name=HOLDER)
     holder.autocommit = False
     try:
         with holder.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
             pid = cur.fetchone()[0]
-            cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            cur.execute(statement.format(table))
             yield pid
     finally:
         holder.rollback()
@@ -205,3 +205,44 @@ def test_a_waiting_tap_names_the_table_and_the_blocker_every_interval_and_goes_o
     assert tap.process.wait(timeout=RUN_TIMEOUT) == 0
     records = [m for m in map(json.loads, out.decode().splitlines()) if m["type"] == "RECORD"]
     assert len(records) == 50
+
+
+@integration
+def test_a_signal_stops_a_discovery_waiting_for_a_lock_at_once(db, catalog):
+    db.execute("CREATE TABLE fresh (id int PRIMARY KEY)")  # never analyzed: its size is read, under a lock
+    try:
+        with holding_lock(db, "fresh"):
+            tap = BackgroundTap(db, ["--discover"], dict(db.config, lock_timeout=0))
+            try:
+                wait_until_the_tap_waits_for_a_lock(db)
+                took, code, messages = tap.stop(signal.SIGTERM)
+            finally:
+                tap.process.kill()
+    finally:
+        db.execute("DROP TABLE fresh")
+    assert took < 5
+    assert code == 143
+    assert messages == []
+    assert_one_error_line(tap.stderr, "interrupted by SIGTERM during discovery")
+
+
+@integration
+def test_creating_a_slot_behind_an_open_transaction_names_it_and_stops_on_sigterm(db, catalog):
+    # a new slot waits for the transactions running when it is made: here one left open after an INSERT
+    db.drop_slots()
+    config = dict(db.config, lock_timeout=0, progress_seconds=1, create_replication_slot=True)
+    try:
+        with holding_lock(db, statement="INSERT INTO {} VALUES (1000, 1000, 'open')") as pid:
+            tap = BackgroundTap(db, sync_args(db, chosen(catalog, "LOG_BASED")), config)
+            try:
+                line = tap.wait_for_line("waiting", "the end of transaction", f"pid {pid}", timeout=10)
+                took, code, _ = tap.stop(signal.SIGTERM)
+            finally:
+                tap.process.kill()
+        assert not db.query("SELECT 1 FROM pg_replication_slots WHERE database = %s", (db.name,))
+    finally:
+        db.drop_slots()
+        db.create_slot()  # the module's slot, for the tests after
+    assert "idle in transaction after INSERT" in line
+    assert took < 5
+    assert code == 143
