@@ -4,12 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PGDATA_DIR := $(CURDIR)/.pgdata
-# python3-boto3 lets the PL/Python aws_s3 stand-in of the fast_sync_rds tests upload to S3.
-PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15 python3-boto3
+# python3-boto3 lets the PL/Python aws_s3 stand-in of the fast_sync_rds tests upload to S3;
+# pgbouncer is the pooler tests/test_pooler.py puts in front of the test cluster.
+PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15 python3-boto3 pgbouncer
 
 .PHONY: deps venv targets test unit_test integration_test fuzz soak limits demo bench start_db stop_db lint clean
 
-# System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python with boto3.
+# System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python with boto3, PgBouncer.
 deps:
 	@if ! dpkg -s $(PG_PACKAGES) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \

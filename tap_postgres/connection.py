@@ -177,11 +177,13 @@ def connect_replication(config: Config) -> psycopg2.extras.LogicalReplicationCon
     """Open a logical replication connection to the primary, with the pinned settings as startup options.
 
     wal2json prints values with the walsender's own settings, so they are pinned there too: the
-    text it sends then reads back into exactly the values FULL_TABLE renders.
+    text it sends then reads back into exactly the values FULL_TABLE renders. A pooler in between
+    (PgBouncer) refuses the connection, or with `ignore_startup_parameters` makes it an ordinary
+    session: IDENTIFY_SYSTEM tells, before anything is copied.
     """
     options = connection_options(config)
     try:
-        return psycopg2.connect(
+        conn = psycopg2.connect(
             **options,
             options=startup_options({**SESSION_SETTINGS, **READ_ONLY}),
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
@@ -191,7 +193,28 @@ def connect_replication(config: Config) -> psycopg2.extras.LogicalReplicationCon
             raise ReplicationError(
                 f'user "{config.user}" may not read the WAL: run ALTER ROLE "{config.user}" WITH REPLICATION'
             ) from None
+        if "unsupported startup parameter" in str(exc):
+            raise _needs_direct_connection(options, str(exc)) from None
         raise describe_connect_failure(exc, options) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("IDENTIFY_SYSTEM")
+            cur.fetchall()
+    except psycopg2.errors.SyntaxError as exc:
+        conn.close()
+        raise _needs_direct_connection(options, f"IDENTIFY_SYSTEM: {exc}") from None
+    return conn
+
+
+def _needs_direct_connection(options: dict, answer: str) -> ReplicationError:
+    """The error for a replication connection that reached a connection pooler instead of the server."""
+    first_line = next((line.strip() for line in answer.splitlines() if line.strip()), answer)
+    first_line = first_line.rsplit("FATAL:", 1)[-1].strip()  # libpq's "connection to server at ... failed"
+    return ReplicationError(
+        f"LOG_BASED needs a direct connection to PostgreSQL, and {options['host']}:{options['port']} is not "
+        f"one for replication ({first_line}): a connection pooler such as PgBouncer cannot carry replication "
+        'connections; point "host" and "port" at the server itself for the LOG_BASED streams'
+    )
 
 
 def describe_connect_failure(exc: psycopg2.Error, options: dict) -> TapPostgresError:

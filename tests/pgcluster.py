@@ -5,10 +5,12 @@
 
 initdb refuses to run as root, so when we are root the server runs as the `postgres` OS user.
 The superuser is `postgres` with password PASSWORD, over TCP on 127.0.0.1 with scram-sha-256.
+`pgbouncer` starts Debian's PgBouncer in front of a cluster, as the same OS user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PASSWORD = "tap-postgres-test-secret"
@@ -166,6 +169,50 @@ def wait_until_ready(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"PostgreSQL on port {port} did not start")
+
+
+@contextlib.contextmanager
+def pgbouncer(server_port: int, **settings: str) -> Iterator[int]:
+    """Run PgBouncer on a free port in front of the cluster on `server_port`; yield its port.
+
+    The superuser logs in with PASSWORD (PgBouncer checks it, then logs in to the server with it).
+    `settings` add to or override the [pgbouncer] section: pool_mode, default_pool_size, ...
+    """
+    executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(executable):
+        raise RuntimeError("pgbouncer not found: run `make deps` (apt-get install pgbouncer)")
+    directory = Path(tempfile.mkdtemp(prefix="tap-postgres-pgbouncer-"))
+    _chown_to_server_user(directory)
+    port = free_port()
+    options = {
+        "listen_addr": "127.0.0.1",
+        "listen_port": str(port),
+        "unix_socket_dir": "",
+        "auth_type": "scram-sha-256",
+        "auth_file": str(directory / "users.txt"),
+        "logfile": str(directory / "pgbouncer.log"),
+        **settings,
+    }
+    (directory / "users.txt").write_text(f'"{SUPERUSER}" "{PASSWORD}"\n')
+    lines = ["[databases]", f"* = host=127.0.0.1 port={server_port}", "[pgbouncer]"]
+    (directory / "pgbouncer.ini").write_text("\n".join(lines + [f"{k} = {v}" for k, v in options.items()]) + "\n")
+    for path in directory.iterdir():
+        _chown_to_server_user(path)
+    # it refuses to run as root; Popen's user= runs it as postgres itself, so terminate() reaches it
+    as_server_user = {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
+    process = subprocess.Popen(
+        [executable, str(directory / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # it logs to its logfile too
+        **as_server_user,
+    )
+    try:
+        wait_until_ready(port, timeout=10)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

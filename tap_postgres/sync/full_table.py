@@ -169,16 +169,16 @@ def _helper_session(conn: extensions.connection, open_helper) -> Iterator[extens
     if open_helper is None:
         yield None
         return
+    helper = None
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_export_snapshot()")
-            snapshot = cur.fetchone()[0]
         helper = open_helper()
-        begin_snapshot(helper)
-        helper_cursor = helper.cursor()
-        helper_cursor.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+        helper_cursor = _on_exported_snapshot(conn, helper)
     except (psycopg2.Error, TapPostgresError) as exc:
         LOGGER.warning("Copying with one session: a second one on the same snapshot failed (%s)", exc)
+        helper_cursor = None
+    if helper_cursor is None:
+        if helper is not None:
+            helper.close()
         begin_snapshot(conn)  # nothing was read yet, so a fresh snapshot loses nothing
         yield None
         return
@@ -187,6 +187,33 @@ def _helper_session(conn: extensions.connection, open_helper) -> Iterator[extens
     finally:
         helper.rollback()
         helper.close()
+
+
+def _on_exported_snapshot(conn: extensions.connection, helper: extensions.connection) -> extensions.cursor | None:
+    """Put `helper` on a snapshot `conn` exports; None when both reach one server connection (a pooler).
+
+    Through a transaction-mode pooler (PgBouncer) the two sessions may take turns on one server
+    connection: the helper's transaction would wait for the end of `conn`'s, which waits for the
+    helper. So each first asks for its server backend's pid, the helper in a transaction it ends
+    (the pooler takes the connection back) before `conn` begins: a direct session never shares one.
+    """
+    with helper.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        helper_pid = cur.fetchone()[0]
+    helper.rollback()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), pg_export_snapshot()")
+        pid, snapshot = cur.fetchone()
+    if pid == helper_pid:
+        LOGGER.info(
+            "Copying with one session: a second one reaches the same server connection as the first (a "
+            "connection pooler), on which it would wait for the first to end"
+        )
+        return None
+    begin_snapshot(helper)
+    helper_cursor = helper.cursor()
+    helper_cursor.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+    return helper_cursor
 
 
 def _copy_rows_changed_since_snapshot(cur, records: RecordQueries, key_columns, sink, state) -> None:

@@ -162,7 +162,10 @@ class LogBasedSync:
         # touched, so a refused run changes nothing: a dropped table gets "rerun --discover", never a
         # statement naming it
         check_run()
-        connect_replication(config).close()  # the REPLICATION attribute and pg_hba, before hours of copying
+        # the REPLICATION attribute, pg_hba and no pooler between, before hours of copying; self.conn
+        # holds no transaction first: through a pooler, that would keep the check waiting for a server connection
+        self.conn.rollback()
+        connect_replication(config).close()
         self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
