@@ -195,6 +195,10 @@ class LockWatch:
         Nothing waits any more, so the sessions are those that hold ACCESS EXCLUSIVE on the stream's
         table now, else those the watcher saw block it, else any holding ACCESS EXCLUSIVE in the database.
         """
+        # the failed transaction ends first: through a pooler with one server connection, the
+        # watcher's session would wait for it for ever
+        with contextlib.suppress(psycopg2.Error):
+            running.conn.rollback()
         blockers = []
         if running.table:
             schema, table = running.table

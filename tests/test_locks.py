@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import pgcluster
 import pytest
 from conftest import TAP, select_all
 
@@ -246,3 +247,16 @@ def test_creating_a_slot_behind_an_open_transaction_names_it_and_stops_on_sigter
     assert "idle in transaction after INSERT" in line
     assert took < 5
     assert code == 143
+
+
+@integration
+def test_a_lock_timeout_through_a_pool_of_one_names_the_blocker_without_waiting_on_itself(db, catalog):
+    # the tap's failed transaction holds the pool's one server connection until it is rolled back:
+    # the session that looks for the blocker would wait for it for ever
+    pool_of_one = {"pool_mode": "transaction", "default_pool_size": "1", "query_wait_timeout": "0"}
+    with pgcluster.pgbouncer(db.server.port, **pool_of_one) as port, holding_lock(db) as pid:
+        config = dict(db.config, port=port, lock_timeout=1)
+        messages, stderr, code = run(db, sync_args(db, chosen(catalog, "FULL_TABLE")), config)
+    assert code == 1
+    assert_one_error_line(stderr, "public-locked", "public.locked", f"pid {pid}", HOLDER)
+    assert messages[-1]["type"] == "STATE"
