@@ -33,7 +33,7 @@ from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_table
 from tap_postgres.errors import NotSupportedError, OversizeValueError, ReplicationError, StateError, TableMissingError
 from tap_postgres.files import PolledJsonFile
 from tap_postgres.output import MessageWriter
-from tap_postgres.publication import creation_statements, ensure_publication
+from tap_postgres.publication import creation_statements, ensure_publication, membership_tokens
 from tap_postgres.replication import (
     confirm_up_to,
     current_wal_lsn,
@@ -44,6 +44,7 @@ from tap_postgres.replication import (
     wait_until_free,
 )
 from tap_postgres.state import (
+    MEMBERSHIP_KEY,
     Origin,
     bookmark,
     bookmark_lsn,
@@ -187,6 +188,35 @@ class LogBasedSync:
                 pairs,
                 kept=lambda table: not known or f"{table[0]}-{table[1]}" in held,
             )
+            self._copy_again_what_left(self.publication_name(slot_name), pairs)
+
+    def _copy_again_what_left(self, publication: str, tables: list[tuple[str, str]]) -> None:
+        """Copy anew, under a new version, each stream whose table left the publication since its bookmark.
+
+        Each bookmark records its table's membership token (publication.membership_tokens). A
+        different one means the table was out of the publication for a while, or the publication
+        was made again: pgoutput skipped its changes of that window for good, so streaming on from
+        the bookmark would silently lack them.
+        """
+        tokens = membership_tokens(self.conn, publication, tables)
+        for stream in self.streams:
+            saved = bookmark(self.state, stream.tap_stream_id)
+            token = tokens[(stream.schema_name, stream.table_name)]
+            recorded = saved.get(MEMBERSHIP_KEY)
+            if recorded is not None and recorded != token and saved.get("lsn") is not None:
+                LOGGER.warning(
+                    "%s: its table left publication %s since the last run and is back (or the publication was "
+                    "made again), so pgoutput skipped its changes in between: copying it anew under a new version",
+                    stream.tap_stream_id,
+                    publication,
+                )
+                # the version stays: the copy takes a new one and activates it at its end, as a rerun does
+                for key in ("lsn", "copy_snapshot", "resume_key", "xmin"):
+                    saved.pop(key, None)
+                self.saved_positions.pop(stream.tap_stream_id, None)
+                self.copy_snapshots.pop(stream.tap_stream_id, None)
+            if token is not None:
+                saved[MEMBERSHIP_KEY] = token
 
     def held_positions(self) -> list[tuple[str, int]]:
         """The `lsn` of this slot's LOG_BASED bookmarks whose streams the run does not select.
