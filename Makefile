@@ -33,7 +33,7 @@ venv: $(BIN)/tap-postgres
 targets: venv
 	bash tests/targets/install.sh
 
-test: deps venv targets
+test: deps venv targets pg-versions
 	$(BIN)/pytest -q tests
 
 # The generative suite and the STATE fuzzer at length: EXAMPLES random tables (default 2000) and as
