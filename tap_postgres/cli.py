@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from tap_postgres.errors import InterruptedRunError, OutputClosedError, TapPostgresError, redact
+from tap_postgres.errors import (
+    INTERRUPTED_EXIT_CODES,
+    InterruptedRunError,
+    OutputClosedError,
+    TapPostgresError,
+    redact,
+)
 from tap_postgres.tap import TapPostgres
 
 
@@ -30,7 +36,7 @@ def _fail(message: str, exit_code: int = 1) -> None:
     line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in redact(message))
     sys.stderr.write(f"tap-postgres: error: {line}\n")
     sys.stderr.flush()
-    if exit_code in (OutputClosedError.exit_code, InterruptedRunError.exit_code):
+    if exit_code == OutputClosedError.exit_code or exit_code in INTERRUPTED_EXIT_CODES:
         # a closed stdout would fail again in Python's flush at exit, with a message of its own
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(exit_code)

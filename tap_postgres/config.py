@@ -125,6 +125,14 @@ SETTINGS: tuple[Setting, ...] = (
         default=5,
     ),
     Setting(
+        "lock_timeout",
+        "integer",
+        "Seconds a statement of the tap waits for a lock another session holds on a table (an ALTER TABLE, "
+        "VACUUM FULL or LOCK TABLE) before the run stops with one line naming the table and that session; "
+        "while it waits, a line every progress_seconds names them. 0 waits for ever, as PostgreSQL does.",
+        default=300,
+    ),
+    Setting(
         "slot_lag_warning_bytes",
         "integer",
         "LOG_BASED: warn (`slot_lag_exceeded slot=... lag_bytes=... threshold_bytes=...`) when the slot holds "
@@ -247,6 +255,7 @@ class Config:
     publication_name: str | None = None
     state_poll_seconds: int = 10
     progress_seconds: int = 5
+    lock_timeout: int = 300
     slot_lag_warning_bytes: int | None = None
     debug_lsn: bool = False
     tap_id: str | None = None
@@ -386,6 +395,8 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f'config key "state_poll_seconds" must be at least 1, got {config.state_poll_seconds}')
     if config.progress_seconds < 0:
         raise ConfigError(f'config key "progress_seconds" must be 0 or more, got {config.progress_seconds}')
+    if config.lock_timeout < 0:
+        raise ConfigError(f'config key "lock_timeout" must be 0 (wait for ever) or more, got {config.lock_timeout}')
     if config.slot_lag_warning_bytes is not None and config.slot_lag_warning_bytes < 0:
         raise ConfigError(f'config key "slot_lag_warning_bytes" must be 0 or more, got {config.slot_lag_warning_bytes}')
     if config.max_value_bytes is not None and config.max_value_bytes < 1:

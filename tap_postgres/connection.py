@@ -21,6 +21,7 @@ from tap_postgres.errors import (
     TableMissingError,
     TapPostgresError,
 )
+from tap_postgres.inflight import IN_FLIGHT
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -54,6 +55,7 @@ class TapConnection(psycopg2.extensions.connection):
         super().__init__(*args, **kwargs)
         self.cursor_factory = TapCursor
         self.commit_each_statement = False
+        self.secondary = False  # a session to the replica: where the lock watcher must look
         self.transaction_start = set_local(SESSION_SETTINGS)
         super().set_session(readonly=True)
 
@@ -90,6 +92,11 @@ class TapCursor(psycopg2.extensions.cursor):
     @contextlib.contextmanager
     def _in_transaction(self) -> Iterator[None]:
         conn = self.connection
+        with IN_FLIGHT.statement(conn), self._transaction_of(conn):
+            yield
+
+    @contextlib.contextmanager
+    def _transaction_of(self, conn: TapConnection) -> Iterator[None]:
         if conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             # psycopg2 sends BEGIN ... READ ONLY before it: the settings are the transaction's first statement
             super().execute(conn.transaction_start)
@@ -143,6 +150,8 @@ def connect(config: Config, *, secondary: bool = False) -> TapConnection:
         conn = psycopg2.connect(**options, connection_factory=TapConnection)
     except psycopg2.OperationalError as exc:
         raise describe_connect_failure(exc, options) from None
+    conn.secondary = secondary
+    conn.transaction_start += set_local({"lock_timeout": f"{config.lock_timeout}s"})
     _refuse_statement_pooling(conn, options)
     return conn
 

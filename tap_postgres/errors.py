@@ -7,6 +7,7 @@ Every message that leaves the tap, error or log line, passes `redact` first.
 from __future__ import annotations
 
 import logging
+import signal
 
 # The values of the secret settings of this run (the password, the sslkey path), as parse_config found them.
 _SECRETS: dict[str, str] = {}
@@ -57,9 +58,17 @@ class OutputClosedError(TapPostgresError):
 
 
 class InterruptedRunError(TapPostgresError):
-    """Raised when SIGINT or SIGTERM ends a run whose last STATE could not be written: exit 130."""
+    """Raised when SIGINT or SIGTERM ends a run: exit 128 + the signal's number, 130 for SIGINT and 143 for SIGTERM."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+# the exit codes of a run a signal ended (InterruptedRunError), whose stdout may be gone
+INTERRUPTED_EXIT_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 class ConfigError(TapPostgresError):
@@ -104,6 +113,10 @@ class StreamSyncError(TapPostgresError):
     Privileges, a statement timeout, a lost connection, a standby's recovery conflict, an
     unpopulated materialized view: the run ends with the last STATE written, so a rerun resumes.
     """
+
+
+class LockTimeoutError(TapPostgresError):
+    """Raised when a statement waited lock_timeout for a lock another session holds; names that session."""
 
 
 class OversizeValueError(TapPostgresError):

@@ -7,6 +7,7 @@ import decimal
 import logging
 import logging.config
 import os
+import signal
 from collections.abc import Iterator
 
 import click
@@ -14,11 +15,12 @@ from singer_sdk import Tap
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_postgres import catalog as catalog_module
-from tap_postgres import discovery
+from tap_postgres import discovery, locks
 from tap_postgres import state as state_module
-from tap_postgres.config import config_jsonschema, merge_config_files, parse_config, read_json_file
+from tap_postgres.config import Config, config_jsonschema, merge_config_files, parse_config, read_json_file
 from tap_postgres.connection import connect
-from tap_postgres.errors import CatalogError, OutputClosedError, StateError
+from tap_postgres.errors import CatalogError, InterruptedRunError, OutputClosedError, StateError
+from tap_postgres.inflight import IN_FLIGHT, Interrupted
 from tap_postgres.output import MessageWriter
 from tap_postgres.sync import sync_streams
 
@@ -69,9 +71,7 @@ class TapPostgres(Tap):
             apply_logging_conf_file()
             settings = parse_config(merge_config_files(config))
             if discover:
-                with connect(settings) as conn:
-                    catalog_json = discovery.discover_catalog(conn, settings)
-                MessageWriter.to_stdout().write_catalog(catalog_json)
+                MessageWriter.to_stdout().write_catalog(_discover(settings))
                 return
             if catalog is None:
                 raise CatalogError(
@@ -108,6 +108,18 @@ class TapPostgres(Tap):
             click.Option(["-s", "--state"], type=click.STRING, help="State file of the previous run."),
         ]
         return command
+
+
+def _discover(settings: Config) -> dict:
+    """Return the catalog; a lock wait is named as in a sync, and a signal stops it at once."""
+    try:
+        with locks.watching(settings), connect(settings) as conn:
+            IN_FLIGHT.now_doing("discovery")
+            return discovery.discover_catalog(conn, settings)
+    except Interrupted as exc:
+        raise InterruptedRunError(
+            f"interrupted by {signal.Signals(exc.signum).name} during discovery: no catalog was written", exc.signum
+        ) from None
 
 
 @contextlib.contextmanager

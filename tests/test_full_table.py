@@ -182,7 +182,7 @@ def test_sigterm_ends_with_the_last_state(db, catalog):
             process.send_signal(signal.SIGTERM)
             break
     lines += [json.loads(line) for line in process.stdout]
-    assert process.wait(timeout=30) == 130
+    assert process.wait(timeout=30) == 143  # 128 + SIGTERM
     assert lines[-1]["type"] == "STATE"
     assert lines[-1]["value"]["currently_syncing"] == "public-items"
     assert "Interrupted: writing the last STATE" in process.stderr.read().decode()

@@ -237,7 +237,7 @@ def test_sigterm_ends_with_the_last_state(db, slot):
             process.send_signal(signal.SIGTERM)
             break
     lines += [json.loads(line) for line in process.stdout]
-    assert process.wait(timeout=30) == 130
+    assert process.wait(timeout=30) == 143  # 128 + SIGTERM
     assert lines[-1]["type"] == "STATE"
     assert lsn_of(lines[-1]["value"], "public-ticks") >= lsn_of(state, "public-ticks")
 

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 
 import psycopg2
 
+from tap_postgres import locks
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, database_identity, describe_sync_failure
 from tap_postgres.discovery import describe_stream_tables
 from tap_postgres.errors import InterruptedRunError, TapPostgresError
+from tap_postgres.inflight import IN_FLIGHT, Interrupted
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
@@ -27,10 +29,6 @@ from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import CopySettings, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
-
-
-class Interrupted(Exception):
-    """Raised by the SIGTERM handler so the run ends through the same path as Ctrl-C."""
 
 
 def sync_streams(
@@ -47,23 +45,24 @@ def sync_streams(
         check_bookmark(stream.tap_stream_id, bookmark(state, stream.tap_stream_id))
     log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     logical = None
     try:
         # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
-        with contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
+        with locks.watching(config), contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
             # everything a run needs is checked before any copy or slot confirmation: where the
             # state belongs, the slot, the REPLICATION privilege and the state's WAL positions,
             # then the tables and the state's keys
             others = [stream.tap_stream_id for stream in streams if stream.replication_method != "LOG_BASED"]
             claim_bookmarks(state, others, Origin(*database_identity(conn)))
-            tables = describe_stream_tables(conn, streams)
+            with _failing_with_state("catalog", state, writer):
+                tables = describe_stream_tables(conn, streams)
 
             def check_run() -> None:
                 with _failing_with_state("catalog", state, writer):
                     check_streams(conn, config, streams, tables, state)
 
             # LogBasedSync runs the checks itself, after the LOG_BASED state's own and before any DDL
+            IN_FLIGHT.now_doing("LOG_BASED")  # a lock wait in its checks or publication DDL is named so
             logical = LogBasedSync(config, log_based, state, writer, check_run, state_path) if log_based else None
             if logical is None:
                 check_run()
@@ -74,38 +73,47 @@ def sync_streams(
             run = _Run(conn, tables, state, writer, config, CopySettings.of(config, streams), logical, helpers)
             for stream in resume_order(streams, state.get("currently_syncing")):
                 state["currently_syncing"] = stream.tap_stream_id
-                with _failing_with_state(stream.tap_stream_id, state, writer):
+                table = (stream.schema_name, stream.table_name)
+                with _failing_with_state(stream.tap_stream_id, state, writer, table):
                     _sync_stream(run, stream)
             state["currently_syncing"] = None
             if logical:
                 with _failing_with_state("LOG_BASED", state, writer):
                     logical.stream_changes(tables)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
         LOGGER.warning("Interrupted: writing the last STATE; rerun with it to resume")
         try:
             writer.write_state(state)
         except BrokenPipeError:
             # Ctrl-C on `tap | target`: the target often dies first
             raise InterruptedRunError(
-                "interrupted, and stdout was closed by the program reading it, so the last STATE could not "
-                "be written: rerun with the state the target saved last"
+                f"interrupted by {signal.Signals(signum).name}, and stdout was closed by the program reading it, "
+                "so the last STATE could not be written: rerun with the state the target saved last",
+                signum,
             ) from None
-        raise SystemExit(InterruptedRunError.exit_code) from None
+        raise InterruptedRunError(
+            f"interrupted by {signal.Signals(signum).name}: the last STATE was written; rerun with it to resume",
+            signum,
+        ) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if logical:
             logical.close()
     writer.write_state(state)
 
 
 @contextlib.contextmanager
-def _failing_with_state(name: str, state: dict, writer: MessageWriter) -> Iterator[None]:
+def _failing_with_state(
+    name: str, state: dict, writer: MessageWriter, table: tuple[str, str] | None = None
+) -> Iterator[None]:
     """Write the last STATE before a failure the user can act on ends the run, so a rerun resumes.
 
     A database error the user can act on becomes one line naming `name` (describe_sync_failure);
     any other is a bug in the tap and keeps its traceback. The state in memory only ever holds
-    bookmarks whose records were written, so it is safe to write at any point.
+    bookmarks whose records were written, so it is safe to write at any point. `name` and `table`
+    are also what a line about a lock wait names.
     """
+    before = IN_FLIGHT.now_doing(name, table)
     try:
         yield
     except psycopg2.Error as exc:
@@ -117,6 +125,8 @@ def _failing_with_state(name: str, state: dict, writer: MessageWriter) -> Iterat
     except TapPostgresError:
         writer.write_state(state)
         raise
+    finally:
+        IN_FLIGHT.now_doing(*before)
 
 
 def resume_order(streams: list[SelectedStream], currently_syncing: str | None) -> list[SelectedStream]:
@@ -180,7 +190,3 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     else:
         with naming_oversize_values(conn, stream, columns):
             sync_incremental(conn, table, stream, columns, state, writer, settings)
-
-
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted()
