@@ -260,3 +260,26 @@ def test_a_lock_timeout_through_a_pool_of_one_names_the_blocker_without_waiting_
     assert code == 1
     assert_one_error_line(stderr, "public-locked", "public.locked", f"pid {pid}", HOLDER)
     assert messages[-1]["type"] == "STATE"
+
+
+@integration
+def test_the_wal_pass_rendering_a_change_from_a_locked_table_gives_up_at_lock_timeout(db, catalog):
+    # an update that leaves a TOASTed value out is rendered with the row's current value, read from
+    # the table: the render session waits for the lock
+    db.execute("CREATE TABLE toasty (id int PRIMARY KEY, n int, body text)")
+    db.execute("INSERT INTO toasty SELECT 1, 1, string_agg(md5(g::text), '') FROM generate_series(1, 400) g")
+    db.execute("ANALYZE toasty")
+    selected = select_all(db.discover(), "LOG_BASED", only={"public-toasty"})
+    try:
+        state = [m for m in db.sync(selected) if m["type"] == "STATE"][-1]["value"]
+        db.execute("UPDATE toasty SET n = 2")
+        args = [*sync_args(db, selected), "--state", str(db.write_json("state-locks.json", state))]
+        with holding_lock(db, "toasty") as pid:
+            messages, stderr, code = run(db, args, dict(db.config, lock_timeout=1))
+    finally:
+        db.execute("DROP TABLE toasty")
+    assert code == 1
+    assert any("Reading slot" in line for line in stderr)  # the wait was the WAL pass's
+    assert_one_error_line(stderr, "LOG_BASED", "public.toasty", f"pid {pid}", HOLDER, "lock_timeout")
+    assert messages[-1]["type"] == "STATE"
+    assert not [m for m in messages if m["type"] == "RECORD"]
