@@ -43,6 +43,8 @@ def catalog(db):
     rows += "make_interval(days => g, secs => g / 7.0), 1.0 / g FROM generate_series(1, 45) g"
     db.execute(f"INSERT INTO keyed {rows}")
     db.execute(f"INSERT INTO keyless SELECT at, day, span, ratio FROM ({rows}) AS r(id, at, day, span, ratio)")
+    db.execute("CREATE TABLE keyed_too (id int PRIMARY KEY)")
+    db.execute("INSERT INTO keyed_too SELECT generate_series(1, 25)")
     db.execute("CREATE TABLE app_writes (note text)")
     return db.discover()
 
@@ -112,6 +114,18 @@ def test_discovery_full_table_and_incremental_finish_on_a_pool_of_one_and_match_
         assert [r["id"] for r in records_of(pooled)] == [45, 46]
     finally:
         db.execute("DELETE FROM keyed WHERE id = 46")
+
+
+def test_full_table_finishes_on_a_session_mode_pool_of_one_waiting_once_for_a_second_session(db, server, catalog):
+    full_table = select_all(json.loads(json.dumps(catalog)), only={"public-keyed", "public-keyed_too"})
+    direct, _, _ = sync(db, db.config, full_table)
+    session_mode = {**POOL_OF_ONE, "pool_mode": "session"}
+    with pgcluster.pgbouncer(server.port, **session_mode) as port:
+        pooled, stderr, _ = sync(db, dict(through(db, port), connect_timeout=2), full_table)
+    assert records_by_stream(pooled) == records_by_stream(direct)
+    assert [r["id"] for r in records_of(pooled, "public-keyed_too")] == list(range(1, 26))
+    # the helper's first statement waited in the pool's queue for the session the copy holds
+    assert stderr.count("got no server connection within 2 s (connect_timeout)") == 1
 
 
 def test_the_next_client_on_the_same_server_connection_gets_the_database_defaults(db, catalog, pooler):

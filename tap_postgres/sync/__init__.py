@@ -21,6 +21,7 @@ from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
+from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.incremental import sync_incremental
 from tap_postgres.sync.logical import LogBasedSync
 from tap_postgres.sync.oversize import naming_oversize_values
@@ -68,7 +69,8 @@ def sync_streams(
             if logical:
                 logical.check_replicable(tables)
                 logical.confirm_saved_position()
-            run = _Run(conn, tables, state, writer, config, CopySettings.of(config, streams), logical)
+            helpers = HelperSessions(lambda: connect(config, secondary=config.use_secondary), config.connect_timeout)
+            run = _Run(conn, tables, state, writer, config, CopySettings.of(config, streams), logical, helpers)
             for stream in resume_order(streams, state.get("currently_syncing")):
                 state["currently_syncing"] = stream.tap_stream_id
                 table = (stream.schema_name, stream.table_name)
@@ -146,6 +148,7 @@ class _Run:
     config: Config
     settings: CopySettings
     logical: LogBasedSync | None
+    helpers: HelperSessions
 
 
 def _sync_stream(run: _Run, stream: SelectedStream) -> None:
@@ -182,9 +185,8 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if config.fast_sync_rds:
         sync_fast_rds(conn, stream, columns, state, writer, config)
     elif stream.replication_method == "FULL_TABLE":
-        open_helper = lambda: connect(config, secondary=config.use_secondary)  # noqa: E731
         with naming_oversize_values(conn, stream, columns):
-            sync_full_table(conn, table, stream, columns, state, writer, settings, open_helper)
+            sync_full_table(conn, table, stream, columns, state, writer, settings, run.helpers)
     else:
         with naming_oversize_values(conn, stream, columns):
             sync_incremental(conn, table, stream, columns, state, writer, settings)

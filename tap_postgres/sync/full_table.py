@@ -12,18 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg2
 from psycopg2 import extensions, sql
 
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
-from tap_postgres.errors import TapPostgresError
 from tap_postgres.output import MessageWriter, now_extracted, record_envelope
 from tap_postgres.state import bookmark
+from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.rows import (
     EVERY_ROW,
     CopySettings,
@@ -54,12 +53,13 @@ def sync_full_table(
     state: dict,
     writer: MessageWriter,
     settings: CopySettings,
-    open_helper: Callable[[], extensions.connection] | None = None,
+    helpers: HelperSessions | None = None,
     on_snapshot: Callable[[extensions.cursor], None] | None = None,
 ) -> None:
     """Copy the whole table, then ACTIVATE_VERSION so the target drops rows of older versions.
 
-    `on_snapshot` runs in the copy's snapshot before any row is read (LOG_BASED records its WAL position).
+    `helpers` give a keyed copy a second session on its snapshot, if they can. `on_snapshot` runs in
+    the copy's snapshot before any row is read (LOG_BASED records its WAL position).
     """
     stream_bookmark = bookmark(state, stream.tap_stream_id)
     first_run = "version" not in stream_bookmark
@@ -78,7 +78,7 @@ def sync_full_table(
         key_columns = []  # a key without the ordinary < and > (hstore) cannot bound ranges: one pass
 
     begin_snapshot(conn)
-    with conn.cursor() as cur, _helper_session(conn, open_helper if key_columns else None) as helper:
+    with conn.cursor() as cur, _helper_session(conn, helpers if key_columns else None) as helper:
         if on_snapshot:
             on_snapshot(cur)
         # the first STATE already holds what on_snapshot recorded: a target may save only this one
@@ -96,6 +96,11 @@ def sync_full_table(
     stream_bookmark.pop("snapshot_xmin", None)
     writer.write_activate_version(stream.tap_stream_id, version)
     progress.finish(sink)
+
+
+def _helper_session(conn: extensions.connection, helpers: HelperSessions | None):
+    """A second session on `conn`'s snapshot from `helpers`, or None."""
+    return helpers.on_snapshot_of(conn) if helpers is not None else contextlib.nullcontext()
 
 
 def _copy_by_key_ranges(cur, helper, records: RecordQueries, key_columns, sink, state, writer, itersize) -> None:
@@ -161,59 +166,6 @@ def _copy_by_key_ranges(cur, helper, records: RecordQueries, key_columns, sink, 
             resume_key = second
     # fewer than itersize keys are left after the last bound, within this snapshot
     sink.copy(cur, records.matching(after(resume_key), keys))
-
-
-@contextlib.contextmanager
-def _helper_session(conn: extensions.connection, open_helper) -> Iterator[extensions.cursor | None]:
-    """Yield a cursor of a second session that sees `conn`'s snapshot, or None when none can be had."""
-    if open_helper is None:
-        yield None
-        return
-    helper = None
-    try:
-        helper = open_helper()
-        helper_cursor = _on_exported_snapshot(conn, helper)
-    except (psycopg2.Error, TapPostgresError) as exc:
-        LOGGER.warning("Copying with one session: a second one on the same snapshot failed (%s)", exc)
-        helper_cursor = None
-    if helper_cursor is None:
-        if helper is not None:
-            helper.close()
-        begin_snapshot(conn)  # nothing was read yet, so a fresh snapshot loses nothing
-        yield None
-        return
-    try:
-        yield helper_cursor
-    finally:
-        helper.rollback()
-        helper.close()
-
-
-def _on_exported_snapshot(conn: extensions.connection, helper: extensions.connection) -> extensions.cursor | None:
-    """Put `helper` on a snapshot `conn` exports; None when both reach one server connection (a pooler).
-
-    Through a transaction-mode pooler (PgBouncer) the two sessions may take turns on one server
-    connection: the helper's transaction would wait for the end of `conn`'s, which waits for the
-    helper. So each first asks for its server backend's pid, the helper in a transaction it ends
-    (the pooler takes the connection back) before `conn` begins: a direct session never shares one.
-    """
-    with helper.cursor() as cur:
-        cur.execute("SELECT pg_backend_pid()")
-        helper_pid = cur.fetchone()[0]
-    helper.rollback()
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_backend_pid(), pg_export_snapshot()")
-        pid, snapshot = cur.fetchone()
-    if pid == helper_pid:
-        LOGGER.info(
-            "Copying with one session: a second one reaches the same server connection as the first (a "
-            "connection pooler), on which it would wait for the first to end"
-        )
-        return None
-    begin_snapshot(helper)
-    helper_cursor = helper.cursor()
-    helper_cursor.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
-    return helper_cursor
 
 
 def _copy_rows_changed_since_snapshot(cur, records: RecordQueries, key_columns, sink, state) -> None:

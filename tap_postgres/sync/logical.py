@@ -62,6 +62,7 @@ from tap_postgres.sync.changes import (
 )
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
+from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.rows import CopySettings, Progress, RecordSink, selected_columns
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -135,6 +136,7 @@ class LogBasedSync:
         self.state = state
         self.writer = writer
         self.copy_settings = CopySettings.of(config, streams)
+        self.helpers = HelperSessions(lambda: connect(config), config.connect_timeout)
         # re-read during the WAL pass: the target's saved position
         self.state_file = PolledJsonFile(state_path, "state", parse_float=decimal.Decimal) if state_path else None
         # the slot, the copies' snapshots and the WAL position must all come from the primary
@@ -307,7 +309,6 @@ class LogBasedSync:
             current["resume_key"] = None  # marks the copy as unfinished until it ends
             LOGGER.info("%s: initial copy, then changes after %s", stream.tap_stream_id, int_to_lsn(lsn))
 
-        open_helper = lambda: connect(self.config)  # noqa: E731
         sync_full_table(
             self.conn,
             table,
@@ -316,7 +317,7 @@ class LogBasedSync:
             self.state,
             self.writer,
             self.copy_settings,
-            open_helper,
+            self.helpers,
             on_snapshot=record_position if fresh else None,
         )
 
