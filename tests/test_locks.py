@@ -15,6 +15,8 @@ import pgcluster
 import pytest
 from conftest import TAP, select_all
 
+from tap_postgres.locks import Blocker, describe_blockers
+
 integration = pytest.mark.integration
 
 HOLDER = "lock-holder"
@@ -283,3 +285,21 @@ def test_the_wal_pass_rendering_a_change_from_a_locked_table_gives_up_at_lock_ti
     assert_one_error_line(stderr, "LOG_BASED", "public.toasty", f"pid {pid}", HOLDER, "lock_timeout")
     assert messages[-1]["type"] == "STATE"
     assert not [m for m in messages if m["type"] == "RECORD"]
+
+
+def test_a_blocker_is_named_by_what_the_tap_may_see_of_it():
+    hidden = Blocker("a lock on public.t", 42, "bob", "psql", None, None, None)
+    assert hidden.describe() == 'pid 42 (user "bob", application "psql")'
+    active = Blocker("a lock on public.t", 43, "ops", None, "active", "VACUUM", 90)
+    assert active.describe() == 'pid 43 (user "ops", running VACUUM for 90 s)'
+    idle = Blocker("a lock on public.t", 44, "app", "web", "idle in transaction", "UPDATE", 7)
+    assert (
+        idle.describe()
+        == 'pid 44 (user "app", application "web", idle in transaction after UPDATE, which began 7 s ago)'
+    )
+    assert Blocker(None, 45, None, None, None, None, None).describe() == "pid 45"
+
+
+def test_many_blockers_are_named_by_the_first_three():
+    blockers = [Blocker("a lock on public.t", pid, None, None, None, None, None) for pid in range(1, 6)]
+    assert describe_blockers(blockers) == "pid 1, pid 2, pid 3 and 2 more"
