@@ -175,10 +175,12 @@ def wait_until_the_tap_waits_for_a_lock(db, timeout: float = 10) -> None:
     ],
 )
 def test_a_signal_stops_a_tap_waiting_for_a_lock_at_once(db, catalog, method, signum, exit_code):
+    config = dict(db.config, lock_timeout=0, progress_seconds=1)
     with holding_lock(db):
-        tap = BackgroundTap(db, sync_args(db, chosen(catalog, method)), dict(db.config, lock_timeout=0))
+        tap = BackgroundTap(db, sync_args(db, chosen(catalog, method)), config)
         try:
             wait_until_the_tap_waits_for_a_lock(db)
+            time.sleep(1.2)  # the lock watcher is at work too: the signal must stop it without a word
             # before: the signal acted only once the lock was released, here after the tap's timeout
             took, code, messages = tap.stop(signum)
         finally:
