@@ -160,6 +160,51 @@ def read_publication(conn: extensions.connection, name: str) -> Publication | No
     )
 
 
+# For each wanted table, what makes it a member of the publication: the pg_publication_rel row of
+# it or of a partitioned table above it, the publication's schema entry of its schema (PostgreSQL
+# 15+, found through pg_depend so the query parses on older servers), or FOR ALL TABLES. The row's
+# oid is new each time a table is added again, and the publication's each time it is made again.
+_MEMBERSHIP_TOKEN_SQL = """
+SELECT wanted.nspname, wanted.relname,
+       p.oid::text || ':' || coalesce(
+           CASE WHEN p.puballtables THEN 'all tables' END,
+           (SELECT 'table ' || min(r.oid)::text FROM pg_publication_rel r
+             WHERE r.prpubid = p.oid
+               AND (r.prrelid = w.oid OR r.prrelid IN (SELECT relid FROM pg_partition_ancestors(w.oid)))),
+           (SELECT 'schema ' || min(d.objid)::text FROM pg_depend d
+             WHERE d.classid = to_regclass('pg_catalog.pg_publication_namespace')
+               AND d.refclassid = 'pg_namespace'::regclass AND d.refobjid = w.relnamespace
+               AND EXISTS (SELECT 1 FROM pg_depend dp WHERE dp.classid = d.classid AND dp.objid = d.objid
+                                                        AND dp.refclassid = 'pg_publication'::regclass
+                                                        AND dp.refobjid = p.oid)))
+  FROM unnest(%(schemas)s::text[], %(tables)s::text[]) AS wanted(nspname, relname)
+  JOIN pg_namespace wn ON wn.nspname = wanted.nspname
+  JOIN pg_class w ON w.relnamespace = wn.oid AND w.relname = wanted.relname
+  JOIN pg_publication p ON p.pubname = %(name)s
+"""
+
+
+def membership_tokens(
+    conn: extensions.connection, name: str, tables: list[tuple[str, str]]
+) -> dict[tuple[str, str], str | None]:
+    """Return, for each table, a token of its membership in the publication (None when it is no member).
+
+    The token changes whenever the table leaves the publication and comes back, or the publication
+    is made again: pgoutput skipped the table's changes in between, which a bookmark recording the
+    token can tell.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            _MEMBERSHIP_TOKEN_SQL,
+            {"name": name, "schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables]},
+        )
+        rows = cur.fetchall()
+    conn.rollback()
+    tokens: dict[tuple[str, str], str | None] = dict.fromkeys(tables)
+    tokens.update({(schema, table): token for schema, table, token in rows})
+    return tokens
+
+
 def ensure_publication(
     conn: extensions.connection,
     config: Config,

@@ -14,6 +14,10 @@ Every bookmark this tap writes also holds its `origin` (a key pipelinewise ignor
 system identifier, the database's oid and name and, for LOG_BASED, the slot. A bookmark from
 another server, database or slot is refused: its positions mean nothing here, and following
 them would skip changes for good. A bookmark without one (pipelinewise's) is taken as it is.
+
+A LOG_BASED bookmark read through pgoutput also holds `publication_membership`, a token of its
+table's membership in the publication (publication.membership_tokens): a different token at the
+next run means the table was out of the publication for a while, and the stream is copied anew.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from tap_postgres.errors import StateError
 _INTEGER_LIMITS = {"version": 2**63, "snapshot_xmin": 2**64, "xmin": 2**64, "lsn": 2**64}
 # What a key value in a bookmark may be: a JSON scalar other than null (booleans are ints)
 _SCALARS = (str, int, decimal.Decimal, float)
+# The bookmark key of a LOG_BASED stream's membership token in pgoutput's publication
+MEMBERSHIP_KEY = "publication_membership"
 _FIX = "fix it, or remove the stream's bookmark from the state to sync it anew"
 
 

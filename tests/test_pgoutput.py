@@ -289,3 +289,28 @@ def test_a_run_refused_for_any_stream_touches_no_publication_or_slot(db, tables,
     assert not records_of(messages)
     assert not db.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (pgoutput_slot,))
     assert not db.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (pgoutput_slot,))
+
+
+def test_a_table_out_of_the_publication_for_a_while_is_copied_anew_under_a_new_version(db, tables, pgoutput_slot):
+    """pgoutput skips for good what changed while a table was out: the bookmark's token shows it, and a copy replaces it."""
+    catalog = log_based(tables, "public-pets")
+    first = db.sync(catalog)
+    version = states_of(first)[-1]["bookmarks"]["public-pets"]["version"]
+    db.execute("INSERT INTO pets VALUES (10, 'in')")
+    db.execute(f'ALTER PUBLICATION "{pgoutput_slot}" DROP TABLE pets')  # by hand, say
+    db.execute("INSERT INTO pets VALUES (11, 'while out')")
+    db.execute(f'ALTER PUBLICATION "{pgoutput_slot}" ADD TABLE pets')
+    messages, stderr, code = db.try_sync(catalog, state=states_of(first)[-1])
+    assert code == 0, stderr
+    assert any("left publication" in line and "copying it anew" in line for line in stderr)
+    copied = {r["id"]: r["name"] for r in records_of(messages)}
+    assert copied[11] == "while out" and set(copied) >= {1, 10, 11}
+    activations = [m["version"] for m in messages if m["type"] == "ACTIVATE_VERSION"]
+    assert activations and activations[-1] > version
+    assert all(m["version"] == activations[-1] for m in messages if m["type"] == "RECORD")
+    # the next run streams on: the token is the one recorded now
+    db.execute("INSERT INTO pets VALUES (12, 'after')")
+    messages, stderr, code = db.try_sync(catalog, state=states_of(messages)[-1])
+    assert code == 0 and not any("left publication" in line for line in stderr)
+    assert [r["name"] for r in records_of(messages)] == ["after"]
+    db.execute("DELETE FROM pets WHERE id >= 10")
