@@ -33,8 +33,9 @@ venv: $(BIN)/tap-postgres
 targets: venv
 	bash tests/targets/install.sh
 
+# Two workers, each with its own server, take whole files (--dist loadfile) so module fixtures stay together.
 test: deps venv targets pg-versions
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
 # The generative suite and the STATE fuzzer at length: EXAMPLES random tables (default 2000) and as
 # many random STATE files, from SEED (default random).
@@ -62,7 +63,7 @@ VERSION_SUITES := tests/test_discovery.py tests/test_types.py tests/test_full_ta
 test-versions: deps venv targets pg-versions
 	@failed=; for version in $(PG_VERSIONS); do \
 	  echo "== PostgreSQL $$version"; \
-	  TAP_PG_VERSION=$$version $(BIN)/pytest -q $(VERSION_SUITES) || failed="$$failed $$version"; \
+	  TAP_PG_VERSION=$$version $(BIN)/pytest -q -n 2 --dist loadfile $(VERSION_SUITES) || failed="$$failed $$version"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "make test-versions failed on:$$failed" >&2; exit 1; fi
 
