@@ -99,6 +99,11 @@ class Database:
     plugin: str = "wal2json"
 
     @property
+    def default_plugin(self) -> str:
+        """wal2json, as pipelinewise reads, where the server has it; else pgoutput."""
+        return "wal2json" if self.server.has_wal2json else "pgoutput"
+
+    @property
     def config(self) -> dict:
         """The tap config that reaches this database."""
         config = {
@@ -218,8 +223,8 @@ def db(server, request, tmp_path_factory):
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{name}"')
-    plugin = "wal2json" if server.has_wal2json else "pgoutput"
-    database = Database(server=server, name=name, tmp_dir=tmp_path_factory.mktemp(name), plugin=plugin)
+    database = Database(server=server, name=name, tmp_dir=tmp_path_factory.mktemp(name))
+    database.plugin = database.default_plugin
     database.conn = server.connect(name)
     try:
         yield database

@@ -77,6 +77,8 @@ CASES = [
     ("positive_amount", "5.50", Decimal("5.50")),
     ("mood_domain", "'ok'", "ok"),
     ("int4range", "'[1,5)'", "[1,5)"),
+    ("int4multirange", "'{[1,3), [5,7)}'", "{[1,3),[5,7)}"),
+    ("datemultirange[]", "ARRAY['{[2024-01-01,2024-02-01)}'::datemultirange]", ["{[2024-01-01,2024-02-01)}"]),
     ("point", "'(1,2)'", "(1,2)"),
     ("oid", "4294967295", 4294967295),
     ("integer[]", "'{1,2,3}'", [1, 2, 3]),
@@ -116,6 +118,8 @@ CASES = [
 ]
 # cases older supported servers cannot store: (column type, SQL literal) -> the first server_version_num
 SINCE = {
+    ("int4multirange", "'{[1,3), [5,7)}'"): 140000,
+    ("datemultirange[]", "ARRAY['{[2024-01-01,2024-02-01)}'::datemultirange]"): 140000,
     ("numeric", "'Infinity'"): 140000,
     ("numeric(2,-3)", "99000"): 150000,  # a negative scale, or one above the precision, is 15+
     ("numeric(3,5)", "0.00999"): 150000,
