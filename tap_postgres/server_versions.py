@@ -26,3 +26,8 @@ def require_supported(conn: psycopg2.extensions.connection) -> None:
         f"PostgreSQL {found} is not supported: tap-postgres reads PostgreSQL {LOWEST_SUPPORTED // 10000} or later; "
         "upgrade the server"
     )
+
+
+def pgoutput_protocol(server_version: int) -> int:
+    """Return the highest pgoutput protocol version a server speaks: 2 from 14, 3 from 15, 4 from 16."""
+    return 4 if server_version >= 160000 else 3 if server_version >= 150000 else 2 if server_version >= 140000 else 1
