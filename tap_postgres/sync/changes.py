@@ -30,7 +30,7 @@ import orjson
 from psycopg2 import extensions, sql
 
 from tap_postgres import types
-from tap_postgres.catalog import SelectedStream
+from tap_postgres.catalog import DELETED_AT, LSN, SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import OversizeValueError
 from tap_postgres.output import now_extracted, record_envelope
@@ -51,8 +51,6 @@ LOGGER = logging.getLogger("tap-postgres")
 BATCH_CHANGES = 5000
 BATCH_BYTES = 8 << 20
 
-DELETED_AT = "_sdc_deleted_at"
-LSN = "_sdc_lsn"
 _COMMIT_TIME = types.ColumnType(base_name="timestamptz", base_kind="b", base_category="D")
 
 # Every reference to a change, a stored row or a typed value is qualified by one of the render
@@ -400,14 +398,26 @@ def generated_columns(table: Table, columns: list[Column], sent: set[str]) -> tu
     return evaluated, inputs
 
 
-def with_new_columns(stream: SelectedStream, table: Table, wal_names: list[str], columns: list[Column]):
-    """Return the stream and columns widened by the table's columns that appeared since the catalog was made."""
+def with_new_columns(
+    stream: SelectedStream, table: Table, wal_names: list[str], columns: list[Column], tap_properties: tuple[str, ...]
+):
+    """Return the stream and columns widened by the table's columns that appeared since the catalog was made.
+
+    A new column named like one of the tap's own properties is left out, as the catalog's are.
+    """
     known = {column.name for column in columns}
     added = [
         column
         for column in table.columns
         if column.name in wal_names and column.name not in known and column.name not in stream.schema["properties"]
     ]
+    for column in [column for column in added if column.name in tap_properties]:
+        LOGGER.warning(
+            'New column "%s" of %s is named like a property the tap adds to LOG_BASED records: leaving it out',
+            column.name,
+            stream.tap_stream_id,
+        )
+        added.remove(column)
     supported = [column for column in added if column.type is not None and types.family_of(column.type)]
     for column in added:
         if column not in supported:
