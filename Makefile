@@ -32,8 +32,9 @@ venv: $(BIN)/tap-postgres
 targets: venv
 	bash tests/targets/install.sh
 
+# Two workers, each with its own server, take whole files (--dist loadfile) so module fixtures stay together.
 test: deps venv targets
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
 # The generative suite and the STATE fuzzer at length: EXAMPLES random tables (default 2000) and as
 # many random STATE files, from SEED (default random).

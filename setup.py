@@ -24,6 +24,8 @@ setup(
     extras_require={
         "dev": [
             "pytest>=7",
+            # make test runs the files on two workers (--dist loadfile: a file's module fixtures stay together)
+            "pytest-xdist>=3",
             "ruff>=0.4",
             # moto's standalone server is the S3-compatible endpoint of the fast_sync_rds tests
             "moto[server]>=5",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -14,11 +15,18 @@ from tap_postgres.errors import (
     TapPostgresError,
     redact,
 )
-from tap_postgres.tap import TapPostgres
+
+NOT_BEGUN = "interrupted before the sync began; nothing was written"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the tap; exit 1 with `tap-postgres: error: <cause and fix>` on any error the user can fix."""
+    try:
+        # singer-sdk and the rest take most of a second to import: a Ctrl-C then is one line too
+        from tap_postgres.tap import TapPostgres
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would interrupt the line
+        _fail(NOT_BEGUN, InterruptedRunError.exit_code)
     try:
         TapPostgres.cli.main(args=argv, prog_name="tap-postgres", standalone_mode=False)
     except TapPostgresError as exc:
@@ -26,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(exc.format_message())
     except click.exceptions.Abort:
-        _fail("interrupted before the sync began; nothing was written", InterruptedRunError.exit_code)
+        _fail(NOT_BEGUN, InterruptedRunError.exit_code)
     except BrokenPipeError:
         _fail(str(OutputClosedError()), OutputClosedError.exit_code)
 

@@ -152,7 +152,29 @@ def connect(config: Config, *, secondary: bool = False) -> TapConnection:
         raise describe_connect_failure(exc, options) from None
     conn.secondary = secondary
     conn.transaction_start += set_local({"lock_timeout": f"{config.lock_timeout}s"})
+    _refuse_statement_pooling(conn, options)
     return conn
+
+
+def _refuse_statement_pooling(conn: TapConnection, options: dict) -> None:
+    """Run a first transaction, which a pooler in statement mode (PgBouncer) ends by closing the connection.
+
+    libpq reports only "server closed the connection unexpectedly" then, wherever it happens: here
+    it can be told apart, before any stream has begun.
+    """
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        conn.rollback()
+    except psycopg2.OperationalError as exc:
+        conn.close()
+        first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConnectionFailedError(
+            f"{options['host']}:{options['port']} closed the connection at its first transaction ({first_line}), "
+            "as a connection pooler in statement mode does (PgBouncer's pool_mode = statement): the tap runs "
+            "transactions of several statements; give its database pool_mode = transaction or session, or "
+            "connect to the server directly"
+        ) from None
 
 
 def database_identity(conn: psycopg2.extensions.connection) -> tuple[str | None, int, str]:

@@ -23,14 +23,15 @@ import psycopg2
 from psycopg2 import extensions
 
 from tap_postgres.config import Config
-from tap_postgres.connection import connect
+from tap_postgres.connection import connect, set_local
 from tap_postgres.errors import LockTimeoutError, TapPostgresError
-from tap_postgres.inflight import IN_FLIGHT, Statement
+from tap_postgres.inflight import IN_FLIGHT, Interrupted, Statement
 
 LOGGER = logging.getLogger("tap-postgres")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 WAKE_SECONDS = 1.0
+ASK_TIMEOUT_SECONDS = 10  # the statement_timeout of the watcher's own queries
 
 # The sessions a waiting backend waits for, with what it waits for: a lock on a table, or the end
 # of a transaction (creating a slot waits for the running ones). pg_blocking_pids takes the lock
@@ -108,7 +109,7 @@ def _fix(blockers: list[Blocker]) -> str:
     """Return what ends the wait: the session ended (by pg_terminate_backend) or finished."""
     if len(blockers) == 1:
         return f"end that session (SELECT pg_terminate_backend({blockers[0].pid})) or let it finish"
-    pids = ", ".join(str(blocker.pid) for blocker in blockers)
+    pids = ", ".join(str(blocker.pid) for blocker in blockers[:MAX_NAMED])
     return f"end those sessions (pg_terminate_backend of {pids}) or let them finish"
 
 
@@ -142,10 +143,12 @@ class LockWatch:
         self._watcher.join(timeout=5)
         os.close(self._wake_read)
         os.close(self._wake_write)
-        with self._session_lock:
+        # a watcher still stuck in a query (a pooler's queue) must not keep the run from ending
+        if self._session_lock.acquire(timeout=5):
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+            self._session_lock.release()
 
     @property
     def wakeup_fd(self) -> int:
@@ -164,6 +167,8 @@ class LockWatch:
 
     def _watch(self) -> None:
         while not self._stop.wait(WAKE_SECONDS):
+            if IN_FLIGHT.signum is not None:
+                return  # the run stops
             for running in IN_FLIGHT.running_for(self.interval):
                 self._report(running)
 
@@ -228,9 +233,12 @@ class LockWatch:
                 if session is None:
                     session = self._sessions[secondary] = self._open_session(secondary)
                     session.commit_each_statement = True
+                    session.transaction_start += set_local({"statement_timeout": f"{ASK_TIMEOUT_SECONDS}s"})
                 with session.cursor() as cur:
                     cur.execute(query, params)
                     return [Blocker(*row) for row in cur.fetchall()]
+            except Interrupted:
+                return []  # the run stops: nothing to name
             except (psycopg2.Error, TapPostgresError) as exc:
                 # the run goes on without the lines: a full max_connections must not stop it
                 self._gave_up = True

@@ -50,6 +50,25 @@ class MessageWriter:
             except OSError:
                 pass  # close() flushes again: the pipe that refused the first flush refuses it too
 
+    def write_lines(self, block: bytes) -> None:
+        """Write whole lines in pieces that fit the buffer, so a write a signal interrupts loses whole lines only.
+
+        The buffered stream keeps what it has not written yet when an exception (SIGTERM, Ctrl-C)
+        interrupts a write to a full pipe, but a piece larger than its buffer is written straight
+        from the caller's bytes and the rest dropped: half a RECORD line, then the last STATE.
+        """
+        if len(block) <= BUFFER_BYTES:
+            self.raw.write(block)
+            return
+        view = memoryview(block)
+        start = 0
+        while start < len(block):
+            end = block.rfind(b"\n", start, start + BUFFER_BYTES) + 1
+            if end <= start:  # a line longer than the buffer goes whole
+                end = block.find(b"\n", start + BUFFER_BYTES) + 1 or len(block)
+            self.raw.write(view[start:end])
+            start = end
+
     def write_catalog(self, catalog: dict) -> None:
         """Write a catalog as indented JSON, as --discover prints it."""
         self.raw.write(_dumps(catalog, indent=True))

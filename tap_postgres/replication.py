@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -53,6 +54,7 @@ def find_slot(
     config: Config,
     prepare: Callable[[str, str], None],
     publication_steps: Callable[[str], str | None],
+    recorded: set[str] | None = None,
 ) -> Slot:
     """Check wal_level and the slot, creating it if the config allows, and return it.
 
@@ -69,7 +71,7 @@ def find_slot(
             f"wal_level is {wal_level}, LOG_BASED needs logical: set wal_level = logical in postgresql.conf "
             "(rds.logical_replication = 1 on RDS) and restart PostgreSQL"
         )
-    name, slot = locate_slot(conn, config)
+    name, slot = locate_slot(conn, config, recorded)
     if slot is not None:
         _check_slot(slot, config)
         prepare(slot.plugin, slot.name)
@@ -118,13 +120,38 @@ def choose_plugin(conn: extensions.connection, config: Config) -> str:
     return DEFAULT_PLUGIN
 
 
-def locate_slot(conn: extensions.connection, config: Config) -> tuple[str, Slot | None]:
-    """Return the name of the slot this pipeline reads, and the slot when it exists (the first of slot_names
-    that does, else the last name, which a new slot gets)."""
+def locate_slot(
+    conn: extensions.connection, config: Config, recorded: set[str] | None = None
+) -> tuple[str, Slot | None]:
+    """Return the name of the slot this pipeline reads, and the slot when it exists.
+
+    `recorded` holds the slots the state's LOG_BASED bookmarks name (their origin), or None when
+    the state holds no LOG_BASED position at all (the pipeline never read a slot). A recorded slot
+    that exists is the one; else pipelinewise's order: the first of slot_names that exists, else
+    the last name, which a new slot gets. Except for a pipeline with a tap_id that never read a
+    slot: `pipelinewise_<dbname>` (the name from before tap_id) is then most likely another
+    pipeline's, and reading it would confirm that pipeline's changes away, so its own slot is used
+    when it exists, and otherwise the run stops with one line.
+    """
     names = slot_names(config)
+    existing = {name: slot for name in names if (slot := _read_slot(conn, name)) is not None}
     for name in names:
-        if (slot := _read_slot(conn, name)) is not None:
-            return name, slot
+        if recorded and name in recorded and name in existing:
+            return name, existing[name]
+    if recorded is None and config.tap_id and names[0] in existing:
+        if names[-1] in existing:
+            return names[-1], existing[names[-1]]
+        raise ReplicationError(
+            f'replication slot "{names[0]}" exists, but this pipeline (tap_id {json.dumps(config.tap_id)}) holds '
+            "no LOG_BASED bookmark yet: that name is PipelineWise's from before tap_id, most likely another "
+            "pipeline's slot, and reading it would take that pipeline's changes. Give this pipeline its own: "
+            f"SELECT pg_create_logical_replication_slot('{names[-1]}', '<plugin>') (pgoutput: after its "
+            f'publication), then rerun; or, if "{names[0]}" is this pipeline\'s and nothing else reads it, drop it '
+            "and rerun"
+        )
+    for name in names:
+        if name in existing:
+            return name, existing[name]
     return names[-1], None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -225,3 +226,20 @@ def test_a_connection_error_never_shows_the_secret_sslkey_path(db, tmp_path):
     assert len(error_lines(stderr)) == 1
     assert "private key file" in stderr and "<sslkey hidden>" in stderr
     assert "payments-prod-client" not in stderr
+
+
+def test_ctrl_c_while_the_tap_starts_is_one_line_not_a_traceback(db, tmp_path):
+    """The imports take most of a second: a Ctrl-C then gave a KeyboardInterrupt traceback through singer-sdk."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(db.config))
+    for delay in (0.25, 0.4, 0.55, 0.7):
+        tap = subprocess.Popen(
+            [*TAP, "--config", str(config), "--discover"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(delay)
+        tap.send_signal(signal.SIGINT)
+        stderr = tap.communicate(timeout=60)[1].decode()
+        # before the tap's own code runs (the interpreter starting) Python prints only "KeyboardInterrupt"
+        assert "/tap_postgres/" not in stderr and "singer_sdk" not in stderr, (delay, stderr)
+        if "tap-postgres: error:" in stderr:
+            assert tap.returncode == 130 and "Traceback" not in stderr, (delay, stderr)

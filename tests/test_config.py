@@ -44,6 +44,7 @@ def test_integers_may_be_strings():
         ({"default_replication_method": "FULL"}, 'config key "default_replication_method" must be one of'),
         ({"fast_sync_rds": True}, 'config key "fast_sync_rds" is true but "fast_sync_rds_s3_bucket" and'),
         ({"itersize": 0}, 'config key "itersize" must be at least 1, got 0'),
+        ({"lock_timeout": "-1"}, 'config key "lock_timeout" must be 0 (wait for ever) or more, got -1'),
     ],
 )
 def test_bad_values_name_the_key(extra, message):

@@ -15,6 +15,8 @@ import pgcluster
 import pytest
 from conftest import TAP, select_all
 
+from tap_postgres.locks import Blocker, describe_blockers
+
 integration = pytest.mark.integration
 
 HOLDER = "lock-holder"
@@ -173,10 +175,12 @@ def wait_until_the_tap_waits_for_a_lock(db, timeout: float = 10) -> None:
     ],
 )
 def test_a_signal_stops_a_tap_waiting_for_a_lock_at_once(db, catalog, method, signum, exit_code):
+    config = dict(db.config, lock_timeout=0, progress_seconds=1)
     with holding_lock(db):
-        tap = BackgroundTap(db, sync_args(db, chosen(catalog, method)), dict(db.config, lock_timeout=0))
+        tap = BackgroundTap(db, sync_args(db, chosen(catalog, method)), config)
         try:
             wait_until_the_tap_waits_for_a_lock(db)
+            time.sleep(1.2)  # the lock watcher is at work too: the signal must stop it without a word
             # before: the signal acted only once the lock was released, here after the tap's timeout
             took, code, messages = tap.stop(signum)
         finally:
@@ -260,3 +264,44 @@ def test_a_lock_timeout_through_a_pool_of_one_names_the_blocker_without_waiting_
     assert code == 1
     assert_one_error_line(stderr, "public-locked", "public.locked", f"pid {pid}", HOLDER)
     assert messages[-1]["type"] == "STATE"
+
+
+@integration
+def test_the_wal_pass_rendering_a_change_from_a_locked_table_gives_up_at_lock_timeout(db, catalog):
+    # an update that leaves a TOASTed value out is rendered with the row's current value, read from
+    # the table: the render session waits for the lock
+    db.execute("CREATE TABLE toasty (id int PRIMARY KEY, n int, body text)")
+    db.execute("INSERT INTO toasty SELECT 1, 1, string_agg(md5(g::text), '') FROM generate_series(1, 400) g")
+    db.execute("ANALYZE toasty")
+    selected = select_all(db.discover(), "LOG_BASED", only={"public-toasty"})
+    try:
+        state = [m for m in db.sync(selected) if m["type"] == "STATE"][-1]["value"]
+        db.execute("UPDATE toasty SET n = 2")
+        args = [*sync_args(db, selected), "--state", str(db.write_json("state-locks.json", state))]
+        with holding_lock(db, "toasty") as pid:
+            messages, stderr, code = run(db, args, dict(db.config, lock_timeout=1))
+    finally:
+        db.execute("DROP TABLE toasty")
+    assert code == 1
+    assert any("Reading slot" in line for line in stderr)  # the wait was the WAL pass's
+    assert_one_error_line(stderr, "LOG_BASED", "public.toasty", f"pid {pid}", HOLDER, "lock_timeout")
+    assert messages[-1]["type"] == "STATE"
+    assert not [m for m in messages if m["type"] == "RECORD"]
+
+
+def test_a_blocker_is_named_by_what_the_tap_may_see_of_it():
+    hidden = Blocker("a lock on public.t", 42, "bob", "psql", None, None, None)
+    assert hidden.describe() == 'pid 42 (user "bob", application "psql")'
+    active = Blocker("a lock on public.t", 43, "ops", None, "active", "VACUUM", 90)
+    assert active.describe() == 'pid 43 (user "ops", running VACUUM for 90 s)'
+    idle = Blocker("a lock on public.t", 44, "app", "web", "idle in transaction", "UPDATE", 7)
+    assert (
+        idle.describe()
+        == 'pid 44 (user "app", application "web", idle in transaction after UPDATE, which began 7 s ago)'
+    )
+    assert Blocker(None, 45, None, None, None, None, None).describe() == "pid 45"
+
+
+def test_many_blockers_are_named_by_the_first_three():
+    blockers = [Blocker("a lock on public.t", pid, None, None, None, None, None) for pid in range(1, 6)]
+    assert describe_blockers(blockers) == "pid 1, pid 2, pid 3 and 2 more"

@@ -62,6 +62,12 @@ def run(db, config: dict, *args: str, check: bool = True) -> tuple[list[dict], s
     return [json.loads(line) for line in lines], stderr, code
 
 
+def discover_failing(db, config: dict) -> tuple[list, str, int]:
+    """Run a --discover expected to fail; return no messages, its stderr and its exit code."""
+    _, stderr, code = db.run_tap("--discover", config=config, check=False, timeout=RUN_TIMEOUT)
+    return [], stderr, code
+
+
 def discover(db, config: dict) -> dict:
     lines, _, _ = db.run_tap("--discover", config=config, timeout=RUN_TIMEOUT)
     return json.loads("\n".join(lines))
@@ -174,3 +180,17 @@ def test_log_based_through_a_pooler_asks_for_a_direct_connection(db, server, cat
     assert stderr[-1].startswith("tap-postgres: error: LOG_BASED needs a direct connection to PostgreSQL")
     assert 'point "host" and "port" at the server' in stderr[-1]
     assert not any("Traceback" in line for line in stderr)
+
+
+def test_statement_mode_gets_one_line_naming_the_pool_modes_that_work(db, server, catalog):
+    full_table = select_all(json.loads(json.dumps(catalog)), only={"public-keyed"})
+    with pgcluster.pgbouncer(server.port, **{**POOL_OF_ONE, "pool_mode": "statement"}) as port:
+        for outcome in (discover_failing(db, through(db, port)), sync(db, through(db, port), full_table, check=False)):
+            messages, stderr, code = outcome
+            assert code != 0 and not records_of(messages)
+            assert (
+                stderr.strip()
+                .splitlines()[-1]
+                .startswith(f"tap-postgres: error: 127.0.0.1:{port} closed the connection at its first transaction")
+            )
+            assert "pool_mode = transaction or session" in stderr and "Traceback" not in stderr

@@ -54,7 +54,7 @@ the publication (the slot is created, the tables copied, the changes rendered). 
 Sessions no user code can reach, covered by clause 1 only: the --discover session (pg_catalog
 queries), the LOG_BASED session that looks up partitions' parents, the walsender (replication
 commands; wal2json runs only built-in output functions), and every session's first transaction,
-which only SETs the pinned settings.
+which only SETs the pinned settings and runs SELECT 1 (connect's check for a statement-mode pooler).
 """
 
 from __future__ import annotations
@@ -232,6 +232,11 @@ class Session:
         return any(renders_changes(statement) for statement in self.statements)
 
     @property
+    def ran_only_the_connect_check(self) -> bool:
+        """Tell whether the session ran only connect's first transaction: its settings and SELECT 1."""
+        return all(re.match(r"(BEGIN|SET LOCAL|SELECT 1$|ROLLBACK)", st.text) for st in self.statements)
+
+    @property
     def kind(self) -> str:
         """What the session was for, told from what it ran (for the reader of a failure)."""
         return next(label for label, test in SESSION_KINDS if test(self))
@@ -296,7 +301,8 @@ SESSION_KINDS = [
     ("--discover", lambda s: s.ran(r"^SELECT current_database\(\)$")),
     ("FULL_TABLE and INCREMENTAL", lambda s: s.ran(r"^COPY")),
     ("sync's catalog checks (LOG_BASED streams only)", lambda s: s.ran(r"pg_control_system\(\)")),
-    ("nothing run (LOG_BASED second renderer, nothing to render)", lambda s: not s.statements),
+    # connect's own first transaction (a statement-mode pooler would close the connection there)
+    ("nothing run (LOG_BASED second renderer, nothing to render)", lambda s: s.ran_only_the_connect_check),
     ("unknown", lambda s: True),
 ]
 

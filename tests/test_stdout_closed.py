@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -78,3 +79,35 @@ def test_ctrl_c_on_a_pipeline_whose_target_dies_first_exits_130_with_one_line(db
     lines = _error_lines(stderr)
     assert len(lines) == 1, stderr.decode()
     assert lines[0].startswith("tap-postgres: error: interrupted")
+
+
+# a target that keeps every byte it is given and reads slowly: the tap is blocked writing when SIGTERM comes
+SLOW_KEEPING_TARGET = (
+    "import sys, time\nout = open(sys.argv[1], 'wb')\n"
+    "while block := sys.stdin.buffer.read(8192):\n    out.write(block)\n    time.sleep(0.002)\n"
+)
+
+
+@integration
+def test_sigterm_while_the_tap_is_blocked_writing_leaves_only_whole_lines_then_the_last_state(db, big_table, tmp_path):
+    # batches of 30000 rows (~8 MB) are larger than the output buffer: one was written straight from
+    # its bytes, and the interrupted write left half a RECORD line with the STATE glued to it
+    received = tmp_path / "received"
+    config = db.write_json("config-big-batches.json", dict(db.config, itersize=30000))
+    args = ["--config", str(config), "--catalog", str(db.write_json("catalog.json", big_table))]
+    tap = subprocess.Popen([*TAP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    target = subprocess.Popen([sys.executable, "-c", SLOW_KEEPING_TARGET, str(received)], stdin=tap.stdout)
+    tap.stdout.close()
+    started = b""
+    while b"Syncing public-big" not in started:
+        line = tap.stderr.readline()
+        assert line, started.decode()
+        started += line
+    time.sleep(1.0)  # the pipe is full and the tap blocked in a write
+    tap.send_signal(signal.SIGTERM)
+    _, stderr = tap.communicate(timeout=60)
+    target.wait(timeout=60)
+    assert tap.returncode == 143, (started + stderr).decode()[-3000:]
+    messages = [json.loads(line) for line in received.read_bytes().splitlines()]  # a half line fails here
+    assert messages[-1]["type"] == "STATE"
+    assert [m["type"] for m in messages].count("RECORD") < 200000

@@ -143,7 +143,8 @@ class LogBasedSync:
         # the slot, the copies' snapshots and the WAL position must all come from the primary
         self.conn = connect(config)
         # a state from another pipeline is refused before its slot or publication is touched
-        slot_name, _ = locate_slot(self.conn, config)
+        self.recorded_slots = _recorded_slots(state)
+        slot_name, _ = locate_slot(self.conn, config, self.recorded_slots)
         self.origin = Origin(*database_identity(self.conn), slot=slot_name)
         claim_bookmarks(state, [stream.tap_stream_id for stream in streams], self.origin)
         self.saved_positions = {
@@ -169,7 +170,7 @@ class LogBasedSync:
         # holds no transaction first: through a pooler, that would keep the check waiting for a server connection
         self.conn.rollback()
         connect_replication(config).close()
-        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps)
+        self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps, self.recorded_slots)
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
         """Make pgoutput's publication hold the LOG_BASED tables, or check one the tap did not make (wal2json needs nothing)."""
@@ -194,19 +195,20 @@ class LogBasedSync:
         """Copy anew, under a new version, each stream whose table left the publication since its bookmark.
 
         Each bookmark records its table's membership token (publication.membership_tokens). A
-        different one means the table was out of the publication for a while, or the publication
-        was made again: pgoutput skipped its changes of that window for good, so streaming on from
-        the bookmark would silently lack them.
+        different one in the same publication means the table was out of it for a while: pgoutput
+        skipped its changes of that window for good, so streaming on from the bookmark would
+        silently lack them. Another publication (one made again, or another publication_name) is
+        younger than the slot, which the WAL pass refuses with a line of its own.
         """
         tokens = membership_tokens(self.conn, publication, tables)
         for stream in self.streams:
             saved = bookmark(self.state, stream.tap_stream_id)
             token = tokens[(stream.schema_name, stream.table_name)]
             recorded = saved.get(MEMBERSHIP_KEY)
-            if recorded is not None and recorded != token and saved.get("lsn") is not None:
+            if _left_and_came_back(recorded, token) and saved.get("lsn") is not None:
                 LOGGER.warning(
-                    "%s: its table left publication %s since the last run and is back (or the publication was "
-                    "made again), so pgoutput skipped its changes in between: copying it anew under a new version",
+                    "%s: its table left publication %s since the last run and is back, so pgoutput skipped its "
+                    "changes in between: copying it anew under a new version",
                     stream.tap_stream_id,
                     publication,
                 )
@@ -743,6 +745,22 @@ class WalPass:
 def _pgoutput_protocol(server_version: int) -> int:
     """Return the highest pgoutput protocol version a server speaks."""
     return 4 if server_version >= 160000 else 3 if server_version >= 150000 else 2 if server_version >= 140000 else 1
+
+
+def _left_and_came_back(recorded: str | None, token: str | None) -> bool:
+    """Tell whether a table's membership token changed within the same publication (`<publication oid>:<member>`)."""
+    if not isinstance(recorded, str) or token is None or recorded == token:
+        return False
+    return recorded.split(":", 1)[0] == token.split(":", 1)[0]
+
+
+def _recorded_slots(state: dict) -> set[str] | None:
+    """Return the slots the state's LOG_BASED bookmarks name in their origin, or None when it holds no `lsn` at all."""
+    positions = [saved for saved in state["bookmarks"].values() if isinstance(saved, dict) and "lsn" in saved]
+    if not positions:
+        return None
+    origins = [saved.get("origin") for saved in positions]
+    return {origin["slot"] for origin in origins if isinstance(origin, dict) and isinstance(origin.get("slot"), str)}
 
 
 def start_replication_command(slot_name: str, start_lsn: int, options: dict[str, str]) -> sql.Composed:

@@ -194,7 +194,7 @@ class RecordSink:
     """Target of COPY: takes server-rendered RECORD lines and writes them on in large blocks."""
 
     def __init__(self, writer: MessageWriter, progress: Progress, limit: ValueLimit | None = None):
-        self._out = writer.raw
+        self._write_lines = writer.write_lines
         self._parts: list[bytes] = []
         self._size = 0
         self._progress = progress
@@ -231,7 +231,7 @@ class RecordSink:
             block = self._limit.replace_markers(block)
         if not self.saw_clamped_timestamp:
             self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
-        self._out.write(block)
+        self._write_lines(block)
         self._progress.tick()
 
 
