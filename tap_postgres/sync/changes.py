@@ -308,11 +308,12 @@ class StreamChanges:
         )
 
     def _generated_value(self, column: Column) -> sql.Composable:
-        """Return a generated column's expression over the change's values, null in a delete that lacks its inputs.
+        """Return a generated column's expression over the change's values; in a delete, over the old row's.
 
-        A delete carries the replica identity: with REPLICA IDENTITY FULL every input, and the
-        column has its old value, as wal2json sends it; else it is null like every column
-        outside the key.
+        A delete carries the replica identity: with REPLICA IDENTITY FULL the column has its old
+        value, as wal2json sends a stored one; else it is null like every column outside the key.
+        pgoutput says which identity it sent; a wal2json delete (only a virtual column is evaluated
+        for it) counts as FULL when it has every input.
         """
         generation = column.generation
         value = sql.SQL("CAST(({}) AS {})").format(sql.SQL(generation.expression), sql.SQL(generation.type_sql))
@@ -322,11 +323,10 @@ class StreamChanges:
             )
             for name in generation.inputs
         ]
-        if not in_identity:  # a constant: a delete cannot tell whether its identity is FULL
-            return sql.SQL("CASE WHEN change.entry->>0 <> 'D' THEN {} END").format(value)
-        return sql.SQL("CASE WHEN change.entry->>0 <> 'D' THEN {} WHEN {} THEN {} END").format(
-            value, sql.SQL(" AND ").join(in_identity), value
+        full = sql.SQL("coalesce((change.entry->1->>'identity_full')::boolean, {})").format(
+            sql.SQL(" AND ").join(in_identity) if in_identity else sql.SQL("false")
         )
+        return sql.SQL("CASE WHEN change.entry->>0 <> 'D' THEN {} WHEN {} THEN {} END").format(value, full, value)
 
     def _typed_value(self, column: Column, fill: bool) -> sql.Composable:
         """Return the change's value of `column` read into the column's type."""
