@@ -14,7 +14,9 @@ Rules (documented in the README):
 - a column an update leaves out (wal2json omits unchanged TOASTed values) takes the value of the
   old row when the replica identity is FULL, else the row's current value read by primary key
   when the batch is rendered. It is never emitted as NULL while the row exists; if the row has
-  been deleted since, the delete follows later in the stream.
+  been deleted since, the delete follows later in the stream;
+- a generated column the plugin does not send (pgoutput's, a virtual one) is its expression
+  evaluated over the change's own values (in a delete, only over a FULL identity's old row).
 """
 
 from __future__ import annotations
