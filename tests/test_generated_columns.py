@@ -190,3 +190,29 @@ def test_incremental_emits_generated_values(db, discovered, runs):
     catalog = chosen(discovered, {"public-items"}, method="INCREMENTAL", replication_key="id")
     rows = {r["id"]: (r["g"], r["t"]) for r in records_of(db.sync(catalog))}
     assert rows == {id_: (g, t) for id_, g, t in db.query("SELECT id, g, t FROM items")}
+
+
+def test_virtual_generated_columns_are_evaluated(db, plugin):
+    """PostgreSQL 18's virtual generated columns are never in the WAL: every change evaluates them."""
+    if db.query("SELECT current_setting('server_version_num')::int")[0][0] < 180000:
+        pytest.skip("virtual generated columns are new in PostgreSQL 18")
+    db.execute(
+        "CREATE TABLE virtual_items (id int PRIMARY KEY, p int, "
+        "v int GENERATED ALWAYS AS (p * 3) VIRTUAL, s int GENERATED ALWAYS AS (p + 1) STORED)"
+    )
+    try:
+        db.execute("INSERT INTO virtual_items (id, p) VALUES (1, 1)")
+        catalog = select_all(db.discover(), method="LOG_BASED", only={"public-virtual_items"})
+        first = db.sync(catalog)
+        db.execute("INSERT INTO virtual_items (id, p) VALUES (2, 5)")
+        db.execute("UPDATE virtual_items SET p = 7 WHERE id = 1")
+        db.execute("DELETE FROM virtual_items WHERE id = 2")
+        records = records_of(db.sync(catalog, state=states_of(first)[-1]))
+        assert [(r["id"], r["v"], r["s"]) for r in records_of(first)] == [(1, 3, 2)]
+        assert [(r["id"], r["v"], r["s"], r["_sdc_deleted_at"] is None) for r in records] == [
+            (2, 15, 6, True),
+            (1, 21, 8, True),
+            (2, None, None, False),
+        ]
+    finally:
+        db.execute("DROP TABLE virtual_items")
