@@ -31,7 +31,7 @@ CREATE TABLE "Odd ""Names"" Here" (
     id int PRIMARY KEY,
     "Weird ""col"" Name" int,
     "select" text,
-    "from" text GENERATED ALWAYS AS (upper("select") || ("Weird ""col"" Name" + 1)::text) STORED
+    "from" text GENERATED ALWAYS AS (upper("select") || ("Weird ""col"" Name" % 1000 + 1)::text) STORED
 );
 CREATE TABLE keyed_only (k int PRIMARY KEY, gk int GENERATED ALWAYS AS (k + 1) STORED);
 CREATE TABLE documents (
