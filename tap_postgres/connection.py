@@ -22,6 +22,7 @@ from tap_postgres.errors import (
     TapPostgresError,
 )
 from tap_postgres.inflight import IN_FLIGHT
+from tap_postgres.server_versions import require_supported
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -150,6 +151,7 @@ def connect(config: Config, *, secondary: bool = False) -> TapConnection:
         conn = psycopg2.connect(**options, connection_factory=TapConnection)
     except psycopg2.OperationalError as exc:
         raise describe_connect_failure(exc, options) from None
+    require_supported(conn)  # libpq knows the version from the startup: no query
     conn.secondary = secondary
     conn.transaction_start += set_local({"lock_timeout": f"{config.lock_timeout}s"})
     _refuse_statement_pooling(conn, options)
@@ -218,6 +220,7 @@ def connect_replication(config: Config) -> psycopg2.extras.LogicalReplicationCon
         if "unsupported startup parameter" in str(exc):
             raise _needs_direct_connection(options, str(exc)) from None
         raise describe_connect_failure(exc, options) from None
+    require_supported(conn)
     try:
         with conn.cursor() as cur:
             cur.execute("IDENTIFY_SYSTEM")

@@ -99,6 +99,10 @@ class TableMissingError(TapPostgresError):
     """Raised when a selected stream's table or column no longer exists in the database."""
 
 
+class UnsupportedServerError(TapPostgresError):
+    """Raised at connect time when the server is older than the lowest version the tap supports."""
+
+
 class NotSupportedError(TapPostgresError):
     """Raised when the catalog or config asks for something this version cannot do."""
 

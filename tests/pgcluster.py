@@ -23,6 +23,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import pgversions  # noqa: E402
+
 PASSWORD = "tap-postgres-test-secret"
 SUPERUSER = "postgres"
 SERVER_SETTINGS = {
@@ -42,9 +45,12 @@ SERVER_SETTINGS = {
 
 
 def bin_dir() -> Path:
-    """Return the directory of initdb and pg_ctl: $PG_BIN, else the newest /usr/lib/postgresql/*/bin."""
+    """Return the directory of initdb and pg_ctl: $PG_BIN, else the pinned build of $TAP_PG_VERSION
+    (tests/pgversions.py), else the newest /usr/lib/postgresql/*/bin."""
     if os.environ.get("PG_BIN"):
         return Path(os.environ["PG_BIN"])
+    if os.environ.get("TAP_PG_VERSION"):
+        return pgversions.bin_dir(os.environ["TAP_PG_VERSION"])
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     if candidates:
         return Path(candidates[-1])
@@ -81,14 +87,14 @@ def _chown_to_server_user(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def start(data_dir: Path, port: int | None = None) -> int:
-    """Create (if needed) and start a cluster in `data_dir`; return its port."""
+def start(data_dir: Path, port: int | None = None, binaries: Path | None = None) -> int:
+    """Create (if needed) and start a cluster in `data_dir` with `binaries` (default bin_dir()); return its port."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     _chown_to_server_user(data_dir)
     os.chmod(data_dir, 0o700)
     port = port or free_port()
-    binaries = bin_dir()
+    binaries = binaries or bin_dir()
     if not (data_dir / "PG_VERSION").exists():
         with tempfile.NamedTemporaryFile("w", delete=False, suffix=".pw") as pwfile:
             pwfile.write(PASSWORD)
@@ -145,6 +151,7 @@ def start(data_dir: Path, port: int | None = None) -> int:
         stdout=subprocess.DEVNULL,
     )
     (data_dir / "tap-postgres.port").write_text(str(port))
+    (data_dir / "tap-postgres.bin").write_text(str(binaries))  # stop() uses the same pg_ctl
     return port
 
 
@@ -153,8 +160,10 @@ def stop(data_dir: Path) -> None:
     data_dir = Path(data_dir).resolve()
     if not (data_dir / "postmaster.pid").exists():
         return
+    started_with = data_dir / "tap-postgres.bin"
+    binaries = Path(started_with.read_text()) if started_with.exists() else bin_dir()
     subprocess.run(
-        _as_server_user([str(bin_dir() / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]),
+        _as_server_user([str(binaries / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]),
         check=False,
         stdout=subprocess.DEVNULL,
     )

@@ -46,7 +46,7 @@ def pgoutput_slot(db, tables):
     finally:
         db.drop_slots()
         db.execute(f'DROP PUBLICATION IF EXISTS "pipelinewise_{db.name}"')
-        db.plugin = "wal2json"
+        db.plugin = db.default_plugin
 
 
 def test_a_table_leaves_the_publication_only_when_its_bookmark_leaves_the_state(db, tables, pgoutput_slot):
@@ -100,6 +100,7 @@ def test_a_table_without_replica_identity_is_refused_and_never_published(db, tab
     db.execute("INSERT INTO keyless VALUES ('still writable')")
 
 
+@pytest.mark.wal2json
 def test_output_plugin_that_differs_from_the_slots_is_one_line(db, tables):
     db.create_slot()  # wal2json, as pipelinewise made it
     try:
@@ -159,9 +160,10 @@ def test_with_the_default_allowlist_pgoutput_works_and_wal2json_says_what_to_do(
         db.drop_slots()
         db.execute(f'DROP PUBLICATION IF EXISTS "pipelinewise_{db.name}"')
         db.execute("DELETE FROM pets WHERE id = 3")
-        db.plugin = "wal2json"
+        db.plugin = db.default_plugin
 
 
+@pytest.mark.wal2json
 def test_moving_a_wal2json_pipeline_to_pgoutput_loses_and_repeats_nothing(db, tables):
     """The README's procedure, step by step, with writes between every step."""
     slot = f"pipelinewise_{db.name}"
@@ -192,7 +194,7 @@ def test_moving_a_wal2json_pipeline_to_pgoutput_loses_and_repeats_nothing(db, ta
     finally:
         db.drop_slots()
         db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
-        db.plugin = "wal2json"
+        db.plugin = db.default_plugin
 
 
 def test_a_first_pipeline_on_a_default_server_chooses_pgoutput_and_says_why(db, tables, default_allowlist):

@@ -499,6 +499,8 @@ def cluster():
     try:
         port = pgcluster.start(data_dir)
         server = Server(port=port, data_dir=data_dir)
+        if not server.has_wal2json:  # the pinned builds of make test-versions
+            pytest.skip("the audit reads its first database through wal2json, which only Debian's 15 here has")
         with closing(server.connect()) as conn, conn.cursor() as cur:
             for name, value in LOG_SETTINGS.items():
                 cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))

@@ -26,6 +26,7 @@ def other(server, db, tmp_path_factory):
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{name}"')
     database = Database(server=server, name=name, tmp_dir=tmp_path_factory.mktemp(name))
+    database.plugin = database.default_plugin
     database.conn = server.connect(name)
     try:
         yield database

@@ -43,6 +43,7 @@ from tap_postgres.replication import (
     log_slot_health,
     wait_until_free,
 )
+from tap_postgres.server_versions import pgoutput_protocol
 from tap_postgres.state import (
     MEMBERSHIP_KEY,
     Origin,
@@ -515,7 +516,7 @@ class WalPass:
             return {
                 # 2 streams large transactions, 3 two-phase, 4 in parallel: none is asked for, so any
                 # version the server speaks reads the same messages; the highest it speaks is taken
-                "proto_version": str(_pgoutput_protocol(self.sync.conn.server_version)),
+                "proto_version": str(pgoutput_protocol(self.sync.conn.server_version)),
                 "publication_names": sql.Identifier(name).as_string(self.sync.conn),
             }
         options = {
@@ -740,11 +741,6 @@ class WalPass:
             self.renderer.drain()
         self.changes_since_state = 0
         self.last_state = time.monotonic()
-
-
-def _pgoutput_protocol(server_version: int) -> int:
-    """Return the highest pgoutput protocol version a server speaks."""
-    return 4 if server_version >= 160000 else 3 if server_version >= 150000 else 2 if server_version >= 140000 else 1
 
 
 def _left_and_came_back(recorded: str | None, token: str | None) -> bool:
