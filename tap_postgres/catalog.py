@@ -11,6 +11,10 @@ from tap_postgres.errors import CatalogError
 
 LOGGER = logging.getLogger("tap-postgres")
 
+# the properties the tap adds to LOG_BASED records: the commit time of a delete, and with debug_lsn the WAL position
+DELETED_AT = "_sdc_deleted_at"
+LSN = "_sdc_lsn"
+
 
 @dataclasses.dataclass(frozen=True)
 class SelectedStream:
@@ -86,6 +90,8 @@ def _parse_entry(entry: Any, config: Config) -> SelectedStream | None:
             columns.append(replication_key)
     if method == "LOG_BASED" and is_view:
         raise CatalogError(f'stream "{stream_id}" is a view: LOG_BASED cannot read views, use FULL_TABLE')
+    if method == "LOG_BASED":
+        columns = _without_tap_properties(stream_id, columns, key_properties, config)
 
     schema = dict(entry["schema"])
     schema["properties"] = {name: properties[name] for name in columns}
@@ -101,6 +107,35 @@ def _parse_entry(entry: Any, config: Config) -> SelectedStream | None:
         schema=schema,
         metadata=table_md,
     )
+
+
+def log_based_properties(config: Config) -> tuple[str, ...]:
+    """Return the properties the tap adds to every LOG_BASED record."""
+    return (DELETED_AT, LSN) if config.debug_lsn else (DELETED_AT,)
+
+
+def _without_tap_properties(stream_id: str, columns: list[str], keys: list[str], config: Config) -> list[str]:
+    """Leave out of a LOG_BASED stream the columns named like a property the tap adds, warning once each.
+
+    A record has one key of a name, and the tap's must win: a target deletes the rows whose
+    `_sdc_deleted_at` is set. A key column cannot be left out, so it stops the run.
+    """
+    taken = [name for name in columns if name in log_based_properties(config)]
+    for name in taken:
+        fix = "rename the column, or replicate the stream with FULL_TABLE or INCREMENTAL, which add no such property"
+        if name in keys:
+            raise CatalogError(
+                f'stream "{stream_id}": key column "{name}" is named like a property LOG_BASED adds: {fix}'
+            )
+        LOGGER.warning(
+            '%s: column "%s" is left out of LOG_BASED records, which carry the tap\'s own "%s" (%s); to keep it, %s',
+            stream_id,
+            name,
+            name,
+            "the delete's commit time" if name == DELETED_AT else "the change's WAL position",
+            fix,
+        )
+    return [name for name in columns if name not in taken]
 
 
 def _metadata_by_breadcrumb(stream_id: str, entries: list) -> tuple[dict, dict[str, dict]]:

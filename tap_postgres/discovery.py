@@ -57,10 +57,21 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
        format_type(a.atttypid, NULL), tn.nspname, t.typname, col_description(a.attrelid, a.attnum),
-       has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+       has_column_privilege(a.attrelid, a.attnum, 'SELECT'),
+       a.attgenerated, pg_get_expr(d.adbin, d.adrelid), format_type(a.atttypid, a.atttypmod),
+       CASE WHEN d.oid IS NOT NULL THEN ARRAY(
+           SELECT input.attname
+             FROM pg_depend dep
+             JOIN pg_attribute input ON input.attrelid = dep.refobjid AND input.attnum = dep.refobjsubid
+            WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+              AND dep.refclassid = 'pg_class'::regclass AND dep.refobjid = a.attrelid
+              AND dep.refobjsubid > 0 AND dep.refobjsubid <> a.attnum
+            ORDER BY input.attnum) END
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   JOIN pg_namespace tn ON tn.oid = t.typnamespace
+  -- a generated column's expression (the default of any other column is not needed)
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.attgenerated <> ''
  WHERE a.attrelid = ANY(%(oids)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attrelid, a.attnum
 """
@@ -96,6 +107,17 @@ SELECT i.indrelid, array_agg(a.attname ORDER BY k.position)
 
 
 @dataclasses.dataclass(frozen=True)
+class Generation:
+    """How the server makes a generated column's value: an expression over the row's other columns."""
+
+    kind: str  # pg_attribute.attgenerated: s(tored), or v(irtual) from PostgreSQL 18
+    # pg_get_expr's text, whose names resolve under the session's search_path as they did when it was read
+    expression: str
+    type_sql: str  # the column's type with its modifier, which the value is cast to as it is when stored
+    inputs: tuple[str, ...]  # the columns the expression reads
+
+
+@dataclasses.dataclass(frozen=True)
 class Column:
     """One column of a table as pg_catalog describes it."""
 
@@ -108,6 +130,7 @@ class Column:
     not_null: bool
     description: str | None
     selectable: bool
+    generation: Generation | None = None  # None unless a generated column
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,10 +208,17 @@ def describe_tables(
         typname,
         description,
         selectable,
+        generated,
+        expression,
+        type_sql,
+        inputs,
     ) in column_rows:
         column_type = resolve_type(type_rows, type_oid, typmod)
+        generation = Generation(generated, expression, type_sql, tuple(inputs)) if expression else None
         columns_by_table[relid].append(
-            Column(name, sql_datatype, (type_schema, typname), column_type, not_null, description, selectable)
+            Column(
+                name, sql_datatype, (type_schema, typname), column_type, not_null, description, selectable, generation
+            )
         )
 
     return [

@@ -363,8 +363,13 @@ def _as_base(column: ColumnType, value: sql.Composable) -> sql.Composable:
     return sql.SQL("({})::{}").format(value, sql.Identifier(*column.domain_base))
 
 
-def wal2json_value_sql(column: ColumnType, text: sql.Composable, cast: sql.Composable) -> sql.Composable:
-    """Return SQL that reads wal2json's text of a value (`text`) back into the column's type (`cast`)."""
+def wal2json_value_sql(column: ColumnType | None, text: sql.Composable, cast: sql.Composable) -> sql.Composable:
+    """Return SQL that reads wal2json's text of a value (`text`) back into the column's type (`cast`).
+
+    A type the tap does not know (None) is only read as the input of a generated column's expression.
+    """
+    if column is None:
+        return sql.SQL("({})::{}").format(text, cast)
     if column.base_name == "bytea" and not column.is_array and not column.domain_base:
         # wal2json prints a bytea column as bare hex, without the \\x prefix the input function needs
         return sql.SQL("decode({}, 'hex')").format(text)

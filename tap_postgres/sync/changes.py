@@ -14,7 +14,9 @@ Rules (documented in the README):
 - a column an update leaves out (wal2json omits unchanged TOASTed values) takes the value of the
   old row when the replica identity is FULL, else the row's current value read by primary key
   when the batch is rendered. It is never emitted as NULL while the row exists; if the row has
-  been deleted since, the delete follows later in the stream.
+  been deleted since, the delete follows later in the stream;
+- a generated column the plugin does not send (pgoutput's, a virtual one) is its expression
+  evaluated over the change's own values (in a delete, only over a FULL identity's old row).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import orjson
 from psycopg2 import extensions, sql
 
 from tap_postgres import types
-from tap_postgres.catalog import SelectedStream
+from tap_postgres.catalog import DELETED_AT, LSN, SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import OversizeValueError
 from tap_postgres.output import now_extracted, record_envelope
@@ -51,8 +53,6 @@ LOGGER = logging.getLogger("tap-postgres")
 BATCH_CHANGES = 5000
 BATCH_BYTES = 8 << 20
 
-DELETED_AT = "_sdc_deleted_at"
-LSN = "_sdc_lsn"
 _COMMIT_TIME = types.ColumnType(base_name="timestamptz", base_kind="b", base_category="D")
 
 # Every reference to a change, a stored row or a typed value is qualified by one of the render
@@ -104,7 +104,9 @@ class StreamChanges:
         self._entries: list[bytes] = []
         self._size = 0
         self._fill = False
-        self.adopt(table, columns, [column.name for column in table.columns])
+        # pgoutput sends no generated column before PostgreSQL 18 (nor on 18 unless its publication asks)
+        sent = [c.name for c in table.columns if not (self.bare_values and c.generation)]
+        self.adopt(table, columns, sent)
 
     def adopt(self, table: Table, columns: list[Column], wal_names: list[str]) -> None:
         """Take the table as it is now, the columns to emit and the column names wal2json sends."""
@@ -116,8 +118,12 @@ class StreamChanges:
         self._gone = {column.name for column in columns if column.name not in existing}
         self._keys = [column for column in columns if column.name in table.primary_key]
         self._key_names = {column.name for column in self._keys}
-        # columns the table has but wal2json never sends (generated columns) are read from the row
-        self._always_fill = any(c.name not in self._wal_name_set and c.name not in self._gone for c in columns)
+        self._evaluated, self._inputs = generated_columns(table, columns, self._wal_name_set)
+        # a column the table has but the plugin does not send, and that is not generated, is read from the row
+        evaluated = {column.name for column in self._evaluated}
+        self._always_fill = any(
+            c.name not in self._wal_name_set and c.name not in self._gone and c.name not in evaluated for c in columns
+        )
 
     @property
     def pending(self) -> int:
@@ -256,10 +262,7 @@ class StreamChanges:
         )
         if self.debug_lsn:
             rendered.append(sql.SQL("{} AS {}").format(_CHANGE_LSN_SQL, sql.Identifier(LSN)))
-        typed = sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(self._typed_value(column, fill), sql.Identifier(column.name))
-            for column in self.columns
-        )
+        typed = self._typed_relation(fill)
         stored_row = sql.SQL("")
         if fill:
             stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 = 'P' AND {} = {}").format(
@@ -269,7 +272,7 @@ class StreamChanges:
             )
         query = sql.SQL(
             "SELECT {} FROM jsonb_array_elements({}::jsonb) WITH ORDINALITY AS change(entry, n) {} "
-            "CROSS JOIN LATERAL (SELECT {} OFFSET 0) AS typed {}"
+            "CROSS JOIN LATERAL ({}) AS typed {}"
         ).format(
             sql.SQL(", ").join(rendered),
             sql.Literal(batch),
@@ -279,6 +282,53 @@ class StreamChanges:
             sql.SQL("ORDER BY change.n") if fill else sql.SQL(""),
         )
         return copy_records(envelope, query)
+
+    def _typed_relation(self, fill: bool) -> sql.Composable:
+        """Return the query of one change's typed values, by column name (the LATERAL `typed`).
+
+        A generated column the plugin does not send is its expression, evaluated over the
+        change's own values: the query of the other values (and of the expression's inputs the
+        stream does not emit) is the FROM of the one that evaluates it, so the expression's bare
+        column names resolve to them.
+        """
+        evaluated = {column.name for column in self._evaluated}
+        read = [column for column in self.columns if column.name not in evaluated] + self._inputs
+        values = sql.SQL("SELECT {} OFFSET 0").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(self._typed_value(column, fill), sql.Identifier(column.name))
+                for column in read
+            )
+        )
+        if not self._evaluated:
+            return values
+        return sql.SQL("SELECT inputs.*, {} FROM ({}) AS inputs OFFSET 0").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(self._generated_value(column), sql.Identifier(column.name))
+                for column in self._evaluated
+            ),
+            values,
+        )
+
+    def _generated_value(self, column: Column) -> sql.Composable:
+        """Return a generated column's expression over the change's values; in a delete, over the old row's.
+
+        A delete carries the replica identity: with REPLICA IDENTITY FULL the column has its old
+        value, as wal2json sends a stored one; else it is null like every column outside the key.
+        pgoutput says which identity it sent; a wal2json delete (only a virtual column is evaluated
+        for it) counts as FULL when it has every input.
+        """
+        generation = column.generation
+        value = sql.SQL("CAST(({}) AS {})").format(sql.SQL(generation.expression), sql.SQL(generation.type_sql))
+        in_identity = [
+            sql.SQL("jsonb_path_exists(change.entry->1->'identity', '$[*] ? (@.name == $n)', {})").format(
+                sql.Literal(json.dumps({"n": name}))
+            )
+            for name in generation.inputs
+        ]
+        full = sql.SQL("coalesce((change.entry->1->>'identity_full')::boolean, {})").format(
+            sql.SQL(" AND ").join(in_identity) if in_identity else sql.SQL("false")
+        )
+        return sql.SQL("CASE WHEN change.entry->>0 <> 'D' THEN {} WHEN {} THEN {} END").format(value, full, value)
 
     def _typed_value(self, column: Column, fill: bool) -> sql.Composable:
         """Return the change's value of `column` read into the column's type."""
@@ -327,14 +377,49 @@ _COMMIT_COLUMN = Column(
 )
 
 
-def with_new_columns(stream: SelectedStream, table: Table, wal_names: list[str], columns: list[Column]):
-    """Return the stream and columns widened by the table's columns that appeared since the catalog was made."""
+def generated_columns(table: Table, columns: list[Column], sent: set[str]) -> tuple[list[Column], list[Column]]:
+    """Return the emitted generated columns the render query evaluates, and the inputs it reads beyond `columns`.
+
+    A stored generated column the plugin sends is read like any other; a virtual one (18) is
+    evaluated even when sent, as its value is never in the WAL.
+    """
+    current = {column.name: column for column in table.columns}
+    evaluated = [
+        current[column.name]
+        for column in columns
+        if column.name in current
+        and current[column.name].generation is not None
+        and (column.name not in sent or current[column.name].generation.kind == "v")
+    ]
+    emitted = {column.name for column in columns}
+    inputs: list[Column] = []
+    for column in evaluated:
+        for name in column.generation.inputs:
+            if name not in emitted and name in current and current[name] not in inputs:
+                inputs.append(current[name])
+    return evaluated, inputs
+
+
+def with_new_columns(
+    stream: SelectedStream, table: Table, wal_names: list[str], columns: list[Column], tap_properties: tuple[str, ...]
+):
+    """Return the stream and columns widened by the table's columns that appeared since the catalog was made.
+
+    A new column named like one of the tap's own properties is left out, as the catalog's are.
+    """
     known = {column.name for column in columns}
     added = [
         column
         for column in table.columns
         if column.name in wal_names and column.name not in known and column.name not in stream.schema["properties"]
     ]
+    for column in [column for column in added if column.name in tap_properties]:
+        LOGGER.warning(
+            'New column "%s" of %s is named like a property the tap adds to LOG_BASED records: leaving it out',
+            column.name,
+            stream.tap_stream_id,
+        )
+        added.remove(column)
     supported = [column for column in added if column.type is not None and types.family_of(column.type)]
     for column in added:
         if column not in supported:

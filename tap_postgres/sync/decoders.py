@@ -163,6 +163,7 @@ class PgoutputDecoder:
         relation = self.relations[relid]
         offset = 5
         identity = None
+        key_only = True
         if payload[offset : offset + 1] in (b"K", b"O"):
             key_only = payload[offset : offset + 1] == b"K"
             names, values, offset = self._values(relation, payload, offset + 1)
@@ -179,7 +180,9 @@ class PgoutputDecoder:
             change.whole_row = True  # the common case: its values are rendered by position
             return change
         if identity is not None:
-            change.message["identity"] = identity
+            # REPLICA IDENTITY FULL (the old row) or not (the key): a delete's generated columns
+            # are evaluated over the old row only when it is whole
+            change.message["identity"], change.message["identity_full"] = identity, not key_only
         return change
 
     @staticmethod

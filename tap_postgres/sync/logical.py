@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import extensions, sql
 
-from tap_postgres.catalog import SelectedStream
+from tap_postgres.catalog import SelectedStream, log_based_properties
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
 from tap_postgres.discovery import RELATION_KINDS, Column, Table, describe_tables
@@ -695,7 +695,9 @@ class WalPass:
                 "while its changes were being read: remove the stream from the catalog"
             )
         wal_names = list(change.names)
-        widened, columns = with_new_columns(stream, described[0], wal_names, changes.columns)
+        widened, columns = with_new_columns(
+            stream, described[0], wal_names, changes.columns, log_based_properties(self.config)
+        )
         changes.stream = widened
         changes.adopt(described[0], columns, wal_names)
         if widened is not stream:

@@ -59,7 +59,9 @@ class Example:
         for statement in table.ddl:
             run(statement)
         columns = [
-            f"{ident(c.name)} {c.type.sql}" + (" NOT NULL" if c.not_null and not c.type.not_null else "")
+            f"{ident(c.name)} {c.type.sql}"
+            + (f" GENERATED ALWAYS AS ({c.generation}) STORED" if c.generation else "")
+            + (" NOT NULL" if c.not_null and not c.type.not_null else "")
             for c in table.columns
         ]
         if table.primary_key:
@@ -174,7 +176,7 @@ class Example:
         """
         table, changes = self.table, []
         untouched = list(rows)
-        fixed = set(table.primary_key)
+        fixed = set(table.primary_key) | {index for index, c in enumerate(self.columns) if c.generation}
         if table.partitioning:
             fixed |= {table.partitioning.column, table.partitioning.sub_column} - {None}
         target_table = f"{ident(table.name)} AS src"

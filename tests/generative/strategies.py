@@ -702,6 +702,13 @@ def array_value(draw, column_type: ColumnType) -> str:
     return value if column_type.sql == array_sql else f"({value})::{column_type.sql}"
 
 
+def inserted_values(column: Column, large: bool = True) -> st.SearchStrategy[str]:
+    """SQL expressions an INSERT gives a column: DEFAULT for a generated one."""
+    if column.generation is not None:
+        return st.just("DEFAULT")
+    return column_values(column.type, column.nullable, large=large)
+
+
 def column_values(column_type: ColumnType, nullable: bool, large: bool = True) -> st.SearchStrategy[str]:
     """SQL expressions of the values a column takes, NULL included when it may hold NULL."""
     values = array_value(column_type) if column_type.array else scalar_values(column_type, large=large)
@@ -718,6 +725,7 @@ class Column:
     name: str
     type: ColumnType
     not_null: bool
+    generation: str | None = None  # GENERATED ALWAYS AS (this) STORED; rows and inserts give it DEFAULT
 
     @property
     def nullable(self) -> bool:
@@ -774,6 +782,12 @@ class Table:
         printer.text(repr(self))
 
 
+# the type of a generated column: not a key, not partitioned by
+GENERATED_TYPE = ColumnType(
+    sql="integer", base=_builtin("int4", "integer", "integer", _int_texts(32)), keyable=False, description="generated"
+)
+
+
 @st.composite
 def tables(draw, max_columns: int = 5, max_rows: int = 6) -> Table:
     """A table of 1-5 columns of random names and types with a few rows."""
@@ -786,6 +800,16 @@ def tables(draw, max_columns: int = 5, max_rows: int = 6) -> Table:
     for name in names:
         column_type = draw(column_types(types))
         columns.append(Column(name=name, type=column_type, not_null=column_type.not_null or draw(st.booleans())))
+    if draw(st.integers(0, 2)) == 2:
+        # how many of the other columns are NULL: pgoutput does not send it, so the tap evaluates the
+        # expression over every column of the change (any type, any name, TOASTed values left out)
+        generated = Column(
+            name=unique_name("generated", set(names)),
+            type=GENERATED_TYPE,
+            not_null=False,
+            generation=f"num_nulls({', '.join(ident(column.name) for column in columns)})",
+        )
+        columns.insert(draw(st.integers(0, len(columns))), generated)
     keyable = [index for index, column in enumerate(columns) if column.type.keyable]
     primary_key = draw(st.lists(st.sampled_from(keyable), unique=True, max_size=3)) if keyable else []
     for index in primary_key:
@@ -801,7 +825,7 @@ def tables(draw, max_columns: int = 5, max_rows: int = 6) -> Table:
         sub = draw(st.one_of(st.none(), st.sampled_from(can_partition)))
         partitioning = Partitioning(draw(st.sampled_from(["RANGE", "LIST"])), column, draw(st.integers(1, 3)), sub)
     # a key value must fit in a btree entry: no TOASTed values in key columns
-    values = [column_values(c.type, c.nullable, large=index not in primary_key) for index, c in enumerate(columns)]
+    values = [inserted_values(c, large=index not in primary_key) for index, c in enumerate(columns)]
     rows = draw(st.lists(st.tuples(*values).map(list), max_size=max_rows))
     return Table(
         name=table_name,
@@ -831,7 +855,7 @@ class Op:
 def dml_plans(draw, table: Table) -> list[Op]:
     """A few single-row changes, each row touched at most once (the test then knows every row's last state)."""
     all_values = st.tuples(
-        *(column_values(c.type, c.nullable, large=i not in table.primary_key) for i, c in enumerate(table.columns))
+        *(inserted_values(c, large=i not in table.primary_key) for i, c in enumerate(table.columns))
     ).map(list)
     ops = []
     for _ in range(draw(st.integers(1, 5))):
