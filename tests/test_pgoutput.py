@@ -236,16 +236,7 @@ def test_a_missing_slot_names_the_publication_first_then_the_slot(db, tables, de
     assert not db.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (slot,))
 
 
-def test_a_publication_younger_than_the_slot_gets_its_cause_and_a_way_out_that_loses_nothing(
-    db, tables, pgoutput_slot, request
-):
-    if db.server.version_num >= 180000:
-        # PostgreSQL 18's pgoutput skips a publication missing at a change's point in the WAL with a
-        # WARNING (which psycopg2 does not surface on a replication connection) and reads on: row 10
-        # is lost without a word, the run exits 0 with row 11. A known bug (issue 19); strict, so
-        # the fix makes this marker fail until it is removed.
-        reason = "PostgreSQL 18 skips a missing publication without an error, and the tap does not notice yet"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+def test_a_publication_younger_than_the_slot_gets_its_cause_and_a_way_out_that_loses_nothing(db, tables, pgoutput_slot):
     catalog = log_based(tables, "public-toys")
     state = states_of(db.sync(catalog))[-1]
     db.execute("INSERT INTO toys VALUES (10, 'before the new publication')")
