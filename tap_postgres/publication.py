@@ -225,6 +225,7 @@ def ensure_publication(
     has not left the pipeline: pgoutput skips for ever the changes made while a table is out.
     """
     _refuse_tables_without_identity(conn, tables)
+    _refuse_full_identity_with_virtual_columns(conn, tables)
     wanted = sorted(tables)
     publication = read_publication(conn, name)
     if publication is not None and not publication.made_by(slot_name, config.tap_id):
@@ -360,6 +361,41 @@ def _refuse_tables_without_identity(conn: extensions.connection, tables: list[tu
             f"{names} has no replica identity (no primary key): in a publication the server would reject its "
             "UPDATEs and DELETEs, so pgoutput cannot read it. Give it a primary key or REPLICA IDENTITY FULL, "
             "or sync it with FULL_TABLE or INCREMENTAL"
+        )
+
+
+# Each table, or partition, with REPLICA IDENTITY FULL and a virtual generated column (18): no
+# publication can carry a virtual column, so once published the server rejects its UPDATEs and DELETEs.
+_FULL_IDENTITY_WITH_VIRTUAL_SQL = (
+    "SELECT DISTINCT n.nspname, c.relname"
+    + _TREE_SQL
+    + """
+ WHERE c.relkind = 'r' AND c.relreplident = 'f'
+   AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                              AND to_jsonb(a)->>'attgenerated' = 'v')
+ ORDER BY 1, 2
+"""
+)
+
+
+def _refuse_full_identity_with_virtual_columns(conn: extensions.connection, tables: list[tuple[str, str]]) -> None:
+    """Refuse, before it is published, a FULL-identity table with a virtual generated column (18)."""
+    if not publishes_generated_columns(conn.server_version):
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            _FULL_IDENTITY_WITH_VIRTUAL_SQL,
+            {"schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables]},
+        )
+        refused = cur.fetchall()
+    conn.rollback()
+    if refused:
+        names = ", ".join(sql.Identifier(*pair).as_string(conn) for pair in refused)
+        raise NotSupportedError(
+            f"{names} has REPLICA IDENTITY FULL and a virtual generated column, which no publication can carry: "
+            "in one, the server would reject its UPDATEs and DELETEs, so pgoutput cannot read it. Give it a "
+            "primary key as its replica identity (REPLICA IDENTITY DEFAULT), or sync it with FULL_TABLE or "
+            "INCREMENTAL"
         )
 
 
