@@ -30,6 +30,9 @@ class SelectedStream:
     columns: list[str]  # the columns to query and emit, in catalog order
     schema: dict  # the catalog's JSON schema, reduced to `columns`
     metadata: dict  # table-level metadata as given
+    # every column the catalog names, selected or not: a column LOG_BASED finds in a change is new
+    # (and emitted) only when the catalog does not know it, so a deselected column stays out
+    catalog_columns: frozenset[str] = frozenset()
 
 
 def parse_catalog(raw: Any, config: Config) -> list[SelectedStream]:
@@ -106,6 +109,7 @@ def _parse_entry(entry: Any, config: Config) -> SelectedStream | None:
         columns=columns,
         schema=schema,
         metadata=table_md,
+        catalog_columns=frozenset(properties),
     )
 
 

@@ -26,6 +26,7 @@ from psycopg2 import extensions, sql
 
 from tap_postgres.config import Config
 from tap_postgres.errors import NotSupportedError, ReplicationError
+from tap_postgres.server_versions import publishes_generated_columns
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -71,7 +72,8 @@ SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.pubviaroot, p.pub
                   WHERE r.prpubid = p.oid), '[]'),
        to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                        WHERE d.refobjid = p.oid AND d.classid = to_regclass('pg_catalog.pg_publication_namespace'))
+                        WHERE d.refobjid = p.oid AND d.classid = to_regclass('pg_catalog.pg_publication_namespace')),
+       to_jsonb(p)->>'pubgencols'
   FROM pg_publication p
  WHERE p.pubname = %(name)s
 """
@@ -110,6 +112,8 @@ class Publication:
     marker: dict | None  # {"slot": ..., "tap_id": ...} of the pipeline that made it
     tables: frozenset[tuple[str, str]]  # listed by FOR TABLE
     has_schemas: bool  # FOR TABLES IN SCHEMA
+    # publish_generated_columns (18+): "s" stored, "n" none; None before 18, where pgoutput never sends them
+    generated_columns: str | None = None
 
     def made_by(self, slot_name: str, tap_id: str | None) -> bool:
         """Tell whether this pipeline made it (its marker names the slot and tap_id) and may alter it."""
@@ -146,7 +150,7 @@ def read_publication(conn: extensions.connection, name: str) -> Publication | No
     conn.rollback()
     if row is None:
         return None
-    *flags, via_root, all_tables, owner, owned_by_user, comment, tables, has_schemas = row
+    *flags, via_root, all_tables, owner, owned_by_user, comment, tables, has_schemas, generated = row
     return Publication(
         name=name,
         actions=frozenset(action for action, on in zip((*NEEDED_ACTIONS, "truncate"), flags, strict=True) if on),
@@ -157,6 +161,7 @@ def read_publication(conn: extensions.connection, name: str) -> Publication | No
         marker=read_marker(comment),
         tables=frozenset(tuple(pair) for pair in tables),
         has_schemas=has_schemas,
+        generated_columns=generated,
     )
 
 
@@ -220,6 +225,7 @@ def ensure_publication(
     has not left the pipeline: pgoutput skips for ever the changes made while a table is out.
     """
     _refuse_tables_without_identity(conn, tables)
+    _refuse_full_identity_with_virtual_columns(conn, tables)
     wanted = sorted(tables)
     publication = read_publication(conn, name)
     if publication is not None and not publication.made_by(slot_name, config.tap_id):
@@ -228,7 +234,7 @@ def ensure_publication(
         return
     if publication is not None:
         wanted = sorted(set(wanted) | {table for table in publication.tables if kept(table)})
-    statements = _statements_needed(publication, name, slot_name, config.tap_id, wanted)
+    statements = _statements_needed(publication, name, slot_name, config.tap_id, wanted, conn.server_version)
     if not statements:
         return
     text = "; ".join(statement.as_string(conn) for statement in statements)
@@ -259,7 +265,8 @@ def creation_statements(
     """Return the statements that create the tap's publication for `tables`, or None when it exists."""
     if read_publication(conn, name) is not None:
         return None
-    return "; ".join(s.as_string(conn) for s in _statements_needed(None, name, slot_name, tap_id, sorted(tables)))
+    statements = _statements_needed(None, name, slot_name, tap_id, sorted(tables), conn.server_version)
+    return "; ".join(statement.as_string(conn) for statement in statements)
 
 
 def _refuse_another_pipelines(
@@ -357,12 +364,60 @@ def _refuse_tables_without_identity(conn: extensions.connection, tables: list[tu
         )
 
 
+# Each table, or partition, with REPLICA IDENTITY FULL and a virtual generated column (18): no
+# publication can carry a virtual column, so once published the server rejects its UPDATEs and DELETEs.
+_FULL_IDENTITY_WITH_VIRTUAL_SQL = (
+    "SELECT DISTINCT n.nspname, c.relname"
+    + _TREE_SQL
+    + """
+ WHERE c.relkind = 'r' AND c.relreplident = 'f'
+   AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                              AND to_jsonb(a)->>'attgenerated' = 'v')
+ ORDER BY 1, 2
+"""
+)
+
+
+def _refuse_full_identity_with_virtual_columns(conn: extensions.connection, tables: list[tuple[str, str]]) -> None:
+    """Refuse, before it is published, a FULL-identity table with a virtual generated column (18)."""
+    if not publishes_generated_columns(conn.server_version):
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            _FULL_IDENTITY_WITH_VIRTUAL_SQL,
+            {"schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables]},
+        )
+        refused = cur.fetchall()
+    conn.rollback()
+    if refused:
+        names = ", ".join(sql.Identifier(*pair).as_string(conn) for pair in refused)
+        raise NotSupportedError(
+            f"{names} has REPLICA IDENTITY FULL and a virtual generated column, which no publication can carry: "
+            "in one, the server would reject its UPDATEs and DELETEs, so pgoutput cannot read it. Give it a "
+            "primary key as its replica identity (REPLICA IDENTITY DEFAULT), or sync it with FULL_TABLE or "
+            "INCREMENTAL"
+        )
+
+
 def _statements_needed(
-    publication: Publication | None, name: str, slot_name: str, tap_id: str | None, wanted: list[tuple[str, str]]
+    publication: Publication | None,
+    name: str,
+    slot_name: str,
+    tap_id: str | None,
+    wanted: list[tuple[str, str]],
+    server_version: int,
 ) -> list[sql.Composed]:
-    """Return the statements that make the tap's own publication hold exactly `wanted` (none when it does)."""
+    """Return the statements that make the tap's own publication hold exactly `wanted` (none when it does).
+
+    On 18 it publishes stored generated columns too: once a REPLICA IDENTITY FULL table is in a
+    publication that leaves its generated columns out, the server refuses its UPDATEs and DELETEs
+    ("Replica identity must not contain unpublished generated columns"), the users' included.
+    """
     table_list = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in wanted)
-    options = sql.SQL("(publish = {}, publish_via_partition_root = false)").format(sql.Literal(PUBLISHED_ACTIONS))
+    generated = publishes_generated_columns(server_version)
+    options = sql.SQL("(publish = {}, publish_via_partition_root = false{})").format(
+        sql.Literal(PUBLISHED_ACTIONS), sql.SQL(", publish_generated_columns = stored" if generated else "")
+    )
     if publication is None:
         create = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH {}").format(sql.Identifier(name), table_list, options)
         return [create, marker_statement(name, slot_name, tap_id)]
@@ -375,6 +430,7 @@ def _statements_needed(
         if changed:
             listed = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in changed)
             statements.append(sql.SQL(f"ALTER PUBLICATION {{}} {verb} TABLE {{}}").format(sql.Identifier(name), listed))
-    if publication.actions != {*NEEDED_ACTIONS, "truncate"} or publication.via_root:
+    wrong_generated = generated and publication.generated_columns != "s"
+    if publication.actions != {*NEEDED_ACTIONS, "truncate"} or publication.via_root or wrong_generated:
         statements.append(sql.SQL("ALTER PUBLICATION {} SET {}").format(sql.Identifier(name), options))
     return statements

@@ -31,3 +31,8 @@ def require_supported(conn: psycopg2.extensions.connection) -> None:
 def pgoutput_protocol(server_version: int) -> int:
     """Return the highest pgoutput protocol version a server speaks: 2 from 14, 3 from 15, 4 from 16."""
     return 4 if server_version >= 160000 else 3 if server_version >= 150000 else 2 if server_version >= 140000 else 1
+
+
+def publishes_generated_columns(server_version: int) -> bool:
+    """Tell whether a publication can carry stored generated columns (publish_generated_columns, 18+)."""
+    return server_version >= 180000

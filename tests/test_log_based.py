@@ -144,6 +144,25 @@ def test_new_column_sends_a_new_schema(db, slot):
     assert records_of(messages)[1] == {"id": 2, "a": "after", "b": 7, "_sdc_deleted_at": None}
 
 
+def test_a_deselected_column_stays_out_when_a_new_column_arrives(db, slot):
+    """A new column made the tap widen the stream with every column the catalog did not select: a deselected
+    `secret` (PII) was emitted from then on."""
+    db.execute("CREATE TABLE people_cols (id int PRIMARY KEY, name text, secret text)")
+    catalog = log_based(db, "public-people_cols")
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if item["breadcrumb"] == ["properties", "secret"]:
+                item["metadata"]["selected"] = False
+    state = states_of(db.sync(catalog))[-1]
+    db.execute("INSERT INTO people_cols VALUES (1, 'ann', 'hidden-1')")
+    db.execute("ALTER TABLE people_cols ADD COLUMN extra int")
+    db.execute("INSERT INTO people_cols VALUES (2, 'bob', 'hidden-2', 7)")
+    messages = db.sync(catalog, state=state)
+    assert [r.get("extra") for r in records_of(messages)] == [None, 7]
+    assert all("secret" not in r for r in records_of(messages))
+    assert all("secret" not in m["schema"]["properties"] for m in messages if m["type"] == "SCHEMA")
+
+
 def test_truncate_is_reported_on_stderr(db, slot):
     db.execute("CREATE TABLE scratch (id int PRIMARY KEY)")
     catalog = log_based(db, "public-scratch")

@@ -411,7 +411,10 @@ def with_new_columns(
     added = [
         column
         for column in table.columns
-        if column.name in wal_names and column.name not in known and column.name not in stream.schema["properties"]
+        if column.name in wal_names
+        and column.name not in known
+        and column.name not in stream.schema["properties"]
+        and column.name not in stream.catalog_columns
     ]
     for column in [column for column in added if column.name in tap_properties]:
         LOGGER.warning(
