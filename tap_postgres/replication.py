@@ -288,6 +288,18 @@ def current_wal_lsn(conn: extensions.connection) -> int:
         return cur.fetchone()[0]
 
 
+def younger_publication_error(cause: str, slot_name: str) -> ReplicationError:
+    """The error for changes read before the publication existed: only a new slot and copy recover them."""
+    return ReplicationError(
+        f"{cause}: the publication is younger than the slot (created, recreated or named by "
+        "publication_name after it), and pgoutput reads it as of each change, so no rerun can read the changes "
+        "before it. The way out is a new slot after the publication and a new copy of the LOG_BASED streams: "
+        f"run SELECT pg_drop_replication_slot('{slot_name}'), then rerun with \"create_replication_slot\": true and the "
+        "LOG_BASED streams' bookmarks removed from the state (each is copied anew under a new version, which "
+        "replaces its rows at the target)"
+    )
+
+
 def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str, slot_name: str = "") -> ReplicationError:
     """Turn a server error about the output plugin or privileges into one line naming the fix."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -303,14 +315,7 @@ def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str, slot_n
             "(Debian: postgresql-<version>-wal2json), or use pgoutput, which is built in"
         )
     if plugin == "pgoutput" and re.search(r'publication ".*" does not exist', text):
-        return ReplicationError(
-            f"{doing}: {text}: the publication is younger than the slot (created, recreated or named by "
-            "publication_name after it), and pgoutput reads it as of each change, so no rerun can read the changes "
-            "before it. The way out is a new slot after the publication and a new copy of the LOG_BASED streams: "
-            f"run SELECT pg_drop_replication_slot('{slot_name}'), then rerun with \"create_replication_slot\": true and the "
-            "LOG_BASED streams' bookmarks removed from the state (each is copied anew under a new version, which "
-            "replaces its rows at the target)"
-        )
+        return younger_publication_error(f"{doing}: {text}", slot_name)
     if "permission denied" in text or "must be superuser or replication role" in text:
         return ReplicationError(
             f"{doing}: {text}: grant the REPLICATION attribute with ALTER ROLE ... WITH REPLICATION"

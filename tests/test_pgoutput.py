@@ -7,7 +7,6 @@ wal2json pipeline to pgoutput without a new initial copy, without losing or dupl
 from __future__ import annotations
 
 import copy
-import os
 import time
 
 import pytest
@@ -244,12 +243,6 @@ def test_a_missing_slot_names_the_publication_first_then_the_slot(db, tables, de
     assert not db.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (slot,))
 
 
-@pytest.mark.xfail(
-    os.environ.get("TAP_PG_VERSION", "15").startswith("18"),
-    strict=True,
-    reason="PostgreSQL 18's pgoutput skips a publication younger than a change with a WARNING instead of failing, "
-    "so the tap does not see it and the changes before it are lost: open in issue 19",
-)
 def test_a_publication_younger_than_the_slot_gets_its_cause_and_a_way_out_that_loses_nothing(db, tables, pgoutput_slot):
     catalog = log_based(tables, "public-toys")
     state = states_of(db.sync(catalog))[-1]

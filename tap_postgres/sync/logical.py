@@ -42,6 +42,7 @@ from tap_postgres.replication import (
     locate_slot,
     log_slot_health,
     wait_until_free,
+    younger_publication_error,
 )
 from tap_postgres.server_versions import pgoutput_protocol
 from tap_postgres.state import (
@@ -566,6 +567,7 @@ class WalPass:
                 self.position = max(self.position, cur.wal_end)
             now = time.monotonic()
             if self._should_stop(now, end_lsn):
+                self._refuse_skipped_publication()  # while the walsender's warnings can still be read
                 return None
             # idle: send what is pending after a quiet second, and let bookmarks follow keepalives
             quiet = self.changes_since_state and now - self.last_data >= POLL_SECONDS
@@ -711,6 +713,27 @@ class WalPass:
     def _bookmarks_behind(self) -> bool:
         return any(lsn < self.position for lsn in self.bookmarks.values())
 
+    def _refuse_skipped_publication(self) -> None:
+        """Stop where pgoutput read changes before the publication existed, before any of them is written.
+
+        PostgreSQL 18 skips a publication missing at a change's point in the WAL with a WARNING
+        ('skipped loading publication') and reads on without the changes it would have published,
+        where 13 to 17 stop with an error: the same line as theirs, and no bookmark moves past the
+        changes lost. psycopg2 files the walsender's warnings in `notices` only when polled.
+        """
+        if self.replication_cursor is None or self.sync.slot.plugin != "pgoutput":
+            return
+        replication = self.replication_cursor.connection
+        if not replication.closed:
+            replication.poll()  # libpq keeps the stream's data: only notices are taken
+        for notice in replication.notices:
+            if "skipped loading publication" in notice:
+                cause = notice.split("\n", 1)[0].removeprefix("WARNING:").strip()
+                doing = f'cannot read replication slot "{self.sync.slot.name}"'
+                raise younger_publication_error(
+                    f"{doing}: {cause} (PostgreSQL 18 reads on without it)", self.sync.slot.name
+                )
+
     def _checkpoint(self, drain: bool = False, write: bool = True) -> None:
         """Queue every pending change, then move each bookmark to the position read so far and write STATE.
 
@@ -718,6 +741,7 @@ class WalPass:
         interrupted run then writes a state that its output covers. `drain` waits for that;
         `write=False` leaves the STATE to the caller (the run's last one is sync_streams').
         """
+        self._refuse_skipped_publication()
         for changes in self.by_table.values():
             self.renderer.submit(changes.take_batch())
         position = self.position if not self.in_transaction else None
