@@ -63,9 +63,12 @@ SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
            SELECT input.attname
              FROM pg_depend dep
              JOIN pg_attribute input ON input.attrelid = dep.refobjid AND input.attnum = dep.refobjsubid
-            WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+            -- 15 on: the expression (pg_attrdef) depends on its inputs; 13 and 14: the column itself does
+            WHERE (dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                   OR dep.classid = 'pg_class'::regclass AND dep.objid = a.attrelid AND dep.objsubid = a.attnum)
               AND dep.refclassid = 'pg_class'::regclass AND dep.refobjid = a.attrelid
               AND dep.refobjsubid > 0 AND dep.refobjsubid <> a.attnum
+            GROUP BY input.attnum, input.attname
             ORDER BY input.attnum) END
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid

@@ -347,21 +347,26 @@ def check_foreign_publication(
         )
 
 
-def _refuse_tables_without_identity(conn: extensions.connection, tables: list[tuple[str, str]]) -> None:
+def _refuse_tables(conn: extensions.connection, query: str, tables: list[tuple[str, str]], problem: str) -> None:
+    """Raise NotSupportedError naming the tables of the trees of `tables` that `query` (over _TREE_SQL) finds."""
     with conn.cursor() as cur:
-        cur.execute(
-            _WITHOUT_IDENTITY_SQL,
-            {"schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables]},
-        )
-        missing = cur.fetchall()
+        cur.execute(query, {"schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables]})
+        found = cur.fetchall()
     conn.rollback()
-    if missing:
-        names = ", ".join(sql.Identifier(*pair).as_string(conn) for pair in missing)
-        raise NotSupportedError(
-            f"{names} has no replica identity (no primary key): in a publication the server would reject its "
-            "UPDATEs and DELETEs, so pgoutput cannot read it. Give it a primary key or REPLICA IDENTITY FULL, "
-            "or sync it with FULL_TABLE or INCREMENTAL"
-        )
+    if found:
+        names = ", ".join(sql.Identifier(*pair).as_string(conn) for pair in found)
+        raise NotSupportedError(f"{names} {problem}")
+
+
+def _refuse_tables_without_identity(conn: extensions.connection, tables: list[tuple[str, str]]) -> None:
+    _refuse_tables(
+        conn,
+        _WITHOUT_IDENTITY_SQL,
+        tables,
+        "has no replica identity (no primary key): in a publication the server would reject its "
+        "UPDATEs and DELETEs, so pgoutput cannot read it. Give it a primary key or REPLICA IDENTITY FULL, "
+        "or sync it with FULL_TABLE or INCREMENTAL",
+    )
 
 
 # Each table, or partition, with REPLICA IDENTITY FULL and a virtual generated column (18): no
@@ -382,21 +387,14 @@ def _refuse_full_identity_with_virtual_columns(conn: extensions.connection, tabl
     """Refuse, before it is published, a FULL-identity table with a virtual generated column (18)."""
     if not publishes_generated_columns(conn.server_version):
         return
-    with conn.cursor() as cur:
-        cur.execute(
-            _FULL_IDENTITY_WITH_VIRTUAL_SQL,
-            {"schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables]},
-        )
-        refused = cur.fetchall()
-    conn.rollback()
-    if refused:
-        names = ", ".join(sql.Identifier(*pair).as_string(conn) for pair in refused)
-        raise NotSupportedError(
-            f"{names} has REPLICA IDENTITY FULL and a virtual generated column, which no publication can carry: "
-            "in one, the server would reject its UPDATEs and DELETEs, so pgoutput cannot read it. Give it a "
-            "primary key as its replica identity (REPLICA IDENTITY DEFAULT), or sync it with FULL_TABLE or "
-            "INCREMENTAL"
-        )
+    _refuse_tables(
+        conn,
+        _FULL_IDENTITY_WITH_VIRTUAL_SQL,
+        tables,
+        "has REPLICA IDENTITY FULL and a virtual generated column, which no publication can carry: in one, the "
+        "server would reject its UPDATEs and DELETEs, so pgoutput cannot read it. Give it a primary key as its "
+        "replica identity (REPLICA IDENTITY DEFAULT), or sync it with FULL_TABLE or INCREMENTAL",
+    )
 
 
 def _statements_needed(
