@@ -66,7 +66,7 @@ def sync_streams(
             logical = LogBasedSync(config, log_based, state, writer, check_run, state_path) if log_based else None
             if logical is None:
                 check_run()
-            if logical:
+            else:
                 logical.check_replicable(tables)
                 logical.confirm_saved_position()
             helpers = HelperSessions(lambda: connect(config, secondary=config.use_secondary), config.connect_timeout)
@@ -152,14 +152,7 @@ class _Run:
 
 
 def _sync_stream(run: _Run, stream: SelectedStream) -> None:
-    conn, state, writer, config, settings, logical = (
-        run.conn,
-        run.state,
-        run.writer,
-        run.config,
-        run.settings,
-        run.logical,
-    )
+    conn, state, writer, config, settings = run.conn, run.state, run.writer, run.config, run.settings
     table = run.tables[(stream.schema_name, stream.table_name)]  # check_streams made sure it is there
     if not table.populated:
         LOGGER.warning(
@@ -172,10 +165,10 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     columns = selected_columns(table, stream)
     LOGGER.info("Syncing %s with %s", stream.tap_stream_id, stream.replication_method)
     if stream.replication_method == "LOG_BASED":
-        writer.write_schema(stream.tap_stream_id, logical.schema_of(stream), stream.key_properties)
-        if logical.needs_copy(stream):
+        writer.write_schema(stream.tap_stream_id, run.logical.schema_of(stream), stream.key_properties)
+        if run.logical.needs_copy(stream):
             with naming_oversize_values(conn, stream, columns):
-                logical.copy(table, stream, columns)
+                run.logical.copy(table, stream, columns)
         return
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
     value_limit = settings.value_limit_of(stream)
@@ -184,9 +177,9 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     writer.write_schema(stream.tap_stream_id, schema, stream.key_properties, bookmark_properties)
     if config.fast_sync_rds:
         sync_fast_rds(conn, stream, columns, state, writer, config)
-    elif stream.replication_method == "FULL_TABLE":
-        with naming_oversize_values(conn, stream, columns):
+        return
+    with naming_oversize_values(conn, stream, columns):
+        if stream.replication_method == "FULL_TABLE":
             sync_full_table(conn, table, stream, columns, state, writer, settings, run.helpers)
-    else:
-        with naming_oversize_values(conn, stream, columns):
+        else:
             sync_incremental(conn, table, stream, columns, state, writer, settings)

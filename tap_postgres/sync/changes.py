@@ -37,7 +37,7 @@ from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import OversizeValueError
 from tap_postgres.output import now_extracted, record_envelope
 from tap_postgres.sync.decoders import Change
-from tap_postgres.sync.oversize import LONGEST_ENTRY, OVERSIZE_WAY_ON, ValueLimit
+from tap_postgres.sync.oversize import LONGEST_ENTRY, OVERSIZE_WAY_ON, ValueLimit, log_nulled
 from tap_postgres.sync.rows import (
     RecordSink,
     compared,
@@ -181,14 +181,8 @@ class StreamChanges:
             if column["name"] in self.value_limit.exempt or not isinstance(value, str):
                 continue
             if len(value) > self.value_limit.max_bytes and len(value.encode()) > self.value_limit.max_bytes:
-                LOGGER.warning(
-                    '%s: column "%s" of the row with key %s is %d bytes long, over max_value_bytes (%d): '
-                    "emitted as null",
-                    self.stream.tap_stream_id,
-                    column["name"],
-                    json.dumps(key),
-                    len(value.encode()),
-                    self.value_limit.max_bytes,
+                log_nulled(
+                    self.stream.tap_stream_id, column["name"], key, len(value.encode()), self.value_limit.max_bytes
                 )
                 column["value"] = None
         if change.values is not None:

@@ -112,14 +112,19 @@ class ValueLimit:
         prefix = self._prefix[1:].encode().decode("unicode_escape")
         for name, value in record.items():
             if isinstance(value, str) and value.startswith(prefix):
-                LOGGER.warning(
-                    '%s: column "%s" of the row with key %s is %s bytes long, over max_value_bytes (%d): emitted as null',
-                    stream_id,
-                    name,
-                    json.dumps(key) if key else "(none: the table has no primary key)",
-                    value[len(prefix) :],
-                    self.max_bytes,
-                )
+                log_nulled(stream_id, name, key, int(value[len(prefix) :]), self.max_bytes)
+
+
+def log_nulled(stream_id: str, column: str, key: dict, length: int, max_bytes: int) -> None:
+    """Log that a value longer than max_value_bytes was emitted as null, naming where it was."""
+    LOGGER.warning(
+        '%s: column "%s" of the row with key %s is %d bytes long, over max_value_bytes (%d): emitted as null',
+        stream_id,
+        column,
+        json.dumps(key) if key else "(none: the table has no primary key)",
+        length,
+        max_bytes,
+    )
 
 
 @contextlib.contextmanager
