@@ -374,6 +374,11 @@ class StreamBookmark:
         return version, first_run, resumes
 
     @property
+    def copy_in_progress(self) -> bool:
+        """Tell whether a copy by block ranges was interrupted (an INCREMENTAL first run's resumes from it)."""
+        return "copied_blocks" in self.saved
+
+    @property
     def snapshot_xmin(self) -> int | None:
         """The oldest transaction the copy's first snapshot did not see, or None before one is recorded."""
         return self.saved.get("snapshot_xmin")
@@ -408,6 +413,36 @@ class StreamBookmark:
     def forget_copied_blocks(self) -> None:
         """Drop the record of copied blocks, so the copy starts again from the first block."""
         self.saved.pop("copied_blocks", None)
+
+    def begin_incremental(self, fresh_version: int, replication_key: str) -> int:
+        """Start an INCREMENTAL run: keep the bookmark's version (or take `fresh_version`) and record the key; return the version."""
+        saved = self.saved
+        version = saved.get("version") or fresh_version
+        saved["version"] = version
+        saved["replication_key"] = replication_key
+        return version
+
+    @property
+    def replication_key_value(self):
+        """The INCREMENTAL bookmark: the greatest key emitted so far, or None before the first run."""
+        return self.saved.get("replication_key_value")
+
+    def advance_replication_key(self, value) -> None:
+        """Record that every row with a key up to `value` has been written."""
+        self.saved["replication_key_value"] = value
+
+    def version_for_export(self, fresh_version: int, incremental: bool) -> int:
+        """Return the version of a fast_sync_rds export: INCREMENTAL keeps the bookmark's, FULL_TABLE takes a new one."""
+        return (self.saved.get("version") if incremental else None) or fresh_version
+
+    def record_export(self, info: dict, replication_key: str | None, newest) -> None:
+        """Record a fast_sync_rds export: its version and facts, and the INCREMENTAL key it reached (if any)."""
+        saved = self.saved
+        saved["version"] = info["version"]
+        saved["fast_sync_rds_s3_info"] = info
+        if newest is not None:
+            saved["replication_key"] = replication_key
+            saved["replication_key_value"] = newest
 
     def end_copy(self) -> None:
         """Drop what only a part-copied table needs."""

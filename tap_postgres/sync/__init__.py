@@ -18,15 +18,16 @@ from tap_postgres.discovery import describe_stream_tables
 from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.inflight import IN_FLIGHT, Interrupted
 from tap_postgres.output import MessageWriter
-from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
+from tap_postgres.state import Origin, StreamBookmark, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
-from tap_postgres.sync.full_table import sync_full_table
+from tap_postgres.sync.full_table import copy_full_table
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.incremental import sync_incremental
 from tap_postgres.sync.logical import LogBasedSync
 from tap_postgres.sync.oversize import naming_oversize_values
 from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import CopySettings, selected_columns
+from tap_postgres.sync.stream import StreamSync
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -175,11 +176,13 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     schema = value_limit.nullable_schema(stream.schema, columns) if value_limit else stream.schema
     # fast_sync_rds targets read the SCHEMA too: it tells them the columns of the exported CSV
     writer.write_schema(stream.tap_stream_id, schema, stream.key_properties, bookmark_properties)
+    bookmark_of_stream = StreamBookmark(state, stream.tap_stream_id)
+    sync = StreamSync(conn, table, stream, columns, bookmark_of_stream, writer, settings, run.helpers)
     if config.fast_sync_rds:
-        sync_fast_rds(conn, stream, columns, state, writer, config)
+        sync_fast_rds(sync, config)
         return
     with naming_oversize_values(conn, stream, columns):
         if stream.replication_method == "FULL_TABLE":
-            sync_full_table(conn, table, stream, columns, state, writer, settings, run.helpers)
+            copy_full_table(sync)
         else:
-            sync_incremental(conn, table, stream, columns, state, writer, settings)
+            sync_incremental(sync)

@@ -15,17 +15,16 @@ import secrets
 
 import boto3
 import psycopg2
-from psycopg2 import extensions, sql
+from psycopg2 import sql
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.discovery import Column
 from tap_postgres.errors import TapPostgresError
-from tap_postgres.output import MessageWriter
-from tap_postgres.state import bookmark
 from tap_postgres.sync.full_table import new_version
 from tap_postgres.sync.incremental import last_key
 from tap_postgres.sync.rows import EVERY_ROW, begin_snapshot, column_ref, key_tuple, key_values, table_source
+from tap_postgres.sync.stream import StreamSync
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -36,25 +35,17 @@ class FastSyncError(TapPostgresError):
     """Raised when the aws_s3 export cannot run or what it wrote does not match what it reported."""
 
 
-def sync_fast_rds(
-    conn: extensions.connection,
-    stream: SelectedStream,
-    columns: list[Column],
-    state: dict,
-    writer: MessageWriter,
-    config: Config,
-) -> None:
+def sync_fast_rds(sync: StreamSync, config: Config) -> None:
     """Export the stream to S3 and emit FAST_SYNC_RDS_S3_INFO, ACTIVATE_VERSION and STATE."""
-    stream_bookmark = bookmark(state, stream.tap_stream_id)
-    version = stream_bookmark.get("version") if stream.replication_method == "INCREMENTAL" else None
-    version = version or new_version()
+    conn, stream, columns, writer = sync.conn, sync.stream, sync.columns, sync.writer
+    version = sync.bookmark.version_for_export(new_version(), stream.replication_method == "INCREMENTAL")
     extracted_at = datetime.datetime.now(datetime.timezone.utc)
     s3_path = export_path(config.fast_sync_rds_s3_prefix, stream.tap_stream_id, extracted_at)
 
     begin_snapshot(conn)
     with conn.cursor() as cur:
         require_aws_s3(cur)
-        where, new_bookmark = _incremental_condition(cur, stream, columns, stream_bookmark)
+        where, new_bookmark = _incremental_condition(cur, stream, columns, sync.bookmark.replication_key_value)
         query = export_query(stream, columns, where, extracted_at, config.fast_sync_rds_add_metadata_columns)
         LOGGER.info("%s: exporting to s3://%s/%s", stream.tap_stream_id, config.fast_sync_rds_s3_bucket, s3_path)
         try:
@@ -85,13 +76,9 @@ def sync_fast_rds(
         "replication_method": stream.replication_method,
     }
     writer.write_message({"type": "FAST_SYNC_RDS_S3_INFO", **info})
-    stream_bookmark["version"] = version
-    stream_bookmark["fast_sync_rds_s3_info"] = info
-    if new_bookmark is not None:
-        stream_bookmark["replication_key"] = stream.replication_key
-        stream_bookmark["replication_key_value"] = new_bookmark
+    sync.bookmark.record_export(info, stream.replication_key, new_bookmark)
     writer.write_activate_version(stream.tap_stream_id, version)
-    writer.write_state(state)
+    writer.write_state(sync.bookmark.state)
     LOGGER.info("%s: %d rows in %d file(s), %d bytes exported", stream.tap_stream_id, rows, files, size)
 
 
@@ -135,12 +122,11 @@ def export_query(
     return sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(selected), table_source(stream), where)
 
 
-def _incremental_condition(cur, stream: SelectedStream, columns: list[Column], stream_bookmark: dict):
-    """For INCREMENTAL, return (key >= bookmark, MAX(key) taken now); for FULL_TABLE (every row, None)."""
+def _incremental_condition(cur, stream: SelectedStream, columns: list[Column], start):
+    """For INCREMENTAL, return (key >= the bookmark `start`, MAX(key) taken now); for FULL_TABLE (every row, None)."""
     if stream.replication_method != "INCREMENTAL":
         return EVERY_ROW, None
     key_column = next(column for column in columns if column.name == stream.replication_key)
-    start = stream_bookmark.get("replication_key_value")
     where = (
         EVERY_ROW
         if start is None

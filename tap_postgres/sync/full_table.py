@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from psycopg2 import extensions, sql
 
@@ -71,33 +71,52 @@ def copy_full_table(sync: StreamSync, on_snapshot: Callable[[extensions.cursor],
     records = RecordQueries(stream, sync.columns, envelope, sync.settings.value_limit_of(stream))
     progress = Progress(stream.tap_stream_id, sync.settings.progress_seconds, expected_rows=table.row_count)
     sink = RecordSink(sync.writer, progress, sync.settings.value_limit)
-    ranged = table.kind in HEAP_KINDS or table.kind == "p"
 
-    begin_snapshot(sync.conn)
-    with sync.conn.cursor() as cur, _helper_sessions(sync, ranged) as helper_cursors:
+    with in_snapshot(sync) as (cur, relations, cursors):
         if on_snapshot:
             on_snapshot(cur)
-        relations = heap_relations(cur, stream.schema_name, stream.table_name, table.kind) if ranged else None
         # the first STATE already holds what on_snapshot recorded: a target may save only this one
         sync.writer.write_state(sync.bookmark.state)
         if first_run:
             sync.writer.write_activate_version(stream.tap_stream_id, version)
-        if relations is not None:
-            _begin_ranges(cur, sync.bookmark, resumes)
         if relations is None:
             LOGGER.info("%s: copying it in one pass (not resumable)", stream.tap_stream_id)
             sink.copy(cur, records.matching())
         else:
-            ranges = RangeCopy(records, sink, sync.bookmark, sync.writer, [cur, *helper_cursors], ServerBlocks.of(cur))
-            for relation in relations:
-                if resumes:
-                    _copy_rows_changed_since_snapshot(cur, ranges, relation)
-                ranges.copy(relation, sync.settings.itersize)
-    sync.conn.commit()
-
+            copy_relations(
+                RangeCopy(records, sink, sync.bookmark, sync.writer, cursors, ServerBlocks.of(cur)),
+                relations,
+                resumes,
+                sync.settings.itersize,
+            )
     sync.bookmark.end_copy()
     sync.writer.write_activate_version(stream.tap_stream_id, version)
     progress.finish(sink)
+
+
+@contextlib.contextmanager
+def in_snapshot(sync: StreamSync) -> Iterator[tuple[extensions.cursor, list[Relation] | None, list[extensions.cursor]]]:
+    """Open the copy's snapshot: yield its cursor, the heap relations to read by ranges (None: one pass) and the cursors of every session on it.
+
+    The helper sessions join before anything is read: a snapshot they cannot share is taken afresh.
+    """
+    table = sync.table
+    ranged = table.kind in HEAP_KINDS or table.kind == "p"
+    begin_snapshot(sync.conn)
+    with sync.conn.cursor() as cur, _helper_sessions(sync, ranged) as helper_cursors:
+        relations = heap_relations(cur, table.schema_name, table.name, table.kind) if ranged else None
+        yield cur, relations, [cur, *helper_cursors]
+    sync.conn.commit()
+
+
+def copy_relations(ranges: RangeCopy, relations: list[Relation], resumes: bool, rows_per_range: int) -> None:
+    """Copy each relation's missing ranges; when the copy resumes, first the rows written into its copied blocks since."""
+    cur = ranges.cursors[0]
+    _begin_ranges(cur, ranges.bookmark, resumes)
+    for relation in relations:
+        if resumes:
+            _copy_rows_changed_since_snapshot(cur, ranges, relation)
+        ranges.copy(relation, rows_per_range)
 
 
 def _helper_sessions(sync: StreamSync, ranged: bool):

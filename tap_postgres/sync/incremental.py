@@ -14,16 +14,15 @@ import decimal
 import json
 import logging
 
-from psycopg2 import extensions, sql
+from psycopg2 import sql
 
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
-from tap_postgres.discovery import Column, Table
-from tap_postgres.output import MessageWriter, now_extracted, record_envelope
-from tap_postgres.state import bookmark
-from tap_postgres.sync.full_table import new_version
+from tap_postgres.discovery import Column
+from tap_postgres.output import now_extracted, record_envelope
+from tap_postgres.sync.block_ranges import RangeCopy, ServerBlocks
+from tap_postgres.sync.full_table import copy_relations, in_snapshot, new_version
 from tap_postgres.sync.rows import (
-    CopySettings,
     Progress,
     RecordQueries,
     RecordSink,
@@ -33,31 +32,29 @@ from tap_postgres.sync.rows import (
     key_values,
     table_source,
 )
+from tap_postgres.sync.stream import StreamSync
 
 LOGGER = logging.getLogger("tap-postgres")
 
 
-def sync_incremental(
-    conn: extensions.connection,
-    table: Table,
-    stream: SelectedStream,
-    columns: list[Column],
-    state: dict,
-    writer: MessageWriter,
-    settings: CopySettings,
-) -> None:
+def sync_incremental(sync: StreamSync) -> None:
     """Emit the rows changed since the bookmark, advancing it after every batch."""
-    stream_bookmark = bookmark(state, stream.tap_stream_id)
-    version = stream_bookmark.get("version") or new_version()
-    stream_bookmark["version"] = version
-    stream_bookmark["replication_key"] = stream.replication_key
-    writer.write_state(state)
+    conn, table, stream, columns, writer, settings = (
+        sync.conn,
+        sync.table,
+        sync.stream,
+        sync.columns,
+        sync.writer,
+        sync.settings,
+    )
+    version = sync.bookmark.begin_incremental(new_version(), stream.replication_key)
+    writer.write_state(sync.bookmark.state)
     writer.write_activate_version(stream.tap_stream_id, version)
 
     key_column = next(column for column in columns if column.name == stream.replication_key)
     key = key_tuple([key_column])
     envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
-    start = stream_bookmark.get("replication_key_value")
+    start = sync.bookmark.replication_key_value
     # a first run reads the whole table, whose size is estimated; a later one an unknown part of it
     records = RecordQueries(stream, columns, envelope, settings.value_limit_of(stream))
     progress = Progress(
@@ -65,6 +62,9 @@ def sync_incremental(
     )
     sink = RecordSink(writer, progress, settings.value_limit)
     itersize, limit = settings.itersize, settings.row_limit
+    if start is None and limit is None and _first_run_by_ranges(sync, records, sink, key_column):
+        progress.finish(sink)
+        return
     if start is None:
         take_from = counted_from = sql.SQL("{} IS NOT NULL").format(key)
     else:
@@ -87,8 +87,8 @@ def sync_incremental(
                     break
             upto = sql.SQL("{} AND {} <= {}").format(take_from, key, key_values([key_column], [bound]))
             emitted += sink.copy(cur, records.matching(upto, key))
-            stream_bookmark["replication_key_value"] = bound
-            writer.write_state(state)
+            sync.bookmark.advance_replication_key(bound)
+            writer.write_state(sync.bookmark.state)
             if last_batch:
                 break
             take_from = counted_from = sql.SQL("{} > {}").format(key, key_values([key_column], [bound]))
@@ -97,6 +97,28 @@ def sync_incremental(
             sink.copy(cur, records.matching(sql.SQL("{} IS NULL").format(key)))
     conn.commit()
     progress.finish(sink)
+
+
+def _first_run_by_ranges(sync: StreamSync, records: RecordQueries, sink: RecordSink, key_column: Column) -> bool:
+    """Copy a first run's whole table by block ranges, on every session, then bookmark the snapshot's greatest key.
+
+    The bookmark is right: every row of the snapshot was emitted, and a row written after it is
+    read by the next run, whose key is at least the bookmark or which it does not see (as in
+    batches). Interrupted, the rerun resumes the ranges as FULL_TABLE does. False when the table
+    cannot be read by ranges (nothing was emitted): the caller copies it in batches.
+    """
+    resumes = sync.bookmark.copy_in_progress
+    with in_snapshot(sync) as (cur, relations, cursors):
+        if relations is None:
+            return False
+        ranges = RangeCopy(records, sink, sync.bookmark, sync.writer, cursors, ServerBlocks.of(cur))
+        copy_relations(ranges, relations, resumes, sync.settings.itersize)
+        newest = last_key(cur, sync.stream, key_column, sql.SQL("{} IS NOT NULL").format(column_ref(key_column)))
+    sync.bookmark.end_copy()
+    if newest is not None:
+        sync.bookmark.advance_replication_key(newest)
+    sync.writer.write_state(sync.bookmark.state)
+    return True
 
 
 def _key_at_offset(cur, stream: SelectedStream, key_column: Column, where: sql.Composable, offset: int):
