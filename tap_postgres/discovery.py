@@ -12,6 +12,7 @@ from collections import defaultdict
 from tap_postgres import filters, types
 from tap_postgres.config import Config
 from tap_postgres.filters import KEEP_ALL, Filters
+from tap_postgres.metadata import streams as metadata_streams
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -327,8 +328,10 @@ def discover_catalog(conn, config: Config) -> dict:
             quote_ident(schema_name),
             database_name,
         )
-    tables = readable_tables(tables, config.user)
+    tables = [] if config.metadata_only else readable_tables(tables, config.user)
     streams = [catalog_entry(table, database_name) for table in tables]
+    if config.with_metadata:
+        streams += [metadata_streams.catalog_entry(stream) for stream in metadata_streams.STREAMS]
     LOGGER.info("Discovered %d streams in database %s", len(streams), database_name)
     return {"streams": streams}
 

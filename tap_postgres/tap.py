@@ -21,6 +21,7 @@ from tap_postgres.config import Config, config_jsonschema, merge_config_files, p
 from tap_postgres.connection import connect
 from tap_postgres.errors import CatalogError, InterruptedRunError, OutputClosedError, StateError
 from tap_postgres.inflight import IN_FLIGHT, Interrupted
+from tap_postgres.metadata.sync import is_metadata_stream, sync_metadata
 from tap_postgres.output import MessageWriter
 from tap_postgres.sync import sync_streams
 
@@ -83,8 +84,16 @@ class TapPostgres(Tap):
             streams = catalog_module.parse_catalog(raw_catalog, settings)
             raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
             bookmarks = state_module.parse_state(raw_state)
+            metadata = [stream for stream in streams if is_metadata_stream(stream)]
+            rows = [stream for stream in streams if not is_metadata_stream(stream)]
+            if settings.metadata_only and rows:
+                LOGGER.warning("metadata_only is set: the %d selected row streams are not synced", len(rows))
+                rows = []
             with MessageWriter.to_stdout() as writer:
-                sync_streams(settings, streams, bookmarks, writer, state_path=state)
+                if metadata:
+                    sync_metadata(settings, metadata, bookmarks, writer)
+                if rows or not metadata:
+                    sync_streams(settings, rows, bookmarks, writer, state_path=state)
 
     @classmethod
     def get_singer_command(cls) -> click.Command:
