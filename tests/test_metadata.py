@@ -207,7 +207,7 @@ def test_structure_streams_describe_the_database(first_run):
     functions = {f["name"]: f for f in streams["pg_metadata-functions"]}
     total = functions["order_total"]
     assert (total["kind"], total["language"], total["return_type"]) == ("function", "sql", "bigint")
-    assert "sum(amount)" in total["body"] and total["identity_arguments"] == "customer integer"
+    assert "sum(amount)" in total["body"] and total["signature"] == "shop.order_total(customer integer)"
     assert functions["noop"]["kind"] == "procedure"
 
     schemas = {s["name"]: s for s in streams["pg_metadata-schemas"]}
@@ -224,14 +224,14 @@ def test_roles_grants_and_policies(first_run):
     memberships = {(m["role"], m["member"]) for m in streams["pg_metadata-role_memberships"]}
     assert ("catalog_analyst", "postgres") in memberships
     grants = {
-        (g["object_type"], g["schema_name"], g["object_name"], g["column_name"], g["privilege"])
+        (g["object_type"], g["object"], g["schema_name"], g["object_name"], g["column_name"], g["privilege"])
         for g in streams["pg_metadata-grants"]
         if g["grantee"] == "catalog_analyst"
     }
     assert grants == {
-        ("schema", "reports", "reports", "", "USAGE"),
-        ("view", "reports", "customer_orders", "", "SELECT"),
-        ("column", "shop", "customers", "name", "SELECT"),
+        ("schema", "reports", "reports", "reports", None, "USAGE"),
+        ("view", "reports.customer_orders", "reports", "customer_orders", None, "SELECT"),
+        ("column", "shop.customers.name", "shop", "customers", "name", "SELECT"),
     }
     (policy,) = streams["pg_metadata-policies"]
     assert (policy["table_name"], policy["command"], policy["roles"]) == ("orders", "SELECT", ["catalog_analyst"])
@@ -247,9 +247,9 @@ def test_lineage_names_the_source_columns_of_each_view(shop, first_run):
         ("customer_orders", "customer", "shop.customers", "name", "direct"),
         ("customer_orders", "amount", "shop.orders", "amount", "direct"),
         ("customer_orders", "doubled", "shop.orders", "amount", "expression"),
-        ("customer_orders", "", "shop.customers", "id", "query"),
-        ("customer_orders", "", "shop.orders", "customer_id", "query"),
-        ("customer_orders", "", "shop.orders", "status", "query"),
+        ("customer_orders", None, "shop.customers", "id", "query"),
+        ("customer_orders", None, "shop.orders", "customer_id", "query"),
+        ("customer_orders", None, "shop.orders", "status", "query"),
         ("big_customers", "customer", "reports.customer_orders", "customer", "direct"),
         ("big_customers", "total", "reports.customer_orders", "amount", "expression"),
     }
@@ -358,3 +358,37 @@ def test_a_user_without_pg_read_all_stats_is_warned_once(shop):
     warnings = [line for line in stderr if "WARNING" in line]
     assert len(warnings) == 1 and "GRANT pg_read_all_stats TO" in warnings[0]
     assert records_of(messages, "pg_metadata-roles")
+
+
+# the README's query over the loaded catalog: each view column with the type of the column it comes from
+README_QUERY = """
+SELECT l.view_schema || '.' || l.view_name || '.' || l.view_column AS view_column,
+       l.source_schema || '.' || l.source_table || '.' || l.source_column AS source, c.data_type
+  FROM catalog.lineage l
+  JOIN catalog.columns c ON c.database = l.database AND c.schema_name = l.source_schema
+                        AND c.table_name = l.source_table AND c.name = l.source_column
+ WHERE l.kind = 'direct'
+ ORDER BY 1
+"""
+
+
+@pytest.mark.parametrize("target", ["pipelinewise", "meltanolabs"])
+def test_catalog_streams_load_through_real_targets(cluster, shop, target, tmp_path):
+    from targets.pipeline import require_targets, run_pipeline, target_config, target_database
+
+    require_targets()
+    with target_database(cluster, f"catalog_target_{target}") as conn:
+        config = target_config(target, cluster, f"catalog_target_{target}", "catalog")
+        pipeline = run_pipeline(tmp_path, target, metadata_config(shop), catalog_of(shop), None, config)
+        assert pipeline.last_state is not None
+        with conn.cursor() as cur:
+            cur.execute(README_QUERY)
+            rows = cur.fetchall()
+            cur.execute("SELECT count(*) FROM catalog.relations")
+            (relations,) = cur.fetchone()
+    assert rows == [
+        ("reports.big_customers.customer", "reports.customer_orders.customer", "text"),
+        ("reports.customer_orders.amount", "shop.orders.amount", "shop.positive"),
+        ("reports.customer_orders.customer", "shop.customers.name", "text"),
+    ]
+    assert relations == 8  # the six of the schema and the extension's two views in public

@@ -104,14 +104,14 @@ DATABASES = MetadataStream(
     _columns(
         owner=TEXT,
         encoding=TEXT,
-        collation=TEXT,
+        collation_name=TEXT,
         ctype=TEXT,
         total_bytes=INTEGER,
         connection_limit=INTEGER,
         comment=TEXT,
     ),
     f"""SELECT {DB}, pg_get_userbyid(d.datdba)::text AS owner, pg_encoding_to_char(d.encoding)::text AS encoding,
-       d.datcollate::text AS collation, d.datctype::text AS ctype, pg_database_size(d.oid) AS total_bytes,
+       d.datcollate::text AS collation_name, d.datctype::text AS ctype, pg_database_size(d.oid) AS total_bytes,
        CASE WHEN d.datconnlimit >= 0 THEN d.datconnlimit END::bigint AS connection_limit,
        shobj_description(d.oid, 'pg_database') AS comment
   FROM pg_database d WHERE d.datname = current_database()""",
@@ -202,7 +202,7 @@ COLUMNS = MetadataStream(
         identity_minimum=INTEGER,
         identity_maximum=INTEGER,
         identity_cycle=BOOLEAN,
-        collation=TEXT,
+        collation_name=TEXT,
         comment=TEXT,
     ),
     KEPT
@@ -216,7 +216,7 @@ COLUMNS = MetadataStream(
        seq.seqstart AS identity_start, seq.seqincrement AS identity_increment, seq.seqmin AS identity_minimum,
        seq.seqmax AS identity_maximum, seq.seqcycle AS identity_cycle,
        CASE WHEN a.attcollation <> t.typcollation THEN (SELECT collname::text FROM pg_collation
-                                                        WHERE oid = a.attcollation) END AS collation,
+                                                        WHERE oid = a.attcollation) END AS collation_name,
        col_description(a.attrelid, a.attnum) AS comment
   FROM kept k
   JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -261,7 +261,7 @@ CONSTRAINTS = MetadataStream(
         on_update=TEXT,
         on_delete=TEXT,
         match_type=TEXT,
-        deferrable=BOOLEAN,
+        is_deferrable=BOOLEAN,
         initially_deferred=BOOLEAN,
         validated=BOOLEAN,
     ),
@@ -278,7 +278,7 @@ CONSTRAINTS = MetadataStream(
        CASE WHEN con.contype = 'f' THEN {_CONSTRAINT_ACTION.format(x="con.confdeltype")} END AS on_delete,
        CASE WHEN con.contype = 'f' THEN CASE con.confmatchtype WHEN 'f' THEN 'FULL' WHEN 'p' THEN 'PARTIAL'
             WHEN 's' THEN 'SIMPLE' END END AS match_type,
-       con.condeferrable AS deferrable, con.condeferred AS initially_deferred, con.convalidated AS validated
+       con.condeferrable AS is_deferrable, con.condeferred AS initially_deferred, con.convalidated AS validated
   FROM kept k
   JOIN pg_constraint con ON con.conrelid = k.oid
   LEFT JOIN pg_class rc ON rc.oid = con.confrelid
@@ -400,11 +400,12 @@ TYPES = MetadataStream(
 FUNCTIONS = MetadataStream(
     "functions",
     "Functions, procedures, aggregates and window functions: arguments, result, language, body, owner.",
-    ("database", "schema_name", "name", "identity_arguments"),
+    ("database", "signature"),
     _columns(
-        schema_name=KEY,
-        name=KEY,
-        identity_arguments=KEY,
+        signature=KEY,
+        schema_name=TEXT,
+        name=TEXT,
+        identity_arguments=TEXT,
         kind=TEXT,
         language=TEXT,
         arguments=TEXT,
@@ -416,7 +417,9 @@ FUNCTIONS = MetadataStream(
         strict=BOOLEAN,
         comment=TEXT,
     ),
-    f"""SELECT {DB}, n.nspname::text AS schema_name, p.proname::text AS name,
+    f"""SELECT {DB}, quote_ident(n.nspname) || '.' || quote_ident(p.proname)
+           || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS signature,
+       n.nspname::text AS schema_name, p.proname::text AS name,
        pg_get_function_identity_arguments(p.oid) AS identity_arguments,
        CASE p.prokind WHEN 'f' THEN 'function' WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate'
             WHEN 'w' THEN 'window' END AS kind,
@@ -483,47 +486,53 @@ ROLE_MEMBERSHIPS = MetadataStream(
 )
 
 _GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END AS grantee"
-_GRANT = f"{_GRANTEE}, pg_get_userbyid(a.grantor)::text AS grantor, a.privilege_type::text AS privilege, a.is_grantable"
+_GRANT = f"{_GRANTEE}, a.privilege_type::text AS privilege, pg_get_userbyid(a.grantor)::text AS grantor"
 
 GRANTS = MetadataStream(
     "grants",
-    "Privileges on the database, schemas, relations, columns, sequences and functions (defaults included).",
-    ("database", "object_type", "schema_name", "object_name", "column_name", "grantee", "privilege", "grantor"),
+    "Privileges on the database, schemas, relations, columns, sequences and functions (defaults included). "
+    "`object` is the object's name as SQL spells it, quoted, which with its type identifies it.",
+    ("database", "object_type", "object", "grantee", "privilege", "grantor"),
     _columns(
         object_type=KEY,
-        schema_name=KEY,
-        object_name=KEY,
-        column_name=KEY,
+        object=KEY,
         grantee=KEY,
-        grantor=KEY,
         privilege=KEY,
+        grantor=KEY,
+        schema_name=TEXT,
+        object_name=TEXT,
+        column_name=TEXT,
         is_grantable=BOOLEAN,
     ),
     KEPT
-    + f"""SELECT {DB}, 'database' AS object_type, '' AS schema_name, d.datname::text AS object_name, '' AS column_name,
-       {_GRANT}
+    + f"""SELECT {DB}, 'database' AS object_type, quote_ident(d.datname) AS object, {_GRANT},
+       NULL::text AS schema_name, d.datname::text AS object_name, NULL::text AS column_name, a.is_grantable
   FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
  WHERE d.datname = current_database()
 UNION ALL
-SELECT {DB}, 'schema', n.nspname::text, n.nspname::text, '', {_GRANT}
+SELECT {DB}, 'schema', quote_ident(n.nspname), {_GRANT}, n.nspname::text, n.nspname::text, NULL, a.is_grantable
   FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
  WHERE {SCHEMAS}
 UNION ALL
-SELECT {DB}, {RELATION_KIND.format(c="c")}, k.nspname::text, k.relname::text, '', {_GRANT}
+SELECT {DB}, {RELATION_KIND.format(c="c")}, quote_ident(k.nspname) || '.' || quote_ident(k.relname), {_GRANT},
+       k.nspname::text, k.relname::text, NULL, a.is_grantable
   FROM kept k JOIN pg_class c ON c.oid = k.oid
  CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
 UNION ALL
-SELECT {DB}, 'column', k.nspname::text, k.relname::text, att.attname::text, {_GRANT}
+SELECT {DB}, 'column', quote_ident(k.nspname) || '.' || quote_ident(k.relname) || '.' || quote_ident(att.attname),
+       {_GRANT}, k.nspname::text, k.relname::text, att.attname::text, a.is_grantable
   FROM kept k JOIN pg_attribute att ON att.attrelid = k.oid AND att.attnum > 0 AND NOT att.attisdropped
  CROSS JOIN LATERAL aclexplode(att.attacl) a
 UNION ALL
-SELECT {DB}, 'sequence', n.nspname::text, c.relname::text, '', {_GRANT}
+SELECT {DB}, 'sequence', quote_ident(n.nspname) || '.' || quote_ident(c.relname), {_GRANT},
+       n.nspname::text, c.relname::text, NULL, a.is_grantable
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('s', c.relowner))) a
  WHERE c.relkind = 'S' AND {SCHEMAS}
 UNION ALL
-SELECT {DB}, CASE WHEN p.prokind = 'p' THEN 'procedure' ELSE 'function' END, n.nspname::text,
-       p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', '', {_GRANT}
+SELECT {DB}, CASE WHEN p.prokind = 'p' THEN 'procedure' ELSE 'function' END,
+       quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       {_GRANT}, n.nspname::text, p.proname::text, NULL, a.is_grantable
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
  WHERE {SCHEMAS}""",
@@ -563,21 +572,26 @@ LINEAGE = MetadataStream(
     "lineage",
     "Column-level lineage of views and materialized views, from the server's own rule and dependency records: "
     "`direct` (the view column is the source column), `expression` (the view column is computed from it), "
-    "`query` (the view's query reads it elsewhere: a join, a filter; view_column is empty).",
-    ("database", "view_schema", "view_name", "view_column", "source_schema", "source_table", "source_column"),
+    "`query` (the view's query reads it elsewhere: a join, a filter; view_column is null). `edge` names both "
+    "ends as SQL spells them, quoted: `view[.column] <- source.column`.",
+    ("database", "edge"),
     _columns(
-        view_schema=KEY,
-        view_name=KEY,
-        view_column=KEY,
-        source_schema=KEY,
-        source_table=KEY,
-        source_column=KEY,
+        edge=KEY,
+        view_schema=TEXT,
+        view_name=TEXT,
+        view_column=TEXT,
+        source_schema=TEXT,
+        source_table=TEXT,
+        source_column=TEXT,
         kind=TEXT,
         view_kind=TEXT,
         source_kind=TEXT,
     ),
-    f"""SELECT {DB}, vn.nspname::text AS view_schema, vc.relname::text AS view_name,
-       coalesce(va.attname::text, '') AS view_column, sn.nspname::text AS source_schema,
+    f"""SELECT {DB},
+       quote_ident(vn.nspname) || '.' || quote_ident(vc.relname) || coalesce('.' || quote_ident(va.attname), '')
+           || ' <- ' || quote_ident(sn.nspname) || '.' || quote_ident(sc.relname) || '.' || quote_ident(sa.attname)
+           AS edge,
+       vn.nspname::text AS view_schema, vc.relname::text AS view_name, va.attname::text AS view_column, sn.nspname::text AS source_schema,
        sc.relname::text AS source_table, sa.attname::text AS source_column, e.kind,
        {RELATION_KIND.format(c="vc")} AS view_kind, {RELATION_KIND.format(c="sc")} AS source_kind
   FROM unnest(%(lineage_views)s::oid[], %(lineage_view_columns)s::int[], %(lineage_sources)s::oid[],

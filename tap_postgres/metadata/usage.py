@@ -37,8 +37,9 @@ deltas AS (
     SELECT c.*, p.value IS NULL OR %(previous_reset)s::text IS DISTINCT FROM (SELECT at FROM reset)::text
                OR (p.value->>0)::bigint > c.calls AS from_zero, p.value
       FROM current c LEFT JOIN previous p USING (entry))
-SELECT d.entry, jsonb_build_array(d.calls, d.rows, d.total_exec_time, d.total_plan_time, d.shared_blks_hit,
-                                  d.shared_blks_read)::text,
+-- the times as text: a target that reads STATE numbers as decimals (singer-sdk) cannot write a fraction back
+SELECT d.entry, jsonb_build_array(d.calls, d.rows, d.total_exec_time::text, d.total_plan_time::text,
+                                  d.shared_blks_hit, d.shared_blks_read)::text,
        (SELECT at FROM reset)::text, statement_timestamp()::text,
        CASE WHEN d.from_zero OR d.calls > (d.value->>0)::bigint THEN
            %(prefix)s || row_to_json(record.*)::text || %(suffix)s END
