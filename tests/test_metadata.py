@@ -392,3 +392,22 @@ def test_catalog_streams_load_through_real_targets(cluster, shop, target, tmp_pa
         ("reports.customer_orders.customer", "shop.customers.name", "text"),
     ]
     assert relations == 8  # the six of the schema and the extension's two views in public
+
+
+def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_grant(shop):
+    shop.execute("REVOKE SELECT ON pg_stat_statements FROM PUBLIC")
+    try:
+        with shop.login_role("catalog_denied", "denied-secret", "GRANT pg_read_all_stats TO {role}"):
+            config = metadata_config(shop, user="catalog_denied", password="denied-secret")
+            catalog = select_all(shop.discover(config), only={USAGE, "pg_metadata-schemas"})
+            messages, stderr, code = shop.try_sync(catalog, config=config)
+    finally:
+        shop.execute("GRANT SELECT ON pg_stat_statements TO PUBLIC")
+    assert code == 0, "\n".join(stderr)
+    warnings = [line for line in stderr if "WARNING" in line]
+    assert len(warnings) == 1
+    assert (
+        "permission denied" in warnings[0]
+        and 'GRANT SELECT ON "public".pg_stat_statements TO "catalog_denied"' in warnings[0]
+    )
+    assert records_of(messages, "pg_metadata-schemas") and not records_of(messages, USAGE)

@@ -128,7 +128,7 @@ SCHEMAS_STREAM = MetadataStream(
        (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'f')) AS table_count,
        (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('v', 'm')) AS view_count
   FROM pg_namespace n WHERE {SCHEMAS}""",
-    "nothing beyond CONNECT (pg_namespace is readable by every user)",
+    "nothing: pg_namespace is readable by every user",
 )
 
 RELATIONS = MetadataStream(
@@ -177,7 +177,7 @@ RELATIONS = MetadataStream(
   LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid
   LEFT JOIN pg_class pc ON pc.oid = i.inhparent
   LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace""",
-    "nothing beyond USAGE on the schemas (pg_class is readable by every user)",
+    "nothing: pg_class is readable by every user",
 )
 
 COLUMNS = MetadataStream(
@@ -227,7 +227,7 @@ COLUMNS = MetadataStream(
         AND dep.refclassid = 'pg_class'::regclass AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum
         AND dep.deptype = 'i'
   LEFT JOIN pg_sequence seq ON seq.seqrelid = dep.objid""",
-    "nothing beyond USAGE on the schemas (pg_attribute is readable by every user)",
+    "nothing: pg_attribute is readable by every user",
 )
 
 _CONSTRAINT_ACTION = (
@@ -283,7 +283,7 @@ CONSTRAINTS = MetadataStream(
   JOIN pg_constraint con ON con.conrelid = k.oid
   LEFT JOIN pg_class rc ON rc.oid = con.confrelid
   LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace""",
-    "nothing beyond USAGE on the schemas",
+    "nothing: the system catalogs are readable by every user",
 )
 
 INDEXES = MetadataStream(
@@ -315,7 +315,7 @@ INDEXES = MetadataStream(
   JOIN pg_index i ON i.indrelid = k.oid
   JOIN pg_class ic ON ic.oid = i.indexrelid
   JOIN pg_am am ON am.oid = ic.relam""",
-    "nothing beyond USAGE on the schemas",
+    "nothing: the system catalogs are readable by every user",
 )
 
 SEQUENCES = MetadataStream(
@@ -394,7 +394,7 @@ TYPES = MetadataStream(
    -- not the array type every type gets, nor the row type of each table, view or sequence
    AND NOT EXISTS (SELECT 1 FROM pg_type element WHERE element.oid = t.typelem AND element.typarray = t.oid)
    AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')""",
-    "nothing beyond USAGE on the schemas",
+    "nothing: the system catalogs are readable by every user",
 )
 
 FUNCTIONS = MetadataStream(
@@ -434,7 +434,7 @@ FUNCTIONS = MetadataStream(
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_language l ON l.oid = p.prolang
  WHERE {SCHEMAS}""",
-    "nothing beyond USAGE on the schemas",
+    "nothing: the system catalogs are readable by every user",
 )
 
 ROLES = MetadataStream(
@@ -536,7 +536,7 @@ SELECT {DB}, CASE WHEN p.prokind = 'p' THEN 'procedure' ELSE 'function' END,
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
  WHERE {SCHEMAS}""",
-    "nothing beyond USAGE on the schemas (the ACLs are readable by every user)",
+    "nothing: the ACLs are readable by every user",
 )
 
 POLICIES = MetadataStream(
@@ -565,7 +565,7 @@ POLICIES = MetadataStream(
        pg_get_expr(p.polwithcheck, p.polrelid) AS check_expression
   FROM kept k
   JOIN pg_policy p ON p.polrelid = k.oid""",
-    "nothing beyond USAGE on the schemas",
+    "nothing: the system catalogs are readable by every user",
 )
 
 LINEAGE = MetadataStream(
@@ -603,7 +603,7 @@ LINEAGE = MetadataStream(
   JOIN pg_class sc ON sc.oid = e.source
   JOIN pg_namespace sn ON sn.oid = sc.relnamespace
   JOIN pg_attribute sa ON sa.attrelid = e.source AND sa.attnum = e.source_column""",
-    "nothing beyond USAGE on the schemas (pg_rewrite and pg_depend are readable by every user)",
+    "nothing: pg_rewrite and pg_depend are readable by every user",
 )
 
 _STATS_ARRAY = "CASE WHEN {x} IS NOT NULL THEN ARRAY(SELECT unnest({x}::text::text[])) END"

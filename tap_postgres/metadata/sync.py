@@ -144,7 +144,7 @@ def sync_metadata(config: Config, selected: list[SelectedStream], state: dict, w
         for future in [pool.submit(_sync_database, run, database) for database in databases]:
             future.result()
     for (stream_id, reason), names in sorted(run.skipped.items()):
-        LOGGER.warning("Skipping %s in database(s) %s: %s", stream_id, ", ".join(sorted(names)), reason)
+        LOGGER.warning("%s in database(s) %s: %s", stream_id, ", ".join(sorted(names)), reason)
     for stream in streams:
         if not stream.incremental:
             writer.write_activate_version(stream.tap_stream_id, bookmark(state, stream.tap_stream_id)["version"])
@@ -174,7 +174,7 @@ def _sync_database(run: _Pass, database: str) -> None:
             except psycopg2.errors.InsufficientPrivilege as exc:
                 with conn.cursor() as cur:
                     cur.execute("ROLLBACK TO SAVEPOINT metadata_stream")
-                reason = f"{exc.diag.message_primary}; it needs {stream.needs}"
+                reason = f"skipped: {exc.diag.message_primary}; it needs {stream.needs}"
                 run.skipped.setdefault((stream.tap_stream_id, reason), set()).add(database)
             except psycopg2.Error as exc:
                 failure = describe_sync_failure(exc, f"{stream.tap_stream_id} of database {database}")
@@ -206,7 +206,7 @@ def _sync_usage(run: _Pass, conn, cur, database: str) -> None:
     stream_id = STATEMENT_USAGE.tap_stream_id
     if schema is None:
         reason = (
-            "the pg_stat_statements extension is not installed there (add it to shared_preload_libraries, "
+            "skipped: the pg_stat_statements extension is not installed there (add it to shared_preload_libraries, "
             "CREATE EXTENSION pg_stat_statements, and GRANT pg_read_all_stats TO "
             f"{quote_ident(run.config.user)} to see every role's statements)"
         )
@@ -215,8 +215,8 @@ def _sync_usage(run: _Pass, conn, cur, database: str) -> None:
     cur.execute(_READ_ALL_STATS_SQL)
     if not cur.fetchone()[0]:
         reason = (
-            f"partly: user {quote_ident(run.config.user)} is not a member of pg_read_all_stats, so other roles' "
-            f"statement texts read <insufficient privilege> (GRANT pg_read_all_stats TO {quote_ident(run.config.user)})"
+            f"other roles' statement texts read <insufficient privilege>: user {quote_ident(run.config.user)} is not "
+            f"a member of pg_read_all_stats (GRANT pg_read_all_stats TO {quote_ident(run.config.user)})"
         )
         run.skipped.setdefault((stream_id, reason), set()).add(database)
     saved = run.usage_bookmark["databases"].get(database, {})
@@ -226,9 +226,19 @@ def _sync_usage(run: _Pass, conn, cur, database: str) -> None:
         lines, saved_now = usage.read_usage(
             cur, conn.server_version, schema, {**run.params, "prefix": prefix, "suffix": suffix}, saved
         )
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT usage")
+        user = quote_ident(run.config.user)
+        reason = (
+            f"skipped: {exc.diag.message_primary} (GRANT SELECT ON {quote_ident(schema)}.pg_stat_statements TO {user})"
+        )
+        run.skipped.setdefault((stream_id, reason), set()).add(database)
+        return
     except psycopg2.errors.ObjectNotInPrerequisiteState as exc:
         cur.execute("ROLLBACK TO SAVEPOINT usage")
-        reason = f"{exc.diag.message_primary} (set shared_preload_libraries = 'pg_stat_statements' and restart)"
+        reason = (
+            f"skipped: {exc.diag.message_primary} (set shared_preload_libraries = 'pg_stat_statements' and restart)"
+        )
         run.skipped.setdefault((stream_id, reason), set()).add(database)
         return
     if lines:
