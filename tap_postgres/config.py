@@ -157,6 +157,14 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
     ),
     Setting(
+        "slot_failover",
+        "boolean",
+        "LOG_BASED, PostgreSQL 17+: make the replication slot a failover slot, which standbys with "
+        "sync_replication_slots keep in step so it survives a switchover; the tap creates it so, or turns an "
+        "existing slot into one before reading it.",
+        default=False,
+    ),
+    Setting(
         "itersize",
         "integer",
         "Rows per batch in FULL_TABLE and INCREMENTAL: a STATE message follows every batch.",
@@ -260,6 +268,7 @@ class Config:
     debug_lsn: bool = False
     tap_id: str | None = None
     create_replication_slot: bool = False
+    slot_failover: bool = False
     itersize: int = 20000
     max_value_bytes: int | None = None
     default_replication_method: str | None = None
