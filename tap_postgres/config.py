@@ -171,6 +171,12 @@ SETTINGS: tuple[Setting, ...] = (
         default=20000,
     ),
     Setting(
+        "full_table_sessions",
+        "integer",
+        "Sessions that copy a FULL_TABLE table's block ranges in parallel, all on one snapshot (1: one session).",
+        default=2,
+    ),
+    Setting(
         "max_value_bytes",
         "integer",
         "Emit null, with a warning naming the stream, column and key, for a value whose text is longer than "
@@ -270,6 +276,7 @@ class Config:
     create_replication_slot: bool = False
     slot_failover: bool = False
     itersize: int = 20000
+    full_table_sessions: int = 2
     max_value_bytes: int | None = None
     default_replication_method: str | None = None
     use_secondary: bool = False
@@ -400,6 +407,8 @@ def _check_combinations(config: Config) -> None:
         )
     if config.itersize < 1:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
+    if config.full_table_sessions < 1:
+        raise ConfigError(f'config key "full_table_sessions" must be at least 1, got {config.full_table_sessions}')
     if config.state_poll_seconds < 1:
         raise ConfigError(f'config key "state_poll_seconds" must be at least 1, got {config.state_poll_seconds}')
     if config.progress_seconds < 0:

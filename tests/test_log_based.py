@@ -213,7 +213,7 @@ def test_writes_during_the_initial_copy_are_not_lost(db, slot):
     messages = []
     for line in process.stdout:
         messages.append(json.loads(line))
-        if messages[-1]["type"] == "STATE" and messages[-1]["value"]["bookmarks"]["public-busy"].get("resume_key"):
+        if messages[-1]["type"] == "STATE" and messages[-1]["value"]["bookmarks"]["public-busy"].get("copied_blocks"):
             break
     # the copy is under way: change rows it has passed and rows it has not reached, add new ones
     db.execute("UPDATE busy SET v = 1 WHERE id IN (1, 29999)")
