@@ -411,3 +411,12 @@ def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_gr
         and 'GRANT SELECT ON "public".pg_stat_statements TO "catalog_denied"' in warnings[0]
     )
     assert records_of(messages, "pg_metadata-schemas") and not records_of(messages, USAGE)
+
+
+def test_a_listed_database_that_does_not_exist_is_one_line_after_the_state(shop):
+    config = metadata_config(shop, metadata_databases="catalog_shop,catalog_missing")
+    catalog = select_all(shop.discover(config), only={"pg_metadata-schemas"})
+    messages, stderr, code = shop.try_sync(catalog, config=config)
+    assert code != 0 and "Traceback" not in "\n".join(stderr)
+    assert stderr[-1].startswith("tap-postgres: error: ") and "catalog_missing" in stderr[-1]
+    assert messages[-1]["type"] == "STATE"

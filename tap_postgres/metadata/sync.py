@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,12 +20,14 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from tap_postgres import server_versions
+from tap_postgres import locks, server_versions
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, describe_sync_failure
 from tap_postgres.discovery import quote_ident
+from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.filters import Filters, database_conditions
+from tap_postgres.inflight import Interrupted
 from tap_postgres.metadata import lineage, usage
 from tap_postgres.metadata.streams import BY_ID, KEPT, LINEAGE, STATEMENT_USAGE, MetadataStream, masked
 from tap_postgres.output import MessageWriter, now_extracted, record_envelope
@@ -140,9 +143,20 @@ def sync_metadata(config: Config, selected: list[SelectedStream], state: dict, w
     usage_bookmark = bookmark(state, STATEMENT_USAGE.tap_stream_id)
     usage_bookmark.setdefault("databases", {})
     run = _Pass(config, streams, params, envelopes, usage_bookmark, _LockedWriter(writer), {})
-    with ThreadPoolExecutor(max_workers=MAX_DATABASE_SESSIONS) as pool:
-        for future in [pool.submit(_sync_database, run, database) for database in databases]:
-            future.result()
+    try:
+        # a lock wait is named and SIGTERM or Ctrl-C cancels every session's statement, as in a row sync
+        with locks.watching(config), ThreadPoolExecutor(max_workers=MAX_DATABASE_SESSIONS) as pool:
+            for future in [pool.submit(_sync_database, run, database) for database in databases]:
+                future.result()
+    except Interrupted as exc:
+        writer.write_state(state)
+        raise InterruptedRunError(
+            f"interrupted by {signal.Signals(exc.signum).name}: the last STATE was written; rerun with it", exc.signum
+        ) from None
+    except TapPostgresError:
+        # the usage counters of the databases read so far are in the state, with their records
+        writer.write_state(state)
+        raise
     for (stream_id, reason), names in sorted(run.skipped.items()):
         LOGGER.warning("%s in database(s) %s: %s", stream_id, ", ".join(sorted(names)), reason)
     for stream in streams:
