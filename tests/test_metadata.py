@@ -6,6 +6,7 @@ shared_preload_libraries), from the same binaries, so TAP_PG_VERSION runs it on 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import shutil
@@ -108,8 +109,15 @@ def metadata_config(db: Database, **settings) -> dict:
     return dict(db.config, metadata_only=True, **settings)
 
 
-def catalog_of(db: Database, **settings) -> dict:
-    return select_all(db.discover(metadata_config(db, **settings)))
+# the catalog streams' entries do not depend on the database or the settings: discovered once
+_DISCOVERED: dict = {}
+
+
+def catalog_of(db: Database, only: set[str] | None = None) -> dict:
+    """Return the metadata_only catalog with every stream (or those in `only`) selected."""
+    if "catalog" not in _DISCOVERED:
+        _DISCOVERED["catalog"] = db.discover(metadata_config(db))
+    return select_all(copy.deepcopy(_DISCOVERED["catalog"]), only=only)
 
 
 def by_stream(messages: list[dict]) -> dict[str, list[dict]]:
@@ -310,7 +318,7 @@ def test_statement_usage_then_only_its_deltas_under_state(shop, second):
 
 def test_every_connectable_database_filtered_by_the_patterns(shop, second):
     config = metadata_config(shop, metadata_databases="*", database_exclude_pattern="^postgres$")
-    catalog = select_all(shop.discover(config), only={"pg_metadata-databases"})
+    catalog = catalog_of(shop, only={"pg_metadata-databases"})
     messages, stderr, code = shop.try_sync(catalog, config=config)
     assert code == 0, "\n".join(stderr)
     assert {r["database"] for r in records_of(messages)} == {"catalog_shop", "catalog_other"}
@@ -321,7 +329,7 @@ def test_every_connectable_database_filtered_by_the_patterns(shop, second):
 
 def test_filters_apply_to_the_catalog_streams(shop):
     config = metadata_config(shop, schema_include_pattern="^shop$", table_exclude_pattern=r"\.events")
-    catalog = select_all(shop.discover(config), only={"pg_metadata-relations", "pg_metadata-columns"})
+    catalog = catalog_of(shop, only={"pg_metadata-relations", "pg_metadata-columns"})
     messages, _, code = shop.try_sync(catalog, config=config)
     assert code == 0
     assert {r["name"] for r in records_of(messages, "pg_metadata-relations")} == {"customers", "orders"}
@@ -333,7 +341,7 @@ def test_sql_text_is_hashed_with_the_key_or_dropped(shop, mode):
     key = "catalog-secret-key"
     config = metadata_config(shop, metadata_sql_text=mode, metadata_hash_key=key)
     only = {"pg_metadata-relations", "pg_metadata-functions", USAGE}
-    catalog = select_all(shop.discover(config), only=only)
+    catalog = catalog_of(shop, only=only)
     messages, stderr, code = shop.try_sync(catalog, config=config)
     assert code == 0 and key not in "\n".join(stderr)
     (view,) = [r for r in records_of(messages, "pg_metadata-relations") if r["name"] == "customer_orders"]
@@ -352,7 +360,7 @@ def test_sql_text_is_hashed_with_the_key_or_dropped(shop, mode):
 def test_a_user_without_pg_read_all_stats_is_warned_once(shop):
     with shop.login_role("catalog_reader", "reader-secret") as config:
         config = metadata_config(shop, user="catalog_reader", password="reader-secret")
-        catalog = select_all(shop.discover(config), only={USAGE, "pg_metadata-roles"})
+        catalog = catalog_of(shop, only={USAGE, "pg_metadata-roles"})
         messages, stderr, code = shop.try_sync(catalog, config=config)
     assert code == 0, "\n".join(stderr)
     warnings = [line for line in stderr if "WARNING" in line]
@@ -399,7 +407,7 @@ def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_gr
     try:
         with shop.login_role("catalog_denied", "denied-secret", "GRANT pg_read_all_stats TO {role}"):
             config = metadata_config(shop, user="catalog_denied", password="denied-secret")
-            catalog = select_all(shop.discover(config), only={USAGE, "pg_metadata-schemas"})
+            catalog = catalog_of(shop, only={USAGE, "pg_metadata-schemas"})
             messages, stderr, code = shop.try_sync(catalog, config=config)
     finally:
         shop.execute("GRANT SELECT ON pg_stat_statements TO PUBLIC")
@@ -415,7 +423,7 @@ def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_gr
 
 def test_a_listed_database_that_does_not_exist_is_one_line_after_the_state(shop):
     config = metadata_config(shop, metadata_databases="catalog_shop,catalog_missing")
-    catalog = select_all(shop.discover(config), only={"pg_metadata-schemas"})
+    catalog = catalog_of(shop, only={"pg_metadata-schemas"})
     messages, stderr, code = shop.try_sync(catalog, config=config)
     assert code != 0 and "Traceback" not in "\n".join(stderr)
     assert stderr[-1].startswith("tap-postgres: error: ") and "catalog_missing" in stderr[-1]
