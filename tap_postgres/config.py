@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from singer_sdk import typing as th
-
 from tap_postgres import files
 from tap_postgres.errors import ConfigError, keep_secret
 
@@ -212,22 +210,23 @@ _JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN}
 
 def config_jsonschema() -> dict:
     """Return the JSON Schema of the settings, in the form singer-sdk publishes with --about."""
-    properties = []
+    properties = {}
     for setting in SETTINGS:
-        json_type = dict(_JSON_TYPES[setting.kind])
+        schema = {"type": list(_JSON_TYPES[setting.kind]["type"]) + ([] if setting.required else ["null"])}
         if setting.allowed:
-            json_type["enum"] = list(setting.allowed)
-        properties.append(
-            th.Property(
-                setting.name,
-                th.CustomType(json_type),
-                required=setting.required,
-                default=setting.default,
-                description=setting.description,
-                secret=setting.secret,
-            )
-        )
-    return th.PropertiesList(*properties).to_dict()
+            schema["enum"] = list(setting.allowed)
+        if setting.default is not None:
+            schema["default"] = setting.default
+        schema["description"] = setting.description
+        if setting.secret:
+            schema.update(secret=True, writeOnly=True)
+        properties[setting.name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [setting.name for setting in SETTINGS if setting.required],
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+    }
 
 
 @dataclasses.dataclass(frozen=True)

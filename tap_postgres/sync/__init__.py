@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg2
 
@@ -23,10 +24,12 @@ from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.incremental import sync_incremental
-from tap_postgres.sync.logical import LogBasedSync
 from tap_postgres.sync.oversize import naming_oversize_values
 from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import CopySettings, selected_columns
+
+if TYPE_CHECKING:  # imported by the runs that have LOG_BASED streams (a fast start for the others)
+    from tap_postgres.sync.logical import LogBasedSync
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -46,6 +49,8 @@ def sync_streams(
     log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
     logical = None
+    if log_based:
+        from tap_postgres.sync.logical import LogBasedSync
     try:
         # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
         with locks.watching(config), contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
