@@ -8,10 +8,13 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tap_postgres import files
 from tap_postgres.errors import ConfigError, keep_secret
+
+if TYPE_CHECKING:
+    from tap_postgres.batch import BatchSettings
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -23,6 +26,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 _BOOLEAN = {"type": ["boolean", "string"]}
 _INTEGER = {"type": ["integer", "string"]}
 _STRING = {"type": ["string"]}
+_OBJECT = {"type": ["object"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Setting:
     """One config key: its name, JSON type, default and meaning."""
 
     name: str
-    kind: str  # "string", "integer" or "boolean"
+    kind: str  # "string", "integer", "boolean" or "object"
     description: str
     default: Any = None
     required: bool = False
@@ -203,9 +207,17 @@ SETTINGS: tuple[Setting, ...] = (
         "fast_sync_rds: add _SDC_BATCHED_AT, _SDC_DELETED_AT and _SDC_EXTRACTED_AT columns.",
         default=True,
     ),
+    Setting(
+        "batch_config",
+        "object",
+        "Write FULL_TABLE, INCREMENTAL and the LOG_BASED initial copy into JSON Lines files announced by "
+        'singer-sdk BATCH messages, instead of RECORD messages: {"encoding": {"format": "jsonl", '
+        '"compression": "gzip" or "none"}, "storage": {"root": "file://DIR" or "s3://BUCKET/PATH", '
+        '"prefix": "..."}, "batch_size": records per file (default 10000)}. LOG_BASED changes stay RECORDs.',
+    ),
 )
 
-_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN}
+_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN, "object": _OBJECT}
 
 
 def config_jsonschema() -> dict:
@@ -271,6 +283,14 @@ class Config:
     fast_sync_rds_s3_prefix: str = ""
     fast_sync_rds_s3_region: str | None = None
     fast_sync_rds_add_metadata_columns: bool = True
+    batch_config: dict | None = None
+
+    @property
+    def batch(self) -> BatchSettings | None:
+        """The BATCH settings, or None when records go out as RECORD messages."""
+        from tap_postgres.batch import BatchSettings  # gzip and the file machinery: not for --about
+
+        return BatchSettings.parse(self.batch_config) if self.batch_config else None
 
     @property
     def schemas(self) -> list[str]:
@@ -306,6 +326,10 @@ def _coerce(setting: Setting, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ConfigError(f'config key "{setting.name}" must be an integer, got {shown}')
+    if setting.kind == "object":
+        if not isinstance(value, dict):
+            raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}')
+        return value
     if not isinstance(value, str):
         raise ConfigError(f'config key "{setting.name}" must be a string, got {shown}')
     if "\x00" in value:
@@ -330,7 +354,6 @@ SDK_KEYS_NOT_IMPLEMENTED = (
     "stream_map_config",
     "flattening_enabled",
     "flattening_max_depth",
-    "batch_config",
     "faker_config",
 )
 
@@ -388,6 +411,12 @@ def _check_combinations(config: Config) -> None:
             'config key "fast_sync_rds" is true but "fast_sync_rds_s3_bucket" and '
             '"fast_sync_rds_s3_region" are not both set: add them or set fast_sync_rds to false'
         )
+    if config.batch_config is not None:
+        config.batch  # noqa: B018 -- parsed now, so a wrong batch_config stops the run before it connects
+        if config.fast_sync_rds:
+            raise ConfigError(
+                'config keys "batch_config" and "fast_sync_rds" both ask how to export rows: set only one'
+            )
     if config.itersize < 1:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
     if config.state_poll_seconds < 1:

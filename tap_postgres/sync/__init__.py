@@ -20,6 +20,7 @@ from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.inflight import IN_FLIGHT, Interrupted
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
+from tap_postgres.sync.batch_output import copy_output
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.helper_sessions import HelperSessions
@@ -172,8 +173,8 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if stream.replication_method == "LOG_BASED":
         writer.write_schema(stream.tap_stream_id, run.logical.schema_of(stream), stream.key_properties)
         if run.logical.needs_copy(stream):
-            with naming_oversize_values(conn, stream, columns):
-                run.logical.copy(table, stream, columns)
+            with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream) as copy_writer:
+                run.logical.copy(table, stream, columns, copy_writer)
         return
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
     value_limit = settings.value_limit_of(stream)
@@ -183,8 +184,8 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if config.fast_sync_rds:
         sync_fast_rds(conn, stream, columns, state, writer, config)
         return
-    with naming_oversize_values(conn, stream, columns):
+    with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream) as copy_writer:
         if stream.replication_method == "FULL_TABLE":
-            sync_full_table(conn, table, stream, columns, state, writer, settings, run.helpers)
+            sync_full_table(conn, table, stream, columns, state, copy_writer, settings, run.helpers)
         else:
-            sync_incremental(conn, table, stream, columns, state, writer, settings)
+            sync_incremental(conn, table, stream, columns, state, copy_writer, settings)

@@ -20,7 +20,7 @@ from psycopg2 import extensions, sql
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
-from tap_postgres.output import MessageWriter, now_extracted, record_envelope
+from tap_postgres.output import MessageWriter, now_extracted
 from tap_postgres.state import bookmark
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.rows import (
@@ -68,7 +68,7 @@ def sync_full_table(
     version = stream_bookmark["version"] if interrupted and not first_run else new_version()
     stream_bookmark["version"] = version
 
-    envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
+    envelope = writer.envelope(stream.tap_stream_id, version, now_extracted())
     records = RecordQueries(stream, columns, envelope, settings.value_limit_of(stream))
     progress = Progress(stream.tap_stream_id, settings.progress_seconds, expected_rows=table.row_count)
     sink = RecordSink(writer, progress, settings.value_limit)
@@ -83,7 +83,7 @@ def sync_full_table(
             on_snapshot(cur)
         # the first STATE already holds what on_snapshot recorded: a target may save only this one
         writer.write_state(state)
-        if first_run:
+        if first_run or (writer.versions_before_records and not interrupted):
             writer.write_activate_version(stream.tap_stream_id, version)
         if key_columns:
             _copy_by_key_ranges(cur, helper, records, key_columns, sink, state, writer, settings.itersize)

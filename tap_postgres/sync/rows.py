@@ -132,6 +132,10 @@ def copy_records(envelope: tuple[str, str], rendered: sql.Composable) -> sql.Com
     `r.*`, not `r`: a bare `r` would mean a column named r of the user's table, if it has one.
     """
     prefix, suffix = envelope
+    if not prefix and not suffix:  # a BATCH file's line: the record object alone
+        return sql.SQL("COPY (SELECT row_to_json(r.*)::text FROM ({}) AS r) TO STDOUT {}").format(
+            rendered, COPY_OPTIONS
+        )
     return sql.SQL("COPY (SELECT {} || row_to_json(r.*)::text || {} FROM ({}) AS r) TO STDOUT {}").format(
         sql.Literal(prefix), sql.Literal(suffix), rendered, COPY_OPTIONS
     )
