@@ -24,6 +24,9 @@ CAPABILITIES = (
     "discover",
     "about",
     "activate-version",
+    "batch",
+    "stream-maps",
+    "schema-flattening",
     "log-based",
 )
 

@@ -215,6 +215,20 @@ SETTINGS: tuple[Setting, ...] = (
         '"compression": "gzip" or "none"}, "storage": {"root": "file://DIR" or "s3://BUCKET/PATH", '
         '"prefix": "..."}, "batch_size": records per file (default 10000)}. LOG_BASED changes stay RECORDs.',
     ),
+    Setting(
+        "stream_maps",
+        "object",
+        "singer-sdk stream maps, by stream id: aliases (__alias__), removed (null) and computed properties "
+        "(md5(), expressions), __filter__, __else__, __key_properties__, __source__.",
+    ),
+    Setting("stream_map_config", "object", "User-defined values the stream map expressions read (config)."),
+    Setting(
+        "flattening_enabled",
+        "boolean",
+        "Flatten nested object properties into top-level ones (singer-sdk schema flattening).",
+        default=False,
+    ),
+    Setting("flattening_max_depth", "integer", "How many levels of nested objects flattening expands."),
 )
 
 _JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN, "object": _OBJECT}
@@ -284,6 +298,10 @@ class Config:
     fast_sync_rds_s3_region: str | None = None
     fast_sync_rds_add_metadata_columns: bool = True
     batch_config: dict | None = None
+    stream_maps: dict | None = None
+    stream_map_config: dict | None = None
+    flattening_enabled: bool = False
+    flattening_max_depth: int | None = None
 
     @property
     def batch(self) -> BatchSettings | None:
@@ -349,13 +367,7 @@ PIPELINEWISE_KEYS = frozenset(
 # singer-sdk settings this tap does not implement: records are written from the server's bytes, not
 # through singer-sdk's record path. Each stops the run when it asks for something, because a map meant
 # to drop a column (PII) must never be ignored; an empty or false value asks for nothing.
-SDK_KEYS_NOT_IMPLEMENTED = (
-    "stream_maps",
-    "stream_map_config",
-    "flattening_enabled",
-    "flattening_max_depth",
-    "faker_config",
-)
+SDK_KEYS_NOT_IMPLEMENTED = ("faker_config",)
 
 
 def check_keys(raw: Mapping[str, Any]) -> None:
@@ -417,6 +429,15 @@ def _check_combinations(config: Config) -> None:
             raise ConfigError(
                 'config keys "batch_config" and "fast_sync_rds" both ask how to export rows: set only one'
             )
+    if config.stream_maps or config.flattening_enabled:
+        if config.fast_sync_rds:
+            raise ConfigError(
+                'config key "fast_sync_rds" exports rows to S3 without the tap: the "stream_maps" and '
+                '"flattening_enabled" settings cannot apply to them; set fast_sync_rds to false'
+            )
+        from tap_postgres.mapping import check_mapping  # singer-sdk's mapper: only when maps are set
+
+        check_mapping(config)
     if config.itersize < 1:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
     if config.state_poll_seconds < 1:

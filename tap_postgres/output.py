@@ -73,6 +73,15 @@ class MessageWriter:
             self.raw.write(view[start:end])
             start = end
 
+    @property
+    def bytes_writer(self) -> MessageWriter:
+        """The writer that takes server-rendered lines as they are: this one (a MappingWriter's is its inner one)."""
+        return self
+
+    def is_mapped(self, stream: str) -> bool:
+        """Tell whether stream maps change the stream's records: never without a MappingWriter."""
+        return False
+
     def envelope(self, stream: str, version: int | None, time_extracted: str) -> tuple[str, str]:
         """Return the text the server puts around each record object: the RECORD message's."""
         return record_envelope(stream, version, time_extracted)
