@@ -22,6 +22,7 @@ CAPABILITIES = (
     "catalog",
     "state",
     "discover",
+    "test",
     "about",
     "activate-version",
     "batch",

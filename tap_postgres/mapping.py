@@ -41,6 +41,12 @@ def mapping_settings(config: Config) -> dict | None:
     return settings
 
 
+def mapped_writer(writer: MessageWriter, config: Config) -> MessageWriter:
+    """Return `writer`, or a MappingWriter around it when stream maps or flattening are configured."""
+    settings = mapping_settings(config)
+    return writer if settings is None else MappingWriter(writer, settings)
+
+
 def check_mapping(config: Config) -> None:
     """Build singer-sdk's mapper once, so a wrong map stops the run before it connects."""
     settings = mapping_settings(config)

@@ -68,6 +68,16 @@ def print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     help="Catalog of the streams to sync (--properties is the older name).",
 )
 @click.option("-s", "--state", type=click.STRING, help="State file of the previous run.")
+@click.option(
+    "--test",
+    "test_mode",
+    is_flag=False,
+    flag_value="all",
+    default="disabled",
+    type=click.Choice(["all", "schema", "disabled"]),
+    help="Use --test to sync a single record for each stream. Use --test=schema to test schema output "
+    "without syncing records.",
+)
 def command(
     show_about: bool,
     about_format: str | None,
@@ -75,6 +85,7 @@ def command(
     discover: bool,
     catalog: str | None,
     state: str | None,
+    test_mode: str,
 ) -> None:
     """Run --about, --discover or a sync, as the command line asks."""
     # click would make a closed stdout a silent exit 1
@@ -89,12 +100,26 @@ def command(
 
             MessageWriter.to_stdout().write_catalog(_discover(settings))
             return
+        if test_mode != "disabled":
+            _test(settings, catalog, schema_only=test_mode == "schema")
+            return
         if catalog is None:
             raise CatalogError(
                 "no catalog given: run with --discover to write one, select streams, "
                 "then pass it with --catalog (or --properties)"
             )
         _sync(settings, catalog, state)
+
+
+def _test(settings: Config, catalog: str | None, schema_only: bool) -> None:
+    """Write one record (or only the SCHEMA) of each selected stream, or of every stream without a catalog."""
+    from tap_postgres.mapping import mapped_writer
+    from tap_postgres.output import MessageWriter
+    from tap_postgres.sync.test_mode import run_test
+
+    raw_catalog = read_json_file(catalog, "catalog", CatalogError, parse_float=decimal.Decimal) if catalog else None
+    with MessageWriter.to_stdout() as writer:
+        run_test(settings, raw_catalog, mapped_writer(writer, settings), schema_only)
 
 
 def _sync(settings: Config, catalog: str, state: str | None) -> None:

@@ -82,3 +82,33 @@ def test_about_reports_the_installed_sdk_and_every_capability_by_its_sdk_name():
     known = {capability.value for capability in (*PluginCapabilities, *TapCapabilities)}
     assert set(info["capabilities"]) <= known
     assert len(info["capabilities"]) == len(set(info["capabilities"]))
+
+
+def test_test_mode_writes_one_record_of_each_stream_and_no_state(db):
+    db.execute("CREATE TABLE IF NOT EXISTS tested_a (id int PRIMARY KEY, secret text)")
+    db.execute("CREATE TABLE IF NOT EXISTS tested_b (id int PRIMARY KEY)")
+    db.execute("INSERT INTO tested_a SELECT g, 's' || g FROM generate_series(1, 5) g ON CONFLICT DO NOTHING")
+    lines, _, _ = db.run_tap("--test")
+    messages = [json.loads(line) for line in lines]
+    records = {}
+    for message in messages:
+        assert message["type"] in ("SCHEMA", "RECORD")
+        if message["type"] == "RECORD":
+            records.setdefault(message["stream"], []).append(message["record"])
+    assert records["public-tested_a"] == [{"id": 1, "secret": "s1"}]
+    assert "public-tested_b" not in records
+    assert {"public-tested_a", "public-tested_b"} <= {m["stream"] for m in messages if m["type"] == "SCHEMA"}
+
+
+def test_test_schema_writes_only_schemas_of_the_catalogs_streams_mapped(db):
+    db.execute("CREATE TABLE IF NOT EXISTS tested_a (id int PRIMARY KEY, secret text)")
+    catalog = select_all(db.discover(), only=["public-tested_a"])
+    for entry in catalog["streams"]:
+        if entry["tap_stream_id"] != "public-tested_a":
+            entry["metadata"][0]["metadata"]["selected"] = False
+    config = dict(db.config, stream_maps={"public-tested_a": {"secret": None, "__alias__": "a"}})
+    path = db.write_json("test-catalog.json", catalog)
+    lines, _, _ = db.run_tap("--test=schema", "--catalog", str(path), config=config)
+    messages = [json.loads(line) for line in lines]
+    assert [(m["type"], m["stream"]) for m in messages] == [("SCHEMA", "a")]
+    assert set(messages[0]["schema"]["properties"]) == {"id"}

@@ -18,7 +18,7 @@ from tap_postgres.connection import connect, database_identity, describe_sync_fa
 from tap_postgres.discovery import describe_stream_tables
 from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.inflight import IN_FLIGHT, Interrupted
-from tap_postgres.mapping import mapping_settings
+from tap_postgres.mapping import mapped_writer
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.batch_output import copy_output
@@ -50,11 +50,7 @@ def sync_streams(
         check_bookmark(stream.tap_stream_id, bookmark(state, stream.tap_stream_id))
     log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
-    mapping = mapping_settings(config)
-    if mapping is not None:
-        from tap_postgres.mapping import MappingWriter  # singer-sdk: only runs with stream maps
-
-        writer = MappingWriter(writer, mapping)
+    writer = mapped_writer(writer, config)  # singer-sdk's mapper, only when maps are configured
     logical = None
     if log_based:
         from tap_postgres.sync.logical import LogBasedSync
