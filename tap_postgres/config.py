@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -345,6 +346,11 @@ def _coerce(setting: Setting, value: Any) -> Any:
             return int(value)
         raise ConfigError(f'config key "{setting.name}" must be an integer, got {shown}')
     if setting.kind == "object":
+        if isinstance(value, str):  # from TAP_POSTGRES_<KEY>: JSON text
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}') from None
         if not isinstance(value, dict):
             raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}')
         return value

@@ -19,6 +19,7 @@ from tap_postgres.discovery import describe_stream_tables
 from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.inflight import IN_FLIGHT, Interrupted
 from tap_postgres.mapping import mapped_writer
+from tap_postgres.metrics import register_streams
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
 from tap_postgres.sync.batch_output import copy_output
@@ -50,6 +51,7 @@ def sync_streams(
         check_bookmark(stream.tap_stream_id, bookmark(state, stream.tap_stream_id))
     log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
+    register_streams(streams)  # the replication_method tag of each stream's METRIC lines
     writer = mapped_writer(writer, config)  # singer-sdk's mapper, only when maps are configured
     logical = None
     if log_based:
