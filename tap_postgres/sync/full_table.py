@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator
 
 from psycopg2 import extensions, sql
 
-from tap_postgres.catalog import SelectedStream
-from tap_postgres.discovery import Column, Table
-from tap_postgres.output import MessageWriter, now_extracted
+from tap_postgres.output import now_extracted
 from tap_postgres.state import StreamBookmark
 from tap_postgres.sync.block_ranges import (
     HEAP_KINDS,
@@ -32,8 +30,7 @@ from tap_postgres.sync.block_ranges import (
     copied_condition,
     heap_relations,
 )
-from tap_postgres.sync.helper_sessions import HelperSessions
-from tap_postgres.sync.rows import CopySettings, Progress, RecordQueries, RecordSink, begin_snapshot
+from tap_postgres.sync.rows import Progress, RecordQueries, RecordSink, begin_snapshot
 from tap_postgres.sync.stream import StreamSync
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -42,22 +39,6 @@ LOGGER = logging.getLogger("tap-postgres")
 def new_version() -> int:
     """Return a new table version: milliseconds since the epoch, as pipelinewise uses."""
     return int(time.time() * 1000)
-
-
-def sync_full_table(
-    conn: extensions.connection,
-    table: Table,
-    stream: SelectedStream,
-    columns: list[Column],
-    state: dict,
-    writer: MessageWriter,
-    settings: CopySettings,
-    helpers: HelperSessions | None = None,
-    on_snapshot: Callable[[extensions.cursor], None] | None = None,
-) -> None:
-    """Copy the whole table (the positional form LOG_BASED's initial copy calls; see `copy_full_table`)."""
-    bookmark = StreamBookmark(state, stream.tap_stream_id)
-    copy_full_table(StreamSync(conn, table, stream, columns, bookmark, writer, settings, helpers), on_snapshot)
 
 
 def copy_full_table(sync: StreamSync, on_snapshot: Callable[[extensions.cursor], None] | None = None) -> None:

@@ -49,6 +49,7 @@ from tap_postgres.server_versions import pgoutput_protocol
 from tap_postgres.state import (
     MEMBERSHIP_KEY,
     Origin,
+    StreamBookmark,
     bookmark,
     bookmark_lsn,
     claim_bookmarks,
@@ -65,10 +66,11 @@ from tap_postgres.sync.changes import (
     with_new_columns,
 )
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
-from tap_postgres.sync.full_table import new_version, sync_full_table
+from tap_postgres.sync.full_table import copy_full_table, new_version
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.rows import CopySettings, Progress, RecordSink, selected_columns
 from tap_postgres.sync.schema_changes import COLUMNS_KEY, copy_reason, key_renamed, recorded_columns, retyped_columns
+from tap_postgres.sync.stream import StreamSync
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -422,17 +424,18 @@ class LogBasedSync:
             current["resume_key"] = None  # marks the copy as unfinished until it ends
             LOGGER.info("%s: initial copy, then changes after %s", stream.tap_stream_id, int_to_lsn(lsn))
 
-        sync_full_table(
+        bookmark_of_stream = StreamBookmark(self.state, stream.tap_stream_id)
+        sync = StreamSync(
             self.conn,
             table,
             stream,
             columns,
-            self.state,
+            bookmark_of_stream,
             writer or self.writer,
             self.copy_settings,
             self.helpers,
-            on_snapshot=record_position if fresh else None,
         )
+        copy_full_table(sync, on_snapshot=record_position if fresh else None)
 
     def stream_changes(self, tables: dict[tuple[str, str], Table]) -> None:
         """Read the WAL from the lowest bookmark and emit every selected table's changes."""
