@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from singer_sdk import typing as th
+from typing import TYPE_CHECKING, Any
 
 from tap_postgres import files
 from tap_postgres.errors import ConfigError, keep_secret
+
+if TYPE_CHECKING:
+    from tap_postgres.batch import BatchSettings
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -25,6 +27,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 _BOOLEAN = {"type": ["boolean", "string"]}
 _INTEGER = {"type": ["integer", "string"]}
 _STRING = {"type": ["string"]}
+_OBJECT = {"type": ["object"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Setting:
     """One config key: its name, JSON type, default and meaning."""
 
     name: str
-    kind: str  # "string", "integer" or "boolean"
+    kind: str  # "string", "integer", "boolean" or "object"
     description: str
     default: Any = None
     required: bool = False
@@ -296,29 +299,52 @@ SETTINGS: tuple[Setting, ...] = (
         "fast_sync_rds: add _SDC_BATCHED_AT, _SDC_DELETED_AT and _SDC_EXTRACTED_AT columns.",
         default=True,
     ),
+    Setting(
+        "batch_config",
+        "object",
+        "Write FULL_TABLE, INCREMENTAL and the LOG_BASED initial copy into JSON Lines files announced by "
+        'singer-sdk BATCH messages, instead of RECORD messages: {"encoding": {"format": "jsonl", '
+        '"compression": "gzip" or "none"}, "storage": {"root": "file://DIR" or "s3://BUCKET/PATH", '
+        '"prefix": "..."}, "batch_size": records per file (default 10000)}. LOG_BASED changes stay RECORDs.',
+    ),
+    Setting(
+        "stream_maps",
+        "object",
+        "singer-sdk stream maps, by stream id: aliases (__alias__), removed (null) and computed properties "
+        "(md5(), expressions), __filter__, __else__, __key_properties__, __source__.",
+    ),
+    Setting("stream_map_config", "object", "User-defined values the stream map expressions read (config)."),
+    Setting(
+        "flattening_enabled",
+        "boolean",
+        "Flatten nested object properties into top-level ones (singer-sdk schema flattening).",
+        default=False,
+    ),
+    Setting("flattening_max_depth", "integer", "How many levels of nested objects flattening expands."),
 )
 
-_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN}
+_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN, "object": _OBJECT}
 
 
 def config_jsonschema() -> dict:
     """Return the JSON Schema of the settings, in the form singer-sdk publishes with --about."""
-    properties = []
+    properties = {}
     for setting in SETTINGS:
-        json_type = dict(_JSON_TYPES[setting.kind])
+        schema = {"type": list(_JSON_TYPES[setting.kind]["type"]) + ([] if setting.required else ["null"])}
         if setting.allowed:
-            json_type["enum"] = list(setting.allowed)
-        properties.append(
-            th.Property(
-                setting.name,
-                th.CustomType(json_type),
-                required=setting.required,
-                default=setting.default,
-                description=setting.description,
-                secret=setting.secret,
-            )
-        )
-    return th.PropertiesList(*properties).to_dict()
+            schema["enum"] = list(setting.allowed)
+        if setting.default is not None:
+            schema["default"] = setting.default
+        schema["description"] = setting.description
+        if setting.secret:
+            schema.update(secret=True, writeOnly=True)
+        properties[setting.name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [setting.name for setting in SETTINGS if setting.required],
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,6 +404,18 @@ class Config:
     fast_sync_rds_s3_prefix: str = ""
     fast_sync_rds_s3_region: str | None = None
     fast_sync_rds_add_metadata_columns: bool = True
+    batch_config: dict | None = None
+    stream_maps: dict | None = None
+    stream_map_config: dict | None = None
+    flattening_enabled: bool = False
+    flattening_max_depth: int | None = None
+
+    @property
+    def batch(self) -> BatchSettings | None:
+        """The BATCH settings, or None when records go out as RECORD messages."""
+        from tap_postgres.batch import BatchSettings  # gzip and the file machinery: not for --about
+
+        return BatchSettings.parse(self.batch_config) if self.batch_config else None
 
     @property
     def schemas(self) -> list[str]:
@@ -418,6 +456,15 @@ def _coerce(setting: Setting, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ConfigError(f'config key "{setting.name}" must be an integer, got {shown}')
+    if setting.kind == "object":
+        if isinstance(value, str):  # from TAP_POSTGRES_<KEY>: JSON text
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}') from None
+        if not isinstance(value, dict):
+            raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}')
+        return value
     if not isinstance(value, str):
         raise ConfigError(f'config key "{setting.name}" must be a string, got {shown}')
     if "\x00" in value:
@@ -437,14 +484,7 @@ PIPELINEWISE_KEYS = frozenset(
 # singer-sdk settings this tap does not implement: records are written from the server's bytes, not
 # through singer-sdk's record path. Each stops the run when it asks for something, because a map meant
 # to drop a column (PII) must never be ignored; an empty or false value asks for nothing.
-SDK_KEYS_NOT_IMPLEMENTED = (
-    "stream_maps",
-    "stream_map_config",
-    "flattening_enabled",
-    "flattening_max_depth",
-    "batch_config",
-    "faker_config",
-)
+SDK_KEYS_NOT_IMPLEMENTED = ("faker_config",)
 
 
 def check_keys(raw: Mapping[str, Any]) -> None:
@@ -505,6 +545,21 @@ def _check_combinations(config: Config) -> None:
             'config key "metadata_sql_text" is "hash" but "metadata_hash_key" is not set: set the HMAC key, '
             'or set metadata_sql_text to "drop"'
         )
+    if config.batch_config is not None:
+        config.batch  # noqa: B018 -- parsed now, so a wrong batch_config stops the run before it connects
+        if config.fast_sync_rds:
+            raise ConfigError(
+                'config keys "batch_config" and "fast_sync_rds" both ask how to export rows: set only one'
+            )
+    if config.stream_maps or config.flattening_enabled:
+        if config.fast_sync_rds:
+            raise ConfigError(
+                'config key "fast_sync_rds" exports rows to S3 without the tap: the "stream_maps" and '
+                '"flattening_enabled" settings cannot apply to them; set fast_sync_rds to false'
+            )
+        from tap_postgres.mapping import check_mapping  # singer-sdk's mapper: only when maps are set
+
+        check_mapping(config)
     if config.itersize < 1:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
     if config.full_table_sessions < 1:
