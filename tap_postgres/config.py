@@ -55,10 +55,87 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma separated schema names: discover only these schemas. Default: every schema.",
     ),
     Setting(
+        "schema_include_pattern",
+        "string",
+        "Discover only schemas whose name matches this PostgreSQL regular expression (`~`). Default: every schema.",
+    ),
+    Setting(
+        "schema_exclude_pattern",
+        "string",
+        "Leave out schemas whose name matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "table_include_pattern",
+        "string",
+        "Discover only tables and views whose qualified name `schema.table` matches this PostgreSQL regular "
+        "expression. Default: every table.",
+    ),
+    Setting(
+        "table_exclude_pattern",
+        "string",
+        "Leave out tables and views whose qualified name `schema.table` matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "database_include_pattern",
+        "string",
+        "Catalog streams: read only the databases whose name matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "database_exclude_pattern",
+        "string",
+        "Catalog streams: leave out the databases whose name matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "include_tables",
+        "boolean",
+        "Discover tables (ordinary, partitioned and foreign); false leaves them out.",
+        default=True,
+    ),
+    Setting(
+        "include_views",
+        "boolean",
+        "Discover views and materialized views; false leaves them out.",
+        default=True,
+    ),
+    Setting(
         "include_partitions",
         "boolean",
         "Discover each leaf partition as a stream of its own; the partitioned parent is always one.",
         default=False,
+    ),
+    Setting(
+        "metadata_streams",
+        "boolean",
+        "Discover the catalog streams (pg_metadata-*: databases, schemas, relations, columns, constraints, "
+        "indexes, sequences, types, functions, roles, role_memberships, grants, policies, lineage, "
+        "column_statistics, statement_usage) besides the tables' row streams.",
+        default=False,
+    ),
+    Setting(
+        "metadata_only",
+        "boolean",
+        "Discover and sync the catalog streams only, no table's rows (implies metadata_streams).",
+        default=False,
+    ),
+    Setting(
+        "metadata_databases",
+        "string",
+        "Catalog streams: comma separated databases to read, or `*` for every database the user may "
+        "connect to (templates excluded), filtered by the database patterns. Default: dbname.",
+    ),
+    Setting(
+        "metadata_sql_text",
+        "string",
+        "Catalog streams: `keep` view definitions, function bodies and statement texts, replace them by "
+        "their keyed `hash` (HMAC-SHA256 with metadata_hash_key, hex), or `drop` them (null).",
+        default="keep",
+        allowed=("keep", "hash", "drop"),
+    ),
+    Setting(
+        "metadata_hash_key",
+        "string",
+        "metadata_sql_text hash: the HMAC key; the same key gives the same hash for the same text.",
+        secret=True,
     ),
     Setting("ssl", "boolean", 'Connect with SSL (sslmode "require") when true.', default=False),
     Setting(
@@ -281,6 +358,19 @@ class Config:
     password: str | None = None
     filter_schemas: str | None = None
     include_partitions: bool = False
+    schema_include_pattern: str | None = None
+    schema_exclude_pattern: str | None = None
+    table_include_pattern: str | None = None
+    table_exclude_pattern: str | None = None
+    database_include_pattern: str | None = None
+    database_exclude_pattern: str | None = None
+    include_tables: bool = True
+    include_views: bool = True
+    metadata_streams: bool = False
+    metadata_only: bool = False
+    metadata_databases: str | None = None
+    metadata_sql_text: str = "keep"
+    metadata_hash_key: str | None = None
     ssl: bool = False
     sslmode: str | None = None
     sslrootcert: str | None = None
@@ -333,6 +423,11 @@ class Config:
         if not self.filter_schemas:
             return []
         return [name.strip() for name in self.filter_schemas.split(",") if name.strip()]
+
+    @property
+    def with_metadata(self) -> bool:
+        """Tell whether the catalog streams are discovered (metadata_streams or metadata_only)."""
+        return self.metadata_streams or self.metadata_only
 
     @property
     def effective_sslmode(self) -> str | None:
@@ -444,6 +539,11 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(
             'config key "fast_sync_rds" is true but "fast_sync_rds_s3_bucket" and '
             '"fast_sync_rds_s3_region" are not both set: add them or set fast_sync_rds to false'
+        )
+    if config.metadata_sql_text == "hash" and not config.metadata_hash_key:
+        raise ConfigError(
+            'config key "metadata_sql_text" is "hash" but "metadata_hash_key" is not set: set the HMAC key, '
+            'or set metadata_sql_text to "drop"'
         )
     if config.batch_config is not None:
         config.batch  # noqa: B018 -- parsed now, so a wrong batch_config stops the run before it connects

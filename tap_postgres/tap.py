@@ -126,6 +126,7 @@ def _sync(settings: Config, catalog: str, state: str | None) -> None:
     """Sync the catalog's selected streams from the state file's bookmarks."""
     from tap_postgres import catalog as catalog_module
     from tap_postgres import state as state_module
+    from tap_postgres.metadata.sync import is_metadata_stream, sync_metadata
     from tap_postgres.output import MessageWriter
     from tap_postgres.sync import sync_streams
 
@@ -134,8 +135,16 @@ def _sync(settings: Config, catalog: str, state: str | None) -> None:
     streams = catalog_module.parse_catalog(raw_catalog, settings)
     raw_state = read_json_file(state, "state", StateError, parse_float=decimal.Decimal) if state else {}
     bookmarks = state_module.parse_state(raw_state)
+    metadata = [stream for stream in streams if is_metadata_stream(stream)]
+    rows = [stream for stream in streams if not is_metadata_stream(stream)]
+    if settings.metadata_only and rows:
+        LOGGER.warning("metadata_only is set: the %d selected row streams are not synced", len(rows))
+        rows = []
     with MessageWriter.to_stdout() as writer:
-        sync_streams(settings, streams, bookmarks, writer, state_path=state)
+        if metadata:
+            sync_metadata(settings, metadata, bookmarks, writer)
+        if rows or not metadata:
+            sync_streams(settings, rows, bookmarks, writer, state_path=state)
 
 
 def _discover(settings: Config) -> dict:
