@@ -43,6 +43,7 @@ SELECT g, g % 1000, (g % 100000) / 100.0, 'note number ' || g, 'code-' || (g % 9
        timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second'
   FROM generate_series(1, __ROWS__) g;
 CREATE INDEX ON wide (updated_at);
+CREATE TABLE wide_nokey AS SELECT * FROM wide;
 """
 NARROW_SQL = """
 CREATE TABLE narrow (id bigint PRIMARY KEY, n integer, ts timestamptz NOT NULL);
@@ -384,6 +385,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
                 result["peer"] = measure([str(peer), "-c", str(WORK / "config.json"), "--catalog", str(peer_path)])
             results.append(result)
 
+    results.extend(measure_scaling(port, args, ours, catalog))
     results.extend(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
 
     print("measuring discovery...", flush=True)
@@ -396,6 +398,92 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
 
 
 PLUGINS = ("wal2json", "pgoutput")
+SESSIONS = (1, 2, 4)
+
+
+def measure_scaling(port: int, args, ours: list[str], catalog: dict) -> list[dict]:
+    """FULL_TABLE by block ranges on 1, 2 and 4 sessions, the wide table and a copy of it without a key, and a resume.
+
+    Each case takes turns with `psql \\copy` of the same table (median_runs), so its ratio is to a
+    baseline measured next to it. The resume case is a copy killed (SIGKILL) once half the rows are
+    out, then rerun from the last STATE read: its time is the rerun's, its re-sent share the rows
+    both runs sent.
+    """
+    results = []
+    env_config = json.loads((WORK / "config.json").read_text())
+    for table in ("wide", "wide_nokey"):
+        print(f"measuring FULL_TABLE scaling on {table}...", flush=True)
+        stream_catalog = WORK / f"catalog-scale-{table}.json"
+        stream_catalog.write_text(json.dumps(select(catalog, f"public-{table}", "FULL_TABLE")))
+        commands = {"psql": psql_command(port, "bench", "-c", f"\\copy (select * from {table}) to /dev/null")}
+        for sessions in SESSIONS:
+            config = WORK / f"config-sessions-{sessions}.json"
+            config.write_text(json.dumps(dict(env_config, full_table_sessions=sessions)))
+            commands[sessions] = [*ours, "-c", str(config), "--catalog", str(stream_catalog)]
+        os.environ["PGPASSWORD"] = pgcluster.PASSWORD  # psql's, in median_runs
+        runs = median_runs(commands, args.repeat)
+        baseline = runs.pop("psql")
+        results.append(
+            dict(
+                case=f"psql \\copy {table} (scaling baseline)",
+                rows=args.wide_rows,
+                run=baseline,
+                baseline=baseline,
+                scale=True,
+                sessions=None,
+            )
+        )
+        for sessions, run in runs.items():
+            results.append(
+                dict(
+                    case=f"FULL_TABLE {table}, {sessions} session{'s' if sessions > 1 else ''}",
+                    rows=args.wide_rows,
+                    run=run,
+                    baseline=baseline,
+                    wall_ratio=turn_ratio(run, baseline, "seconds"),
+                    scale=True,
+                    sessions=sessions,
+                )
+            )
+        if table == "wide_nokey":
+            results.append(measure_resume(args, commands[2], baseline, table))
+    return results
+
+
+def measure_resume(args, command: list[str], baseline: Run, table: str) -> dict:
+    """Kill a 2-session copy at 50% of its rows, then measure the rerun from its last STATE (median of `repeat`)."""
+    print(f"measuring kill at 50% and resume on {table}...", flush=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    first, state = set(), None
+    for line in process.stdout:
+        if line.startswith(b'{"type":"RECORD"'):
+            first.add(line[line.index(b'"record":') : line.index(b',"version"')])
+            if len(first) >= args.wide_rows // 2:
+                break
+        elif line.startswith(b'{"type":"STATE"'):
+            state = json.loads(line)["value"]
+    process.kill()
+    process.wait()
+    state_path = WORK / "state-resume.json"
+    state_path.write_text(json.dumps(state))
+    resumed = [*command, "--state", str(state_path)]
+    check = subprocess.run(resumed, capture_output=True, check=True).stdout.splitlines()
+    second = {
+        line[line.index(b'"record":') : line.index(b',"version"')]
+        for line in check
+        if line.startswith(b'{"type":"RECORD"')
+    }
+    assert len(first | second) == args.wide_rows, "the resume lost rows"
+    run = median_run(resumed, args.repeat)
+    return dict(
+        case=f"FULL_TABLE {table}, 2 sessions, rerun after kill -9 at 50%",
+        rows=len(second),
+        run=run,
+        baseline=baseline,
+        scale=True,
+        sessions=2,
+        resent=len(first & second) / args.wide_rows,
+    )
 
 
 def turn_ratio(run: Run, baseline: Run, figure: str) -> float | None:
@@ -522,6 +610,33 @@ def main_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scale_table(results: list[dict]) -> str:
+    """The FULL_TABLE scaling cases: wall time, ratio to psql, server CPU per million rows and per session."""
+    header = (
+        "| case | rows | wall s | rows/s | time / psql \\copy | server CPU s | server CPU s / 1M rows "
+        "| tap CPU s | re-sent share |"
+    )
+    lines = [header, "|" + " --- |" * 9]
+    for result in results:
+        run, rows, baseline = result["run"], result["rows"], result["baseline"]
+        ratio = "" if run is baseline else f"{result.get('wall_ratio') or run.seconds / baseline.seconds:.2f}x"
+        per_million = "" if run.server_cpu_s is None else f"{run.server_cpu_s * 1e6 / rows:.2f}"
+        resent = f"{result['resent']:.3f}" if "resent" in result else ""
+        cells = [
+            result["case"],
+            str(rows),
+            f"{run.seconds:.2f}",
+            f"{rows / run.seconds:,.0f}",
+            ratio,
+            cpu_cell(run.server_cpu_s),
+            per_million,
+            f"{run.cpu_s:.2f}",
+            resent,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def log_based_table(results: list[dict]) -> str:
     """One row per plugin (and pipelinewise's run): speed, and CPU on each side per 100k changes."""
     header = (
@@ -561,7 +676,8 @@ def log_based_table(results: list[dict]) -> str:
 
 
 def report(results: list[dict], args, peer: Path | None, duration: float) -> None:
-    table = main_table(results)
+    table = main_table([result for result in results if not result.get("scale")])
+    scaling = scale_table([result for result in results if result.get("scale")])
     log_table = log_based_table(results)
     pg_version = subprocess.run(
         [str(pgcluster.bin_dir() / "postgres"), "--version"], capture_output=True, text=True
@@ -598,6 +714,16 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         "pipelinewise's time includes up to 2 s (logical_poll_total_seconds) waiting for a message past its "
         "end LSN before it stops; ours stops when a keepalive shows it reached that LSN.",
     ]
+    scale_context = [
+        "## FULL_TABLE by block ranges: sessions, a table without a key, a resume",
+        "",
+        "The wide table and `wide_nokey` (the same rows, no primary key), copied with full_table_sessions "
+        "= 1, 2, 4, each case taking turns with `psql \\copy` of the same table (the ratio is the median of "
+        "each turn's). The resume case kills a 2-session copy of `wide_nokey` (SIGKILL) once half its rows "
+        "were read, then reruns from the last STATE read: its time and rows are the rerun's (median of the "
+        "reruns from that one state), the re-sent share the rows both runs sent over the table's rows. "
+        "Server CPU per million rows is what a plan for a larger table scales; see docs/scale.md.",
+    ]
     log_context = [
         "## LOG_BASED: speed, and the cost to the primary",
         "",
@@ -618,12 +744,16 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         + "\n\n"
         + table
         + "\n\n"
+        + "\n".join(scale_context)
+        + "\n\n"
+        + scaling
+        + "\n\n"
         + "\n".join(log_context)
         + "\n\n"
         + log_table
         + "\n"
     )
-    print("\n" + table + "\n\n" + log_table)
+    print("\n" + table + "\n\n" + scaling + "\n\n" + log_table)
     (ROOT / "bench" / "RESULTS.md").write_text(text)
 
 

@@ -69,7 +69,8 @@ SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
               AND dep.refclassid = 'pg_class'::regclass AND dep.refobjid = a.attrelid
               AND dep.refobjsubid > 0 AND dep.refobjsubid <> a.attnum
             GROUP BY input.attnum, input.attname
-            ORDER BY input.attnum) END
+            ORDER BY input.attnum) END,
+       a.attnum, a.atthasdef OR a.atthasmissing OR a.attidentity <> '' OR a.attgenerated <> ''
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   JOIN pg_namespace tn ON tn.oid = t.typnamespace
@@ -110,6 +111,19 @@ SELECT i.indrelid, array_agg(a.attname ORDER BY k.position)
 
 
 @dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a column sits in its table and what it held when added: how LOG_BASED tells schema changes apart.
+
+    A rename keeps the column's number; a column added with a default, an identity or a
+    generation expression gave the rows already there values the WAL never carried.
+    """
+
+    number: int  # pg_attribute.attnum: never reused, kept by a rename
+    type_text: str  # format_type with its modifier: numeric(10,3), character varying(20)
+    filled_when_added: bool  # a default, a missing value, an identity or an expression
+
+
+@dataclasses.dataclass(frozen=True)
 class Generation:
     """How the server makes a generated column's value: an expression over the row's other columns."""
 
@@ -134,6 +148,7 @@ class Column:
     description: str | None
     selectable: bool
     generation: Generation | None = None  # None unless a generated column
+    placement: Placement | None = None  # None for a column that is not a table's (a stand-in)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,12 +230,22 @@ def describe_tables(
         expression,
         type_sql,
         inputs,
+        number,
+        filled_when_added,
     ) in column_rows:
         column_type = resolve_type(type_rows, type_oid, typmod)
         generation = Generation(generated, expression, type_sql, tuple(inputs)) if expression else None
         columns_by_table[relid].append(
             Column(
-                name, sql_datatype, (type_schema, typname), column_type, not_null, description, selectable, generation
+                name,
+                sql_datatype,
+                (type_schema, typname),
+                column_type,
+                not_null,
+                description,
+                selectable,
+                generation,
+                Placement(number, type_sql, filled_when_added),
             )
         )
 

@@ -13,7 +13,9 @@ import psycopg2
 from psycopg2 import extensions
 
 from tap_postgres.config import Config
+from tap_postgres.connection import connect_replication
 from tap_postgres.errors import ReplicationError
+from tap_postgres.server_versions import has_failover_slots, version_text
 from tap_postgres.state import int_to_lsn
 
 LOGGER = logging.getLogger("tap-postgres")
@@ -47,6 +49,8 @@ class Slot:
     safe_wal_size: int | None
     confirmed_flush: int
     lag_bytes: int  # how far the current WAL is ahead of confirmed_flush
+    failover: bool | None = None  # a failover slot (PostgreSQL 17+; None before)
+    synced: bool | None = None  # a standby's copy of a primary's failover slot (17+)
 
 
 def find_slot(
@@ -71,10 +75,17 @@ def find_slot(
             f"wal_level is {wal_level}, LOG_BASED needs logical: set wal_level = logical in postgresql.conf "
             "(rds.logical_replication = 1 on RDS) and restart PostgreSQL"
         )
+    if config.slot_failover and not has_failover_slots(conn.server_version):
+        raise ReplicationError(
+            f"slot_failover needs PostgreSQL 17 or later, this server is {version_text(conn.server_version)}: "
+            "unset slot_failover (a standby of this version cannot keep a logical slot in step)"
+        )
     name, slot = locate_slot(conn, config, recorded)
     if slot is not None:
         _check_slot(slot, config)
         prepare(slot.plugin, slot.name)
+        if config.slot_failover and not slot.failover:
+            slot = _make_failover_slot(conn, config, slot)
         return slot
     plugin = choose_plugin(conn, config)
     if not config.create_replication_slot:
@@ -91,7 +102,7 @@ def find_slot(
             'or set "create_replication_slot": true'
         )
     prepare(plugin, name)
-    slot = _create_slot(conn, name, plugin)
+    slot = _create_slot(conn, name, plugin, config.slot_failover)
     _check_slot(slot, config)
     return slot
 
@@ -168,6 +179,8 @@ def log_slot_health(conn: extensions.connection, slot: Slot, config: Config, whe
         f"safe_wal_size={'unlimited' if current.safe_wal_size is None else current.safe_wal_size} "
         f"confirmed_flush_lsn={int_to_lsn(current.confirmed_flush)}"
     )
+    if current.failover is not None:  # PostgreSQL 17+
+        facts += f" failover={str(current.failover).lower()} synced={str(bool(current.synced)).lower()}"
     LOGGER.info("%s", facts)
     threshold = config.slot_lag_warning_bytes
     if threshold is not None and current.lag_bytes > threshold:
@@ -210,19 +223,42 @@ def _read_slot(conn: extensions.connection, name: str) -> Slot | None:
         safe_wal_size=slot.get("safe_wal_size"),
         confirmed_flush=confirmed_flush or 0,
         lag_bytes=lag_bytes or 0,
+        failover=slot.get("failover"),
+        synced=slot.get("synced"),
     )
 
 
-def _create_slot(conn: extensions.connection, name: str, plugin: str) -> Slot:
-    LOGGER.info("Creating replication slot %s with %s", name, plugin)
+def _create_slot(conn: extensions.connection, name: str, plugin: str, failover: bool) -> Slot:
+    LOGGER.info("Creating replication slot %s with %s%s", name, plugin, " (a failover slot)" if failover else "")
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, plugin))
+            if failover:  # arguments: temporary, two-phase, failover
+                cur.execute("SELECT pg_create_logical_replication_slot(%s, %s, false, false, true)", (name, plugin))
+            else:
+                cur.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, plugin))
         conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
         raise describe_plugin_failure(exc, f'cannot create replication slot "{name}"', plugin, name) from None
     return _read_slot(conn, name)
+
+
+def _make_failover_slot(conn: extensions.connection, config: Config, slot: Slot) -> Slot:
+    """Turn an existing slot into a failover slot (ALTER_REPLICATION_SLOT, a replication command of 17)."""
+    LOGGER.info("Making replication slot %s a failover slot (slot_failover)", slot.name)
+    replication = connect_replication(config)
+    try:
+        with replication.cursor() as cur:
+            cur.execute(f'ALTER_REPLICATION_SLOT "{slot.name}" ( FAILOVER true )')
+    except psycopg2.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReplicationError(
+            f'cannot make replication slot "{slot.name}" a failover slot: {first_line}: stop whatever reads it, '
+            "or unset slot_failover"
+        ) from None
+    finally:
+        replication.close()
+    return _read_slot(conn, slot.name)
 
 
 def _check_slot(slot: Slot, config: Config) -> None:

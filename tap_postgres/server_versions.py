@@ -33,6 +33,11 @@ def pgoutput_protocol(server_version: int) -> int:
     return 4 if server_version >= 160000 else 3 if server_version >= 150000 else 2 if server_version >= 140000 else 1
 
 
+def has_failover_slots(server_version: int) -> bool:
+    """Tell whether a logical slot can be a failover slot, synchronized to standbys (PostgreSQL 17)."""
+    return server_version >= 170000
+
+
 def publishes_generated_columns(server_version: int) -> bool:
     """Tell whether a publication can carry stored generated columns (publish_generated_columns, 18+)."""
     return server_version >= 180000

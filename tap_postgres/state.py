@@ -2,7 +2,11 @@
 
 Bookmark keys, per method:
 - FULL_TABLE: `version`, `last_replication_method`; while a table is part-copied also
-  `resume_key` (the primary key of the last copied row, as text) and `snapshot_xmin`.
+  `copied_blocks` (per heap relation, the table or each leaf partition: its `filenode` and the
+  block ranges copied, compactly: every block below `below`, and the `ranges` [start, end) above
+  it) and `snapshot_xmin` (the oldest transaction the first snapshot of the copy did not see).
+  An earlier version of this tap wrote `resume_key` (the primary key of the last copied row)
+  instead: such a copy is done again under the same version.
 - INCREMENTAL: `version`, `last_replication_method`, `replication_key`, `replication_key_value`.
 - LOG_BASED: `version`, `last_replication_method`, `lsn` (an integer, as pipelinewise writes it:
   changes of transactions ending at or before it have been emitted); during the initial copy
@@ -25,10 +29,13 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import json
+import logging
 import re
 from typing import Any
 
 from tap_postgres.errors import StateError
+
+LOGGER = logging.getLogger("tap-postgres")
 
 # Integer bookmarks and the values they may take: a version is a bigint at the targets, xids and
 # WAL positions are unsigned 64-bit numbers on the server.
@@ -84,6 +91,14 @@ def check_bookmark(stream_id: str, saved: dict) -> None:
     ):
         raise StateError(
             f'{stream_id}: the state\'s "resume_key" is {shown(resume_key)}, not a list of key values: {_FIX}'
+        )
+    copied = saved.get("copied_blocks")
+    if copied is not None and not (
+        isinstance(copied, dict) and all(CopiedBlocks.is_bookmark(value) for value in copied.values())
+    ):
+        raise StateError(
+            f'{stream_id}: the state\'s "copied_blocks" is {shown(copied)}, not an object of relations, each '
+            f'{{"filenode": n, "below": n, "ranges": [[start, end], ...]}}: {_FIX}'
         )
 
 
@@ -249,3 +264,152 @@ def lsn_to_int(lsn: str) -> int:
 def int_to_lsn(lsn: int) -> str:
     """Return the `X/Y` text of an integer LSN."""
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+@dataclasses.dataclass
+class CopiedBlocks:
+    """The blocks of one relation a copy has written: all below `below`, and the `ranges` [start, end) above it.
+
+    Ranges end as sessions finish them, in any order; what is left above `below` is at most a few
+    ranges per session, so the bookmark stays small however large the table.
+    """
+
+    filenode: int
+    below: int = 0
+    ranges: list[list[int]] = dataclasses.field(default_factory=list)
+
+    @staticmethod
+    def is_bookmark(value: Any) -> bool:
+        """Tell whether `value` has the shape `to_bookmark` writes."""
+        if not (isinstance(value, dict) and value.keys() == {"filenode", "below", "ranges"}):
+            return False
+        numbers = [value["filenode"], value["below"]]
+        if not isinstance(value["ranges"], list):
+            return False
+        for item in value["ranges"]:
+            if not (isinstance(item, list) and len(item) == 2 and _all_counts(item) and item[0] < item[1]):
+                return False
+        return _all_counts(numbers)
+
+    @classmethod
+    def from_bookmark(cls, value: dict) -> CopiedBlocks:
+        """Read the form `to_bookmark` writes (check_bookmark has checked its shape)."""
+        return cls(value["filenode"], value["below"], [list(item) for item in value["ranges"]])
+
+    def to_bookmark(self) -> dict:
+        """Return the form kept in the bookmark."""
+        return {"filenode": self.filenode, "below": self.below, "ranges": [list(item) for item in self.ranges]}
+
+    def add(self, start: int, end: int) -> None:
+        """Record blocks `start` to `end - 1` as copied, merging what touches."""
+        merged: list[list[int]] = []
+        for item in sorted([*self.ranges, [start, end]]):
+            if merged and item[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], item[1])
+            else:
+                merged.append(list(item))
+        while merged and merged[0][0] <= self.below:
+            self.below = max(self.below, merged.pop(0)[1])
+        self.ranges = merged
+
+    def intervals(self) -> list[tuple[int, int]]:
+        """Return the copied blocks as [start, end) intervals, in block order."""
+        low = [(0, self.below)] if self.below > 0 else []
+        return low + [(start, end) for start, end in self.ranges]
+
+    def missing(self, blocks: int, per_range: int) -> list[tuple[int, int]]:
+        """Return the ranges of at most `per_range` blocks, below `blocks`, not copied yet, in block order."""
+        gaps, position = [], self.below
+        for start, end in self.ranges:
+            if start > position:
+                gaps.append((position, min(start, blocks)))
+            position = max(position, end)
+        gaps.append((position, blocks))
+        return [
+            (first, min(first + per_range, end))
+            for start, end in gaps
+            if start < end
+            for first in range(start, end, per_range)
+        ]
+
+
+def _all_counts(values: list) -> bool:
+    return all(_is_integer_below(value, 2**63) for value in values)
+
+
+class StreamBookmark:
+    """A stream's bookmark, the one place a FULL_TABLE copy asks what it resumes and tells what it has done."""
+
+    def __init__(self, state: dict, stream_id: str):
+        self.state = state
+        self.stream_id = stream_id
+
+    @property
+    def saved(self) -> dict:
+        """The bookmark in the state (read it; only this class changes it)."""
+        return bookmark(self.state, self.stream_id)
+
+    def begin_copy(self, fresh_version: int) -> tuple[int, bool, bool]:
+        """Start or resume a copy: return its version, whether the stream never had one, and whether it resumes.
+
+        A copy resumes under the bookmark's version when it was interrupted: `copied_blocks` are
+        there, or the marker LOG_BASED leaves (`resume_key`), or pipelinewise's `xmin`. Only the
+        ranges recorded here are skipped; an `xmin`, or an earlier version's `resume_key`, has the
+        copy done again whole.
+        """
+        saved = self.saved
+        first_run = "version" not in saved
+        pipelinewise_xmin = saved.pop("xmin", None) is not None
+        resumes = not first_run and ("copied_blocks" in saved or "resume_key" in saved or pipelinewise_xmin)
+        if pipelinewise_xmin or saved.get("resume_key") is not None or not resumes:
+            if saved.get("resume_key") is not None:
+                LOGGER.info(
+                    "%s: the state holds a key to resume after, from an earlier version: copying again", self.stream_id
+                )
+                saved["resume_key"] = None  # still marks a LOG_BASED copy as unfinished
+            saved.pop("copied_blocks", None)
+            saved.pop("snapshot_xmin", None)
+        version = saved["version"] if resumes else fresh_version
+        saved["version"] = version
+        return version, first_run, resumes
+
+    @property
+    def snapshot_xmin(self) -> int | None:
+        """The oldest transaction the copy's first snapshot did not see, or None before one is recorded."""
+        return self.saved.get("snapshot_xmin")
+
+    def record_snapshot_xmin(self, xmin: int) -> None:
+        """Keep the first snapshot's xmin; a resumed copy keeps the first run's, the older one."""
+        self.saved.setdefault("snapshot_xmin", xmin)
+
+    def copied_blocks(self, relation: str, filenode: int) -> CopiedBlocks:
+        """Return the blocks of `relation` already copied; none, with a warning, when the relation was rewritten since."""
+        kept = self.saved.setdefault("copied_blocks", {})
+        saved = kept.get(relation)
+        if saved is not None and saved["filenode"] != filenode:
+            LOGGER.warning(
+                "%s: %s was rewritten since the interrupted copy (VACUUM FULL, CLUSTER or the like gave it a new "
+                "file), so the rows' places changed: copying it again from its first block",
+                self.stream_id,
+                relation,
+            )
+            saved = None
+        copied = CopiedBlocks.from_bookmark(saved) if saved is not None else CopiedBlocks(filenode)
+        kept[relation] = copied.to_bookmark()
+        return copied
+
+    def add_copied_blocks(self, relation: str, start: int, end: int) -> None:
+        """Record that every row of blocks `start` to `end - 1` of `relation` has been written."""
+        kept = self.saved["copied_blocks"]
+        copied = CopiedBlocks.from_bookmark(kept[relation])
+        copied.add(start, end)
+        kept[relation] = copied.to_bookmark()
+
+    def forget_copied_blocks(self) -> None:
+        """Drop the record of copied blocks, so the copy starts again from the first block."""
+        self.saved.pop("copied_blocks", None)
+
+    def end_copy(self) -> None:
+        """Drop what only a part-copied table needs."""
+        for key in ("resume_key", "snapshot_xmin", "copied_blocks"):
+            self.saved.pop(key, None)

@@ -68,6 +68,7 @@ def sync_streams(
                 check_run()
             else:
                 logical.check_replicable(tables)
+                streams = logical.follow_schema_changes(tables, streams)
                 logical.confirm_saved_position()
             helpers = HelperSessions(lambda: connect(config, secondary=config.use_secondary), config.connect_timeout)
             run = _Run(conn, tables, state, writer, config, CopySettings.of(config, streams), logical, helpers)

@@ -16,7 +16,12 @@ Rules (documented in the README):
   when the batch is rendered. It is never emitted as NULL while the row exists; if the row has
   been deleted since, the delete follows later in the stream;
 - a generated column the plugin does not send (pgoutput's, a virtual one) is its expression
-  evaluated over the change's own values (in a delete, only over a FULL identity's old row).
+  evaluated over the change's own values (in a delete, only over a FULL identity's old row);
+- a change written before the table's columns changed (its names are not the table's as it is
+  now: a column renamed, dropped, or added since, in any order) keeps its key and takes every
+  other value from the row as it is now, read by primary key: a value read by name could be
+  another column's, and the stored row is where later changes lead anyway (schema_changes.py
+  says when the stream is also copied again). A table without a key reads such a change by name.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from psycopg2 import extensions, sql
 from tap_postgres import types
 from tap_postgres.catalog import DELETED_AT, LSN, SelectedStream
 from tap_postgres.discovery import Column, Table
-from tap_postgres.errors import OversizeValueError
+from tap_postgres.errors import OversizeValueError, ReplicationError
 from tap_postgres.output import now_extracted, record_envelope
 from tap_postgres.sync.decoders import Change
 from tap_postgres.sync.oversize import LONGEST_ENTRY, OVERSIZE_WAY_ON, ValueLimit, log_nulled
@@ -62,7 +67,7 @@ _CHANGE_LSN_SQL = sql.SQL("(coalesce(change.entry->>2, change.entry->1->>'lsn'):
 
 
 # How a change's columns line up with the table's (StreamChanges.layout_of).
-IN_ORDER, BY_NAME, NEW_COLUMNS = "in order", "by name", "new columns"
+IN_ORDER, BY_NAME, STALE, NEW_COLUMNS = "in order", "by name", "stale", "new columns"
 
 
 def log_based_schema(stream: SelectedStream, debug_lsn: bool) -> dict:
@@ -104,16 +109,28 @@ class StreamChanges:
         self._entries: list[bytes] = []
         self._size = 0
         self._fill = False
-        # pgoutput sends no generated column before PostgreSQL 18 (nor on 18 unless its publication asks)
-        sent = [c.name for c in table.columns if not (self.bare_values and c.generation)]
-        self.adopt(table, columns, sent)
+        # the column names of changes written before the table's columns last changed: once
+        # found stale, a set of names stays so (reading it from the stored row is always right)
+        self._stale: set[tuple] = set()
+        self._warned_keyless = False
+        self.adopt(table, columns)
 
-    def adopt(self, table: Table, columns: list[Column], wal_names: list[str]) -> None:
-        """Take the table as it is now, the columns to emit and the column names wal2json sends."""
+    def adopt(self, table: Table, columns: list[Column], sent: tuple[str, ...] = ()) -> None:
+        """Take the table as it is now, the columns to emit and, when a change has shown them, the names the plugin sends.
+
+        pgoutput sends no generated column before PostgreSQL 18, nor on 18 unless its publication
+        asks; `sent` counts only when it is the table's columns in order, less some generated ones.
+        """
         self.table = table
         self.columns = columns
-        self.wal_names = tuple(wal_names)
-        self._wal_name_set = set(wal_names)
+        names = tuple(column.name for column in table.columns)
+        generated = {column.name for column in table.columns if column.generation}
+        if sent and _in_order(sent, names) and set(names).difference(sent) <= generated:
+            self.wal_names = tuple(sent)
+        else:
+            self.wal_names = tuple(c.name for c in table.columns if not (self.bare_values and c.generation))
+        self._wal_name_set = set(self.wal_names)
+        self._layouts: dict[tuple, str] = {}
         existing = {column.name for column in table.columns}
         self._gone = {column.name for column in columns if column.name not in existing}
         self._keys = [column for column in columns if column.name in table.primary_key]
@@ -135,21 +152,45 @@ class StreamChanges:
         """Tell whether the batch is large enough to render now."""
         return len(self._entries) >= BATCH_CHANGES or self._size >= BATCH_BYTES
 
-    def layout_of(self, change: Change) -> str:
+    def layout_of(self, change: Change, described: bool = False) -> str:
         """Tell how a change's columns compare with the table's as the plugin sends it.
 
-        IN_ORDER: the same names in the same order (read by position); BY_NAME: the same columns in
-        another order (a partition whose columns were created in another order), or an update that
-        left unchanged TOAST values out; NEW_COLUMNS: names the table did not have.
+        IN_ORDER: the same names in the same order (read by position); BY_NAME: some of the table's
+        columns in its order (an update that left unchanged TOAST values out, a change from before
+        a column was added), or in any order from a partition (whose columns may have been created
+        in another order); NEW_COLUMNS: anything else, until the table is `described` again; then
+        STALE: a change written before the columns changed (see the module's rules).
         """
         if change.action == "D":
+            self._check_key(change, change.message.get("identity") or [])
             return BY_NAME
         names = change.names
         if names == self.wal_names:
             return IN_ORDER
-        if self._wal_name_set.issuperset(names) and (change.action == "U" or len(names) == len(self.wal_names)):
-            return BY_NAME
-        return NEW_COLUMNS
+        layout_key = (names, change.relations[0])
+        layout = self._layouts.get(layout_key) or (STALE if layout_key in self._stale else None)
+        if layout is None:
+            own = change.relations[0] == (self.table.schema_name, self.table.name)
+            if self._wal_name_set.issuperset(names) and (not own or _in_order(names, self.wal_names)):
+                layout = self._layouts[layout_key] = BY_NAME
+            elif not described:
+                return NEW_COLUMNS
+            else:
+                self._stale.add(layout_key)
+                layout = STALE
+        if layout == STALE:
+            self._check_key(change, change.message["columns"])
+        return layout
+
+    def _check_key(self, change: Change, columns: list[dict]) -> None:
+        """Refuse a change that lacks a column of the table's primary key as it is now: it names no row."""
+        missing = self._key_names.difference(column["name"] for column in columns)
+        if missing:
+            raise ReplicationError(
+                f"stream {self.stream.tap_stream_id}: a change at {change.lsn or 'a position'} lacks primary key "
+                f"column(s) {', '.join(sorted(missing))} (renamed or added since it was written), so it names no row "
+                "of the table as it is: remove the stream's bookmark from the state to copy it anew"
+            )
 
     def add(self, change: Change, layout: str) -> None:
         """Queue one insert, update or delete for rendering (see `_add`).
@@ -196,7 +237,8 @@ class StreamChanges:
         column order, only its columns array (the server parses less), values read by position;
         `["P", message]`, an update that left unchanged TOAST values out, read by name and filled
         from the stored row; `["N", message]`, a full row in another order, read by name;
-        `["D", message]`, a delete (its identity).
+        `["D", message]`, a delete (its identity); `["S", message]`, a change written before the
+        table's columns changed: its key, and every other value from the stored row.
         """
         lsn = [change.lsn] if self.debug_lsn else []
         if change.action == "D":
@@ -205,6 +247,17 @@ class StreamChanges:
         identity = None if change.whole_row else change.message.get("identity")
         if identity and self._key_names and self._key_changed(identity, change.message["columns"]):
             self._append(b'["D",' + change.payload + b"]")
+        if layout == STALE:
+            if not self._keys and not self._warned_keyless:
+                self._warned_keyless = True
+                LOGGER.warning(
+                    "%s has no primary key: its changes written before its columns changed are read by column "
+                    "name, and a renamed column's values in them are null; give it one",
+                    self.stream.tap_stream_id,
+                )
+            self._fill = True
+            self._append(b'["S",' + change.payload + b"]")
+            return
         if layout != IN_ORDER:
             partial = len(change.names) < len(self.wal_names)
             self._fill = self._fill or partial
@@ -259,7 +312,7 @@ class StreamChanges:
         typed = self._typed_relation(fill)
         stored_row = sql.SQL("")
         if fill:
-            stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 = 'P' AND {} = {}").format(
+            stored_row = sql.SQL("LEFT JOIN {} AS stored ON change.entry->>0 IN ('P', 'S') AND {} = {}").format(
                 sql.Identifier(self.table.schema_name, self.table.name),
                 row_of(compared(k, sql.Identifier("stored", k.name)) for k in self._keys),
                 row_of(compared(k, self._wal_value(k, by_position=False)) for k in self._keys),
@@ -330,7 +383,10 @@ class StreamChanges:
             return sql.SQL("NULL::{}").format(types.base_type_sql(column.type) or sql.Identifier(*column.type_name))
         by_name = self._wal_value(column, by_position=False)
         if fill:
-            by_name = sql.SQL("coalesce({}, {})").format(by_name, sql.Identifier("stored", column.name))
+            stored = sql.Identifier("stored", column.name)
+            by_name = sql.SQL("coalesce({}, {})").format(by_name, stored)
+            if column.name not in self._key_names:
+                by_name = sql.SQL("CASE WHEN change.entry->>0 = 'S' THEN {} ELSE {} END").format(stored, by_name)
         if column.name not in self._wal_name_set:
             return by_name
         return sql.SQL("CASE WHEN change.entry->>0 = 'F' THEN {} ELSE {} END").format(
@@ -369,6 +425,12 @@ _COMMIT_COLUMN = Column(
     description=None,
     selectable=True,
 )
+
+
+def _in_order(names: tuple[str, ...], table_names: tuple[str, ...]) -> bool:
+    """Tell whether `names` are some of `table_names` in the same order."""
+    remaining = iter(table_names)
+    return all(name in remaining for name in names)
 
 
 def generated_columns(table: Table, columns: list[Column], sent: set[str]) -> tuple[list[Column], list[Column]]:

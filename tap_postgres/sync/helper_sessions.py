@@ -1,11 +1,11 @@
-"""Second sessions on a copy's exported snapshot, which render every other batch of a keyed copy.
+"""More sessions on a copy's exported snapshot, which render block ranges of the copy at the same time.
 
 A second session needs a second server connection while the copy's own holds a transaction.
 Through a connection pooler that has none to spare, its first statement would wait for the copy
 to end, and the copy waits for it. A transaction-mode pooler (PgBouncer) may hand both sessions
 the same server connection, which their backend pids tell at once; a session-mode pooler, or any
 pool that is full, queues the statement, and the session is given up after `connect_timeout`.
-Either way the copy goes on with one session.
+Either way the copy goes on with the sessions it has.
 """
 
 from __future__ import annotations
@@ -36,62 +36,77 @@ class HelperSessions:
         self._given_up = False
 
     @contextlib.contextmanager
-    def on_snapshot_of(self, conn: extensions.connection) -> Iterator[extensions.cursor | None]:
-        """Yield a cursor of a second session that sees `conn`'s snapshot, or None when none can be had.
+    def on_snapshot_of(self, conn: extensions.connection, count: int = 1) -> Iterator[list[extensions.cursor]]:
+        """Yield cursors of up to `count` more sessions that see `conn`'s snapshot: fewer, or none, when they cannot be had.
 
         `conn` holds no transaction yet: its first statement exports the snapshot.
         """
-        helper = helper_cursor = None
+        opened: list[tuple[extensions.connection, int]] = []
+        cursors: list[extensions.cursor] = []
         try:
-            helper, helper_cursor = self._join_snapshot(conn)
+            self._open(count, opened)
+            cursors = self._join_snapshot(conn, opened)
         except (psycopg2.Error, TapPostgresError) as exc:
-            LOGGER.warning("Copying with one session: a second one on the same snapshot failed (%s)", exc)
-        if helper_cursor is None:
-            if helper is not None:
+            LOGGER.warning("Copying with one session: more sessions on the same snapshot failed (%s)", exc)
+            cursors = []
+        helpers = [helper for helper, _ in opened]
+        if not cursors:
+            for helper in helpers:
                 helper.close()
             begin_snapshot(conn)  # nothing was read yet, so a fresh snapshot loses nothing
-            yield None
+            yield []
             return
         try:
-            yield helper_cursor
+            yield cursors
         finally:
-            helper.rollback()
-            helper.close()
+            for helper in helpers:
+                with contextlib.suppress(psycopg2.Error):
+                    helper.rollback()
+                helper.close()
+
+    def _open(self, count: int, opened: list[tuple[extensions.connection, int]]) -> None:
+        """Open up to `count` sessions into `opened`, each with its backend's pid; stop at the first that gets no server connection in time."""
+        while len(opened) < count and not self._given_up:
+            session = _Opening(self._open_session).result(self._wait_seconds)
+            if session is None:
+                self._given_up = True
+                LOGGER.warning(
+                    "Copying with %d session(s): one more got no server connection within %s s "
+                    "(connect_timeout), as behind a connection pooler whose pool is full; the rest of the run "
+                    "copies with as many too (a pool of full_table_sessions server connections for the tap avoids this)",
+                    len(opened) + 1,
+                    self._wait_seconds,
+                )
+                break
+            opened.append(session)
 
     def _join_snapshot(
-        self, conn: extensions.connection
-    ) -> tuple[extensions.connection | None, extensions.cursor | None]:
-        """Open a second session and put it on a snapshot `conn` exports; no cursor when it has no server connection of its own.
+        self, conn: extensions.connection, opened: list[tuple[extensions.connection, int]]
+    ) -> list[extensions.cursor]:
+        """Put each opened session with a server connection of its own on a snapshot `conn` exports; return their cursors.
 
-        The helper asks for its backend's pid in a transaction it ends (a transaction-mode pooler
-        takes the server connection back) before `conn` begins one and asks too.
+        Each helper asked for its backend's pid in a transaction it ended (a transaction-mode
+        pooler takes the server connection back) before `conn` begins one and asks too.
         """
-        if self._given_up:
-            return None, None
-        opened = _Opening(self._open_session).result(self._wait_seconds)
-        if opened is None:
-            self._given_up = True
-            LOGGER.warning(
-                "Copying with one session: a second session got no server connection within %s s "
-                "(connect_timeout), as behind a connection pooler whose pool is full; the rest of the run "
-                "copies with one session too (a pool of two server connections for the tap avoids this)",
-                self._wait_seconds,
-            )
-            return None, None
-        helper, helper_pid = opened
+        if not opened:
+            return []
         with conn.cursor() as cur:
             cur.execute("SELECT pg_backend_pid(), pg_export_snapshot()")
             pid, snapshot = cur.fetchone()
-        if pid == helper_pid:
-            LOGGER.info(
-                "Copying with one session: a second one reaches the same server connection as the first (a "
-                "connection pooler), on which it would wait for the first to end"
-            )
-            return helper, None
-        begin_snapshot(helper)
-        helper_cursor = helper.cursor()
-        helper_cursor.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
-        return helper, helper_cursor
+        seen, cursors = {pid}, []
+        for helper, helper_pid in opened:
+            if helper_pid in seen:
+                LOGGER.info(
+                    "Copying with fewer sessions: one more reaches the same server connection as another (a "
+                    "connection pooler), on which it would wait for the other to end"
+                )
+                continue
+            seen.add(helper_pid)
+            begin_snapshot(helper)
+            helper_cursor = helper.cursor()
+            helper_cursor.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+            cursors.append(helper_cursor)
+        return cursors
 
 
 class _Opening:

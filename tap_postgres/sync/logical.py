@@ -26,6 +26,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import extensions, sql
 
+from tap_postgres import types
 from tap_postgres.catalog import SelectedStream, log_based_properties
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, connect_replication, database_identity, describe_sync_failure
@@ -67,6 +68,7 @@ from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import new_version, sync_full_table
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.rows import CopySettings, Progress, RecordSink, selected_columns
+from tap_postgres.sync.schema_changes import COLUMNS_KEY, copy_reason, key_renamed, recorded_columns, retyped_columns
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -214,13 +216,85 @@ class LogBasedSync:
                     stream.tap_stream_id,
                     publication,
                 )
-                # the version stays: the copy takes a new one and activates it at its end, as a rerun does
-                for key in ("lsn", "copy_snapshot", "resume_key", "xmin"):
-                    saved.pop(key, None)
-                self.saved_positions.pop(stream.tap_stream_id, None)
-                self.copy_snapshots.pop(stream.tap_stream_id, None)
+                self._forget_position(stream.tap_stream_id)
             if token is not None:
                 saved[MEMBERSHIP_KEY] = token
+
+    def _forget_position(self, stream_id: str) -> None:
+        """Make the stream's next copy an initial one, from a snapshot of its own, as if it were new.
+
+        The version stays: the copy takes a new one and activates it at its end, as a rerun does.
+        """
+        saved = bookmark(self.state, stream_id)
+        for key in ("lsn", "copy_snapshot", "resume_key", "xmin", "snapshot_xmin"):
+            saved.pop(key, None)
+        self.saved_positions.pop(stream_id, None)
+        self.copy_snapshots.pop(stream_id, None)
+
+    def follow_schema_changes(
+        self, tables: dict[tuple[str, str], Table], streams: list[SelectedStream]
+    ) -> list[SelectedStream]:
+        """Compare each LOG_BASED stream's recorded columns with its table as it is now (schema_changes.py).
+
+        A stream whose changes cannot carry what changed is copied again under a new version,
+        then its changes are read from its bookmark, all of them, deletes included; one whose key
+        column was renamed (its older changes name no row), or whose initial copy was unfinished,
+        is copied anew from a snapshot. Returns `streams` with each LOG_BASED one as this run
+        syncs it: with the table's columns the catalog does not know yet, and the SCHEMA of a
+        retyped column following its type.
+        """
+        followed = {}
+        for stream in self.streams:
+            table = tables[(stream.schema_name, stream.table_name)]
+            saved = bookmark(self.state, stream.tap_stream_id)
+            recorded = saved.get(COLUMNS_KEY)
+            reason = copy_reason(recorded, table)
+            if reason and saved.get("lsn") is not None:
+                if (
+                    self.needs_copy(stream)
+                    or stream.tap_stream_id in self.copy_snapshots
+                    or key_renamed(recorded, table)
+                ):
+                    LOGGER.warning("%s: %s since the last run: copying it anew", stream.tap_stream_id, reason)
+                    self._forget_position(stream.tap_stream_id)
+                else:
+                    LOGGER.warning(
+                        "%s: %s since the last run: copying it again under a new version, then reading its changes "
+                        "from its bookmark",
+                        stream.tap_stream_id,
+                        reason,
+                    )
+                    saved["version"] = max(new_version(), (saved.get("version") or 0) + 1)
+                    saved["resume_key"] = None  # an unfinished copy, from the start
+                    saved.pop("snapshot_xmin", None)
+            followed[stream.tap_stream_id] = self._as_table_is(stream, table, recorded)
+            saved[COLUMNS_KEY] = recorded_columns(table)
+        self.streams = list(followed.values())
+        return [followed.get(stream.tap_stream_id, stream) for stream in streams]
+
+    def _as_table_is(self, stream: SelectedStream, table: Table, recorded: Any) -> SelectedStream:
+        """Return the stream with the table's new columns, and its retyped columns' SCHEMA following their types."""
+        names = [column.name for column in table.columns]
+        widened, _ = with_new_columns(
+            stream, table, names, selected_columns(table, stream), log_based_properties(self.config)
+        )
+        retyped = [
+            (column, before) for column, before in retyped_columns(recorded, table) if column.name in widened.columns
+        ]
+        if not retyped:
+            return widened
+        properties = dict(widened.schema["properties"])
+        for column, before in retyped:
+            nullable = not (column.not_null or column.name in table.primary_key)
+            properties[column.name] = types.json_schema(column.type, nullable=nullable)
+            LOGGER.info(
+                '%s: column "%s" changed type from %s to %s: its SCHEMA follows',
+                stream.tap_stream_id,
+                column.name,
+                before,
+                column.placement.type_text,
+            )
+        return dataclasses.replace(widened, schema={**widened.schema, "properties": properties})
 
     def held_positions(self) -> list[tuple[str, int]]:
         """The `lsn` of this slot's LOG_BASED bookmarks whose streams the run does not select.
@@ -410,6 +484,7 @@ class WalPass:
         self.in_transaction = False
         self.skipped: set[str] = set()
         self.warned: set[str] = set()
+        self.stopping: str | None = None  # why the pass ends at the next transaction end
         self.changes_since_state = 0
         self.started = self.last_state = self.last_data = time.monotonic()
         self.plugin_options = self._plugin_options()  # before the renderer shares self.sync.conn
@@ -557,6 +632,9 @@ class WalPass:
             message = self._read_message(cur)
             if message is not None:
                 self._consume(message.payload, message.data_start)
+                if self.stopping and not self.in_transaction:
+                    LOGGER.warning("%s: ending the run here; the next one copies the stream again", self.stopping)
+                    return None
                 if self.changes_since_state and not self.in_transaction and self._state_due():
                     self._checkpoint()
                     if (saved := self._saved_by_the_target()) is not None:
@@ -644,20 +722,52 @@ class WalPass:
                 layout = changes.layout_of(change)
                 if layout == NEW_COLUMNS:
                     self._take_new_columns(changes, change)
-                    layout = changes.layout_of(change)
+                    layout = changes.layout_of(change, described=True)
                 changes.add(change, layout)
                 self.changes_since_state += 1
                 if changes.full:
                     self.renderer.submit(changes.take_batch())
         elif action == "T":
-            for schema_name, table_name in change.relations:
+            for relation in change.relations:
+                self._truncate(relation, data_start)
+
+    def _truncate(self, relation: tuple[str, str], position: int) -> None:
+        """Start a new table version for each stream of a truncated table, so a target that honours it empties it.
+
+        The changes before the TRUNCATE are written under the old version, those after it under
+        the new one, which ACTIVATE_VERSION (queued behind them) makes the only live one. A
+        partition truncated under a partitioned table's stream cannot be said that way.
+        """
+        route = self.routes.get(relation)
+        if route is None:
+            route = self.routes[relation] = self._route(relation)
+        for changes in route:
+            stream_id = changes.stream.tap_stream_id
+            if stream_id in self.skipped:
+                continue
+            if relation != (changes.table.schema_name, changes.table.name):
                 LOGGER.warning(
-                    "%s.%s was truncated at %s: LOG_BASED cannot replay a TRUNCATE, so the target still holds its "
-                    "rows: empty the table there too, or resync the stream",
-                    schema_name,
-                    table_name,
-                    int_to_lsn(data_start),
+                    "Partition %s.%s of %s was truncated at %s: LOG_BASED cannot say that to the target, which still "
+                    "holds its rows: delete them there too, or resync the stream",
+                    *relation,
+                    stream_id,
+                    int_to_lsn(position),
                 )
+                continue
+            self.renderer.submit(changes.take_batch())
+            changes.version = max(new_version(), (changes.version or 0) + 1)
+            LOGGER.info(
+                "%s was truncated at %s: its records now carry table version %d, activated at once",
+                stream_id,
+                int_to_lsn(position),
+                changes.version,
+            )
+
+            def activate(stream_id: str = stream_id, version: int = changes.version) -> None:
+                bookmark(self.state, stream_id)["version"] = version
+                self.writer.write_activate_version(stream_id, version)
+
+            self.renderer.submit_checkpoint(activate)
 
     def _route(self, relation: tuple[str, str]) -> list[StreamChanges]:
         """Return the streams a table's changes belong to: its own, and those of the partitioned tables above it."""
@@ -693,15 +803,18 @@ class WalPass:
         described = describe_tables(self.sync.conn, tables=[(stream.schema_name, stream.table_name)])
         if not described:
             raise TableMissingError(
-                f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} was dropped '
-                "while its changes were being read: remove the stream from the catalog"
+                f'table "{stream.schema_name}"."{stream.table_name}" of stream {stream.tap_stream_id} was dropped or '
+                "renamed while its changes were being read: rerun --discover and update the catalog"
             )
-        wal_names = list(change.names)
+        reason = copy_reason(bookmark(self.state, stream.tap_stream_id).get(COLUMNS_KEY), described[0])
+        if reason and self.stopping is None:
+            # the next run copies the stream again (LogBasedSync.follow_schema_changes): end this one soon
+            self.stopping = f"{stream.tap_stream_id}: {reason} while its changes were being read"
         widened, columns = with_new_columns(
-            stream, described[0], wal_names, changes.columns, log_based_properties(self.config)
+            stream, described[0], change.names, changes.columns, log_based_properties(self.config)
         )
         changes.stream = widened
-        changes.adopt(described[0], columns, wal_names)
+        changes.adopt(described[0], columns, change.names)
         if widened is not stream:
             self.writer.write_schema(stream.tap_stream_id, self.sync.schema_of(widened), stream.key_properties, None)
 

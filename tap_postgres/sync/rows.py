@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -95,12 +96,13 @@ class CopySettings:
     progress_seconds: float
     value_limit: ValueLimit | None = None  # max_value_bytes
     row_limit: int | None = None  # `limit`: INCREMENTAL's most rows a run
+    sessions: int = 1  # full_table_sessions
 
     @classmethod
     def of(cls, config: Config, streams: list[SelectedStream]) -> CopySettings:
         """Return the copy settings of a run's config."""
         value_limit = ValueLimit(config.max_value_bytes, streams) if config.max_value_bytes else None
-        return cls(config.itersize, config.progress_seconds, value_limit, config.limit)
+        return cls(config.itersize, config.progress_seconds, value_limit, config.limit, config.full_table_sessions)
 
     def value_limit_of(self, stream: SelectedStream) -> StreamValueLimit | None:
         """Return max_value_bytes as `stream`'s render queries apply it, or None when unset."""
@@ -115,15 +117,21 @@ class RecordQueries:
     columns: list[Column]
     envelope: tuple[str, str]
     value_limit: StreamValueLimit | None = None
+    relation: tuple[str, str] | None = None  # (schema, table) read instead of the stream's: a partition
 
     def matching(self, where: sql.Composable = EVERY_ROW, order_by: sql.Composable | None = None) -> sql.Composed:
         """Return the COPY statement that emits one whole RECORD line per row matching `where`."""
         inner = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            rendered_columns(self.columns, limit=self.value_limit), table_source(self.stream), where
+            rendered_columns(self.columns, limit=self.value_limit), self._source(), where
         )
         if order_by is not None:
             inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
         return copy_records(self.envelope, inner)
+
+    def _source(self) -> sql.Composed:
+        if self.relation is None:
+            return table_source(self.stream)
+        return sql.SQL("{} AS source").format(sql.Identifier(*self.relation))
 
 
 def copy_records(envelope: tuple[str, str], rendered: sql.Composable) -> sql.Composed:
@@ -191,48 +199,75 @@ def copy_to_bytes(cur: extensions.cursor, query: sql.Composed) -> tuple[bytes, i
 
 
 class RecordSink:
-    """Target of COPY: takes server-rendered RECORD lines and writes them on in large blocks."""
+    """Target of COPY: takes server-rendered RECORD lines and writes them on in large blocks.
+
+    psycopg2 calls the file's write once per row: an io.BufferedWriter, whose write is C, so no
+    Python runs per row, and whole lines reach the output SINK_FLUSH_BYTES at a time.
+    """
 
     def __init__(self, writer: MessageWriter, progress: Progress, limit: ValueLimit | None = None):
         self._write_lines = writer.write_lines
-        self._parts: list[bytes] = []
-        self._size = 0
         self._progress = progress
         self._limit = limit
+        self._own_lock = threading.Lock()
         self.saw_clamped_timestamp = False
 
     def emit_batch(self, lines: bytes, rows: int) -> None:
         """Write a batch that `copy_to_bytes` read."""
-        self._emit(lines)
+        self.emit_block(lines)
         self._progress.add(rows)
 
     def copy(self, cur: extensions.cursor, query: sql.Composed) -> int:
-        """Run a COPY of any size through `write`, so memory stays bounded, and return its row count."""
-        cur.copy_expert(query, self)
-        self._flush()
-        self._progress.add(cur.rowcount)
+        """Run a COPY of any size, so memory stays bounded, and return its row count."""
+        rows = self.copy_shared(cur, query, self._own_lock)
+        self.count(rows)
+        return rows
+
+    def copy_shared(self, cur: extensions.cursor, query: sql.Composed, lock: threading.Lock) -> int:
+        """Run a COPY while other sessions copy into this sink too, writing under `lock`; return its row count.
+
+        The rows are not counted yet: the caller counts them under the lock (`count`).
+        """
+        with io.BufferedWriter(_LockedBlocks(self, lock), SINK_FLUSH_BYTES) as buffered:
+            cur.copy_expert(query, buffered)
         return cur.rowcount
 
-    def write(self, line: bytes) -> None:
-        """Take one line from psycopg2 (called once per row by `copy`)."""
-        self._parts.append(line)
-        self._size += len(line)
-        if self._size >= SINK_FLUSH_BYTES:
-            self._flush()
+    def count(self, rows: int) -> None:
+        """Count rows a copy has written."""
+        self._progress.add(rows)
 
-    def _flush(self) -> None:
-        if self._parts:
-            self._emit(b"".join(self._parts))
-            self._parts.clear()
-            self._size = 0
-
-    def _emit(self, block: bytes) -> None:
+    def emit_block(self, block: bytes) -> None:
+        """Write a block of whole lines."""
         if self._limit is not None and self._limit.marker in block:
             block = self._limit.replace_markers(block)
         if not self.saw_clamped_timestamp:
             self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
         self._write_lines(block)
         self._progress.tick()
+
+
+class _LockedBlocks(io.RawIOBase):
+    """The raw side of a copy's write buffer: blocks of whole lines, handed to the sink under a lock.
+
+    io.BufferedWriter hands over what it holds, or one write larger than its buffer, whole: each
+    write of psycopg2 is one line, so every block ends at the end of a line.
+    """
+
+    def __init__(self, sink: RecordSink, lock: threading.Lock):
+        super().__init__()
+        self._sink = sink
+        self._lock = lock
+
+    def writable(self) -> bool:
+        """Tell io that this stream takes writes."""
+        return True
+
+    def write(self, block) -> int:
+        """Write one block to the sink."""
+        data = bytes(block)
+        with self._lock:
+            self._sink.emit_block(data)
+        return len(data)
 
 
 class Progress:
