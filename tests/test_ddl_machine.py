@@ -138,10 +138,10 @@ class DdlMachine(RuleBasedStateMachine):
         self._insert(1, FIRST_ROWS)
         self.db.create_slot()
 
-    def _sql(self, statement: str, **identifiers: str) -> None:
+    def _sql(self, statement: str, params=None, **identifiers: str) -> None:
         """Run a statement whose {t} is the current table and whose other fields are identifiers."""
         names = {key: sql.Identifier(value) for key, value in identifiers.items()}
-        self.db.execute(sql.SQL(statement).format(t=sql.Identifier(self.table), **names))
+        self.db.execute(sql.SQL(statement).format(t=sql.Identifier(self.table), **names), params)
 
     def _writable(self) -> list[Column]:
         return [column for column in self.columns if VALUES[column.kind] is not None]
@@ -203,13 +203,13 @@ class DdlMachine(RuleBasedStateMachine):
 
     @rule(offset=st.integers(0, 20))
     def delete_rows(self, offset):
-        self._sql("DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id OFFSET %s LIMIT 2)" % int(offset))
+        self._sql("DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id OFFSET %s LIMIT 2)", (offset,))
 
     @rule(offset=st.integers(0, 20))
     def change_a_key(self, offset):
         self._sql(
-            "UPDATE {t} SET id = %d WHERE id = (SELECT id FROM {t} ORDER BY id OFFSET %d LIMIT 1)"
-            % (self.next_id, int(offset))
+            "UPDATE {t} SET id = %s WHERE id = (SELECT id FROM {t} ORDER BY id OFFSET %s LIMIT 1)",
+            (self.next_id, offset),
         )
         self.next_id += 1
 
@@ -386,6 +386,8 @@ VARIANTS = [
 def test_target_equals_the_source_through_schema_changes(db, target_conn, tmp_path, plugin, target):
     db.execute("SET synchronous_commit = on")  # a run started right after a commit must find it in the WAL
     db.plugin = plugin
+    if SEED is not None:
+        print(f"TAP_DDL_SEED={SEED}")  # shown with a failure, to replay it
     try:
         machine = _machine(Setup(db, target_conn, target, plugin, tmp_path))
         configured = settings(
