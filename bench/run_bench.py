@@ -245,13 +245,17 @@ def median_run(command: list[str], repeat: int, env: dict | None = None) -> Run:
     return median_of([measure(command, env) for _ in range(repeat)])
 
 
-def median_runs(commands: dict[str, list[str]], repeat: int) -> dict[str, Run]:
+def median_runs(commands: dict, repeat: int) -> dict[str, Run]:
     """Run each command `repeat` times, taking turns (in the reverse order every other turn) so that a
-    slower spell of a shared machine, or going first, favours none of them."""
+    slower spell of a shared machine, or going first, favours none of them.
+
+    A command is a list, or a function of the turn's number returning one (a run that needs a slot of its own).
+    """
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     for turn in range(repeat):
         for name in list(commands)[:: -1 if turn % 2 else 1]:
-            runs[name].append(measure(commands[name]))
+            command = commands[name]
+            runs[name].append(measure(command(turn) if callable(command) else command))
     return {name: median_of(each) for name, each in runs.items()}
 
 
@@ -398,6 +402,8 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
 
 
 PLUGINS = ("wal2json", "pgoutput")
+RECVLOGICAL = "pg_recvlogical"
+RECVLOGICAL_SLOT = "bench_recvlogical_"
 SESSIONS = (1, 2, 4)
 
 
@@ -514,6 +520,11 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
         if plugin == "pgoutput":  # the publication first: decoding reads it as of each change
             setup.append(f"CREATE PUBLICATION pipelinewise_bench_{name} FOR TABLE public.changes;")
         setup.append(f"SELECT pg_create_logical_replication_slot('pipelinewise_bench_{name}', '{plugin}');")
+    # pg_recvlogical confirms its slot as it reads: each of its runs reads the backlog through a slot of its own
+    setup.extend(
+        f"SELECT pg_create_logical_replication_slot('{RECVLOGICAL_SLOT}{turn}', 'pgoutput');"
+        for turn in range(args.log_based_repeat)
+    )
     psql(port, "bench", "".join(setup))
     lsn = int(
         subprocess.run(
@@ -525,6 +536,13 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
         ).stdout
     )
     psql(port, "bench", BACKLOG_SQL.replace("__HALF__", str(args.changes // 2)) + "CHECKPOINT;")
+    end_lsn = subprocess.run(
+        psql_command(port, "bench", "-At", "-c", "SELECT pg_current_wal_lsn()"),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PGPASSWORD=pgcluster.PASSWORD),
+    ).stdout.strip()
     state = {"bookmarks": {"public-changes": {"last_replication_method": "LOG_BASED", "lsn": lsn, "version": 1}}}
     (WORK / "state-log-based.json").write_text(json.dumps(dict(state, currently_syncing=None)))
     commands = {}
@@ -547,8 +565,22 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
             "--state",
             str(WORK / "state-log-based.json"),
         ]
-    print(f"measuring LOG_BASED through {' and '.join(PLUGINS)}...", flush=True)
-    runs = median_runs({plugin: commands[plugin] for plugin in PLUGINS}, args.log_based_repeat)
+    print(f"measuring LOG_BASED through {' and '.join(PLUGINS)}, and pg_recvlogical...", flush=True)
+    os.environ["PGPASSWORD"] = pgcluster.PASSWORD  # pg_recvlogical's
+
+    def recvlogical(turn: int) -> list[str]:
+        """pg_recvlogical reading the backlog through pgoutput to /dev/null: the walsender's own limit."""
+        return [
+            str(pgcluster.bin_dir() / "pg_recvlogical"),
+            *("-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "bench"),
+            *("-S", f"{RECVLOGICAL_SLOT}{turn}", "--start", "--no-loop", "-f", "/dev/null", "-E", end_lsn),
+            *("-o", "proto_version=1", "-o", "publication_names=pipelinewise_bench_pgoutput"),
+        ]
+
+    runs = median_runs(
+        {**{plugin: commands[plugin] for plugin in PLUGINS}, RECVLOGICAL: recvlogical}, args.log_based_repeat
+    )
+    walsender_limit = runs.pop(RECVLOGICAL)
     baseline = runs[PLUGINS[0]]
     results = [
         dict(
@@ -559,9 +591,19 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
             plugin=plugin,
             wall_ratio=turn_ratio(run, baseline, "seconds"),
             cpu_ratio=turn_ratio(run, baseline, "server_cpu_s"),
+            recvlogical=walsender_limit,
+            recvlogical_ratio=turn_ratio(run, walsender_limit, "seconds"),
         )
         for plugin, run in runs.items()
     ]
+    results.append(
+        dict(
+            case=f"pg_recvlogical {args.changes}-change backlog, pgoutput, to /dev/null",
+            rows=args.changes,
+            run=walsender_limit,
+            baseline=None,
+        )
+    )
     if peer:
         print("  pipelinewise LOG_BASED (one run)...", flush=True)
         results[0]["peer"] = measure(commands["peer"])
@@ -641,16 +683,24 @@ def log_based_table(results: list[dict]) -> str:
     """One row per plugin (and pipelinewise's run): speed, and CPU on each side per 100k changes."""
     header = (
         "| tap, plugin | wall s (min-max) | changes/s | tap CPU s | server CPU s | walsender | other backends "
-        "| server CPU s / 100k changes | wall / wal2json | server CPU / wal2json |"
+        "| server CPU s / 100k changes | wall / wal2json | server CPU / wal2json | wall / pg_recvlogical |"
     )
-    lines = [header, "|" + " --- |" * 10]
+    lines = [header, "|" + " --- |" * 11]
     plugin_results = [r for r in results if "plugin" in r]
     rows_of = [(f"tap-postgres, {r['plugin']}", r["run"], r) for r in plugin_results]
     if plugin_results and "peer" in plugin_results[0]:
         first = plugin_results[0]
         rows_of.append(
-            ("pipelinewise, wal2json (one run)", first["peer"], dict(first, wall_ratio=None, cpu_ratio=None))
+            (
+                "pipelinewise, wal2json (one run)",
+                first["peer"],
+                dict(first, wall_ratio=None, cpu_ratio=None, recvlogical_ratio=None),
+            )
         )
+    if plugin_results:
+        first = plugin_results[0]
+        limit = dict(first, wall_ratio=None, cpu_ratio=None, recvlogical_ratio=None)
+        rows_of.append(("pg_recvlogical, pgoutput, to /dev/null (decoding alone)", first["recvlogical"], limit))
     for name, run, result in rows_of:
         changes, baseline = result["rows"], result["baseline"]
         walls = [r.seconds for r in run.runs] or [run.seconds]
@@ -670,6 +720,7 @@ def log_based_table(results: list[dict]) -> str:
             cpu_cell(others),
             f"**{per_100k_cell(run.server_cpu_s, changes)}**" if run.server_cpu_s is not None else "",
             *ratios,
+            f"{result['recvlogical_ratio']:.2f}x" if result.get("recvlogical_ratio") else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

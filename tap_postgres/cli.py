@@ -1,4 +1,4 @@
-"""The `tap-postgres` command: runs the singer-sdk CLI and turns a TapPostgresError into one stderr line."""
+"""The `tap-postgres` command: runs the tap's CLI and turns a TapPostgresError into one stderr line."""
 
 from __future__ import annotations
 
@@ -22,21 +22,25 @@ NOT_BEGUN = "interrupted before the sync began; nothing was written"
 def main(argv: list[str] | None = None) -> None:
     """Run the tap; exit 1 with `tap-postgres: error: <cause and fix>` on any error the user can fix."""
     try:
-        # singer-sdk and the rest take most of a second to import: a Ctrl-C then is one line too
-        from tap_postgres.tap import TapPostgres
+        from tap_postgres.tap import command
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would interrupt the line
-        _fail(NOT_BEGUN, InterruptedRunError.exit_code)
+        _interrupted_before_sync()
     try:
-        TapPostgres.cli.main(args=argv, prog_name="tap-postgres", standalone_mode=False)
+        command.main(args=argv, prog_name="tap-postgres", standalone_mode=False)
     except TapPostgresError as exc:
         _fail(str(exc), exc.exit_code)
     except click.ClickException as exc:
         _fail(exc.format_message())
     except click.exceptions.Abort:
+        # a Ctrl-C before the run's signal thread starts (locks.watching), as psycopg2 and the sync modules load
         _fail(NOT_BEGUN, InterruptedRunError.exit_code)
     except BrokenPipeError:
         _fail(str(OutputClosedError()), OutputClosedError.exit_code)
+
+
+def _interrupted_before_sync() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would interrupt the line
+    _fail(NOT_BEGUN, InterruptedRunError.exit_code)
 
 
 def _fail(message: str, exit_code: int = 1) -> None:

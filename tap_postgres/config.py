@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from singer_sdk import typing as th
+from typing import TYPE_CHECKING, Any
 
 from tap_postgres import files
 from tap_postgres.errors import ConfigError, keep_secret
+
+if TYPE_CHECKING:
+    from tap_postgres.batch import BatchSettings
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -25,6 +27,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 _BOOLEAN = {"type": ["boolean", "string"]}
 _INTEGER = {"type": ["integer", "string"]}
 _STRING = {"type": ["string"]}
+_OBJECT = {"type": ["object"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Setting:
     """One config key: its name, JSON type, default and meaning."""
 
     name: str
-    kind: str  # "string", "integer" or "boolean"
+    kind: str  # "string", "integer", "boolean" or "object"
     description: str
     default: Any = None
     required: bool = False
@@ -52,10 +55,87 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma separated schema names: discover only these schemas. Default: every schema.",
     ),
     Setting(
+        "schema_include_pattern",
+        "string",
+        "Discover only schemas whose name matches this PostgreSQL regular expression (`~`). Default: every schema.",
+    ),
+    Setting(
+        "schema_exclude_pattern",
+        "string",
+        "Leave out schemas whose name matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "table_include_pattern",
+        "string",
+        "Discover only tables and views whose qualified name `schema.table` matches this PostgreSQL regular "
+        "expression. Default: every table.",
+    ),
+    Setting(
+        "table_exclude_pattern",
+        "string",
+        "Leave out tables and views whose qualified name `schema.table` matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "database_include_pattern",
+        "string",
+        "Catalog streams: read only the databases whose name matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "database_exclude_pattern",
+        "string",
+        "Catalog streams: leave out the databases whose name matches this PostgreSQL regular expression.",
+    ),
+    Setting(
+        "include_tables",
+        "boolean",
+        "Discover tables (ordinary, partitioned and foreign); false leaves them out.",
+        default=True,
+    ),
+    Setting(
+        "include_views",
+        "boolean",
+        "Discover views and materialized views; false leaves them out.",
+        default=True,
+    ),
+    Setting(
         "include_partitions",
         "boolean",
         "Discover each leaf partition as a stream of its own; the partitioned parent is always one.",
         default=False,
+    ),
+    Setting(
+        "metadata_streams",
+        "boolean",
+        "Discover the catalog streams (pg_metadata-*: databases, schemas, relations, columns, constraints, "
+        "indexes, sequences, types, functions, roles, role_memberships, grants, policies, lineage, "
+        "column_statistics, statement_usage) besides the tables' row streams.",
+        default=False,
+    ),
+    Setting(
+        "metadata_only",
+        "boolean",
+        "Discover and sync the catalog streams only, no table's rows (implies metadata_streams).",
+        default=False,
+    ),
+    Setting(
+        "metadata_databases",
+        "string",
+        "Catalog streams: comma separated databases to read, or `*` for every database the user may "
+        "connect to (templates excluded), filtered by the database patterns. Default: dbname.",
+    ),
+    Setting(
+        "metadata_sql_text",
+        "string",
+        "Catalog streams: `keep` view definitions, function bodies and statement texts, replace them by "
+        "their keyed `hash` (HMAC-SHA256 with metadata_hash_key, hex), or `drop` them (null).",
+        default="keep",
+        allowed=("keep", "hash", "drop"),
+    ),
+    Setting(
+        "metadata_hash_key",
+        "string",
+        "metadata_sql_text hash: the HMAC key; the same key gives the same hash for the same text.",
+        secret=True,
     ),
     Setting("ssl", "boolean", 'Connect with SSL (sslmode "require") when true.', default=False),
     Setting(
@@ -219,29 +299,52 @@ SETTINGS: tuple[Setting, ...] = (
         "fast_sync_rds: add _SDC_BATCHED_AT, _SDC_DELETED_AT and _SDC_EXTRACTED_AT columns.",
         default=True,
     ),
+    Setting(
+        "batch_config",
+        "object",
+        "Write FULL_TABLE, INCREMENTAL and the LOG_BASED initial copy into JSON Lines files announced by "
+        'singer-sdk BATCH messages, instead of RECORD messages: {"encoding": {"format": "jsonl", '
+        '"compression": "gzip" or "none"}, "storage": {"root": "file://DIR" or "s3://BUCKET/PATH", '
+        '"prefix": "..."}, "batch_size": records per file (default 10000)}. LOG_BASED changes stay RECORDs.',
+    ),
+    Setting(
+        "stream_maps",
+        "object",
+        "singer-sdk stream maps, by stream id: aliases (__alias__), removed (null) and computed properties "
+        "(md5(), expressions), __filter__, __else__, __key_properties__, __source__.",
+    ),
+    Setting("stream_map_config", "object", "User-defined values the stream map expressions read (config)."),
+    Setting(
+        "flattening_enabled",
+        "boolean",
+        "Flatten nested object properties into top-level ones (singer-sdk schema flattening).",
+        default=False,
+    ),
+    Setting("flattening_max_depth", "integer", "How many levels of nested objects flattening expands."),
 )
 
-_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN}
+_JSON_TYPES = {"string": _STRING, "integer": _INTEGER, "boolean": _BOOLEAN, "object": _OBJECT}
 
 
 def config_jsonschema() -> dict:
     """Return the JSON Schema of the settings, in the form singer-sdk publishes with --about."""
-    properties = []
+    properties = {}
     for setting in SETTINGS:
-        json_type = dict(_JSON_TYPES[setting.kind])
+        schema = {"type": list(_JSON_TYPES[setting.kind]["type"]) + ([] if setting.required else ["null"])}
         if setting.allowed:
-            json_type["enum"] = list(setting.allowed)
-        properties.append(
-            th.Property(
-                setting.name,
-                th.CustomType(json_type),
-                required=setting.required,
-                default=setting.default,
-                description=setting.description,
-                secret=setting.secret,
-            )
-        )
-    return th.PropertiesList(*properties).to_dict()
+            schema["enum"] = list(setting.allowed)
+        if setting.default is not None:
+            schema["default"] = setting.default
+        schema["description"] = setting.description
+        if setting.secret:
+            schema.update(secret=True, writeOnly=True)
+        properties[setting.name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [setting.name for setting in SETTINGS if setting.required],
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +358,19 @@ class Config:
     password: str | None = None
     filter_schemas: str | None = None
     include_partitions: bool = False
+    schema_include_pattern: str | None = None
+    schema_exclude_pattern: str | None = None
+    table_include_pattern: str | None = None
+    table_exclude_pattern: str | None = None
+    database_include_pattern: str | None = None
+    database_exclude_pattern: str | None = None
+    include_tables: bool = True
+    include_views: bool = True
+    metadata_streams: bool = False
+    metadata_only: bool = False
+    metadata_databases: str | None = None
+    metadata_sql_text: str = "keep"
+    metadata_hash_key: str | None = None
     ssl: bool = False
     sslmode: str | None = None
     sslrootcert: str | None = None
@@ -288,6 +404,18 @@ class Config:
     fast_sync_rds_s3_prefix: str = ""
     fast_sync_rds_s3_region: str | None = None
     fast_sync_rds_add_metadata_columns: bool = True
+    batch_config: dict | None = None
+    stream_maps: dict | None = None
+    stream_map_config: dict | None = None
+    flattening_enabled: bool = False
+    flattening_max_depth: int | None = None
+
+    @property
+    def batch(self) -> BatchSettings | None:
+        """The BATCH settings, or None when records go out as RECORD messages."""
+        from tap_postgres.batch import BatchSettings  # gzip and the file machinery: not for --about
+
+        return BatchSettings.parse(self.batch_config) if self.batch_config else None
 
     @property
     def schemas(self) -> list[str]:
@@ -295,6 +423,11 @@ class Config:
         if not self.filter_schemas:
             return []
         return [name.strip() for name in self.filter_schemas.split(",") if name.strip()]
+
+    @property
+    def with_metadata(self) -> bool:
+        """Tell whether the catalog streams are discovered (metadata_streams or metadata_only)."""
+        return self.metadata_streams or self.metadata_only
 
     @property
     def effective_sslmode(self) -> str | None:
@@ -323,6 +456,15 @@ def _coerce(setting: Setting, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ConfigError(f'config key "{setting.name}" must be an integer, got {shown}')
+    if setting.kind == "object":
+        if isinstance(value, str):  # from TAP_POSTGRES_<KEY>: JSON text
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}') from None
+        if not isinstance(value, dict):
+            raise ConfigError(f'config key "{setting.name}" must be a JSON object, got {shown}')
+        return value
     if not isinstance(value, str):
         raise ConfigError(f'config key "{setting.name}" must be a string, got {shown}')
     if "\x00" in value:
@@ -342,14 +484,7 @@ PIPELINEWISE_KEYS = frozenset(
 # singer-sdk settings this tap does not implement: records are written from the server's bytes, not
 # through singer-sdk's record path. Each stops the run when it asks for something, because a map meant
 # to drop a column (PII) must never be ignored; an empty or false value asks for nothing.
-SDK_KEYS_NOT_IMPLEMENTED = (
-    "stream_maps",
-    "stream_map_config",
-    "flattening_enabled",
-    "flattening_max_depth",
-    "batch_config",
-    "faker_config",
-)
+SDK_KEYS_NOT_IMPLEMENTED = ("faker_config",)
 
 
 def check_keys(raw: Mapping[str, Any]) -> None:
@@ -405,6 +540,26 @@ def _check_combinations(config: Config) -> None:
             'config key "fast_sync_rds" is true but "fast_sync_rds_s3_bucket" and '
             '"fast_sync_rds_s3_region" are not both set: add them or set fast_sync_rds to false'
         )
+    if config.metadata_sql_text == "hash" and not config.metadata_hash_key:
+        raise ConfigError(
+            'config key "metadata_sql_text" is "hash" but "metadata_hash_key" is not set: set the HMAC key, '
+            'or set metadata_sql_text to "drop"'
+        )
+    if config.batch_config is not None:
+        config.batch  # noqa: B018 -- parsed now, so a wrong batch_config stops the run before it connects
+        if config.fast_sync_rds:
+            raise ConfigError(
+                'config keys "batch_config" and "fast_sync_rds" both ask how to export rows: set only one'
+            )
+    if config.stream_maps or config.flattening_enabled:
+        if config.fast_sync_rds:
+            raise ConfigError(
+                'config key "fast_sync_rds" exports rows to S3 without the tap: the "stream_maps" and '
+                '"flattening_enabled" settings cannot apply to them; set fast_sync_rds to false'
+            )
+        from tap_postgres.mapping import check_mapping  # singer-sdk's mapper: only when maps are set
+
+        check_mapping(config)
     if config.itersize < 1:
         raise ConfigError(f'config key "itersize" must be at least 1, got {config.itersize}')
     if config.full_table_sessions < 1:

@@ -9,8 +9,10 @@ import dataclasses
 import logging
 from collections import defaultdict
 
-from tap_postgres import types
+from tap_postgres import filters, types
 from tap_postgres.config import Config
+from tap_postgres.filters import KEEP_ALL, Filters
+from tap_postgres.metadata import streams as metadata_streams
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -46,13 +48,17 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-   AND n.nspname <> 'information_schema'
-   AND n.nspname NOT LIKE 'pg\\_%%'
-   AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s::text[]))
+   AND {schemas}
    AND (%(tables)s::text[] IS NULL OR (n.nspname || '.' || c.relname) = ANY(%(tables)s::text[]))
    AND (%(partitions)s OR NOT c.relispartition)
+   {relations}
  ORDER BY n.nspname, c.relname
-""".format(leaf=_ROW_ESTIMATE_SQL.format(c="leaf"), table=_ROW_ESTIMATE_SQL.format(c="c"))
+""".format(
+    leaf=_ROW_ESTIMATE_SQL.format(c="leaf"),
+    table=_ROW_ESTIMATE_SQL.format(c="c"),
+    schemas=filters.schema_conditions("n"),
+    relations=filters.relation_conditions("n", "c"),
+)
 
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
@@ -190,16 +196,16 @@ def stream_id(schema_name: str, table_name: str) -> str:
 def describe_tables(
     conn,
     *,
-    schemas: list[str] | None = None,
+    kept: Filters = KEEP_ALL,
     tables: list[tuple[str, str]] | None = None,
     include_partitions: bool = False,
 ) -> list[Table]:
-    """Read the tables of the given schemas (or the given `(schema, table)` pairs) from pg_catalog."""
+    """Read the tables discovery keeps (or the given `(schema, table)` pairs) from pg_catalog."""
     with conn.cursor() as cur:
         cur.execute(
             _TABLES_SQL,
             {
-                "schemas": schemas or None,
+                **kept.params(),
                 "tables": [f"{schema}.{table}" for schema, table in tables] if tables else None,
                 "partitions": include_partitions or bool(tables),
             },
@@ -337,7 +343,9 @@ def discover_catalog(conn, config: Config) -> dict:
         cur.execute("SELECT current_database()")
         (database_name,) = cur.fetchone()
     conn.rollback()
-    tables = describe_tables(conn, schemas=config.schemas, include_partitions=config.include_partitions)
+    kept = Filters.of(config)
+    kept.check(conn)
+    tables = describe_tables(conn, kept=kept, include_partitions=config.include_partitions)
     for schema_name in sorted(set(config.schemas or []) - {table.schema_name for table in tables}):
         LOGGER.warning(
             "filter_schemas names %s, which holds no table or view: check its spelling (schema names are "
@@ -345,8 +353,10 @@ def discover_catalog(conn, config: Config) -> dict:
             quote_ident(schema_name),
             database_name,
         )
-    tables = readable_tables(tables, config.user)
+    tables = [] if config.metadata_only else readable_tables(tables, config.user)
     streams = [catalog_entry(table, database_name) for table in tables]
+    if config.with_metadata:
+        streams += [metadata_streams.catalog_entry(stream) for stream in metadata_streams.STREAMS]
     LOGGER.info("Discovered %d streams in database %s", len(streams), database_name)
     return {"streams": streams}
 

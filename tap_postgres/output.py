@@ -18,6 +18,10 @@ BUFFER_BYTES = 4 << 20
 class MessageWriter:
     """Writes Singer messages to a binary stream; FULL_TABLE copies server-rendered lines into `raw`."""
 
+    # FULL_TABLE writes ACTIVATE_VERSION before the records on a first run only (pipelinewise's order);
+    # a BatchWriter wants it before every fresh copy
+    versions_before_records = False
+
     def __init__(self, raw: BinaryIO):
         self.raw = raw
 
@@ -68,6 +72,19 @@ class MessageWriter:
                 end = block.find(b"\n", start + BUFFER_BYTES) + 1 or len(block)
             self.raw.write(view[start:end])
             start = end
+
+    @property
+    def bytes_writer(self) -> MessageWriter:
+        """The writer that takes server-rendered lines as they are: this one (a MappingWriter's is its inner one)."""
+        return self
+
+    def is_mapped(self, stream: str) -> bool:
+        """Tell whether stream maps change the stream's records: never without a MappingWriter."""
+        return False
+
+    def envelope(self, stream: str, version: int | None, time_extracted: str) -> tuple[str, str]:
+        """Return the text the server puts around each record object: the RECORD message's."""
+        return record_envelope(stream, version, time_extracted)
 
     def write_catalog(self, catalog: dict) -> None:
         """Write a catalog as indented JSON, as --discover prints it."""

@@ -182,14 +182,14 @@ def test_version_names_the_tap_not_the_sdk():
     assert "Meltano SDK" not in stdout
 
 
-def test_a_stream_map_in_the_config_stops_before_any_record(db, tmp_path):
+def test_an_unimplemented_sdk_setting_stops_before_any_record(db, tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(dict(db.config, stream_maps={"public-actor": {"last_name": None}})))
+    path.write_text(json.dumps(dict(db.config, faker_config={"locale": "en_US"})))
     code, stdout, stderr, _ = run(["--config", str(path), "--discover"])
     assert code == 1
     assert stdout == ""
     assert len(error_lines(stderr)) == 1
-    assert 'config key "stream_maps" is a singer-sdk feature this tap does not implement yet' in stderr
+    assert 'config key "faker_config" is a singer-sdk feature this tap does not implement yet' in stderr
 
 
 def test_a_connection_error_never_shows_the_secret_sslkey_path(db, tmp_path):

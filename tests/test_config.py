@@ -91,11 +91,6 @@ def test_a_nul_character_is_one_line_naming_the_key_not_the_value():
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("stream_maps", {"public-actor": {"last_name": None}}),
-        ("stream_map_config", {"hash_seed": "x"}),
-        ("flattening_enabled", True),
-        ("flattening_max_depth", 2),
-        ("batch_config", {"encoding": {"format": "jsonl"}}),
         ("faker_config", {"locale": "en_US"}),
     ],
 )

@@ -325,6 +325,27 @@ def test_target_tables_equal_the_source_after_a_first_and_a_second_run(
             source.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_a_batch_run_into_meltanolabs_target_loads_the_source(source, target_db, discovered, tmp_path, compression):
+    """FULL_TABLE into BATCH files that target-postgres loads itself: twice, the second a new version
+    whose ACTIVATE_VERSION, before its files, replaces what the first loaded."""
+    target_dbname, _ = target_db
+    schema = f"meltanolabs_batch_{compression}"
+    catalog = _catalog(discovered, "FULL_TABLE")
+    batch_config = {
+        "encoding": {"format": "jsonl", "compression": compression},
+        "storage": {"root": (tmp_path / "batches").as_uri()},
+        "batch_size": 400,
+    }
+    tap_config = dict(source.config, batch_config=batch_config)
+    config = target_config("meltanolabs", source.server, target_dbname, schema)
+    for number in (1, 2):
+        pipeline = run_pipeline(tmp_path / f"run{number}", "meltanolabs", tap_config, catalog, None, config)
+        assert pipeline.last_state is not None, f"the target printed no STATE\n{pipeline.describe()}"
+        _assert_target_matches(source, target_db, schema, "meltanolabs", catalog)
+    assert any((tmp_path / "batches").iterdir())
+
+
 def test_unpopulated_materialized_view_does_not_stop_the_pipeline(source, target_db, discovered, tmp_path):
     source.execute("CREATE MATERIALIZED VIEW not_yet_populated AS SELECT id, c_text FROM every_type WITH NO DATA")
     try:

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg2
 
@@ -17,16 +18,21 @@ from tap_postgres.connection import connect, database_identity, describe_sync_fa
 from tap_postgres.discovery import describe_stream_tables
 from tap_postgres.errors import InterruptedRunError, TapPostgresError
 from tap_postgres.inflight import IN_FLIGHT, Interrupted
+from tap_postgres.mapping import mapped_writer
+from tap_postgres.metrics import register_streams
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import Origin, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
+from tap_postgres.sync.batch_output import copy_output
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import sync_full_table
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.incremental import sync_incremental
-from tap_postgres.sync.logical import LogBasedSync
 from tap_postgres.sync.oversize import naming_oversize_values
 from tap_postgres.sync.preflight import check_streams
 from tap_postgres.sync.rows import CopySettings, selected_columns
+
+if TYPE_CHECKING:  # imported by the runs that have LOG_BASED streams (a fast start for the others)
+    from tap_postgres.sync.logical import LogBasedSync
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -45,7 +51,11 @@ def sync_streams(
         check_bookmark(stream.tap_stream_id, bookmark(state, stream.tap_stream_id))
     log_based = [stream for stream in streams if stream.replication_method == "LOG_BASED"]
 
+    register_streams(streams)  # the replication_method tag of each stream's METRIC lines
+    writer = mapped_writer(writer, config)  # singer-sdk's mapper, only when maps are configured
     logical = None
+    if log_based:
+        from tap_postgres.sync.logical import LogBasedSync
     try:
         # closing(), not the connection's own `with`: that ends a transaction, which fails on a lost connection
         with locks.watching(config), contextlib.closing(connect(config, secondary=config.use_secondary)) as conn:
@@ -168,8 +178,8 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if stream.replication_method == "LOG_BASED":
         writer.write_schema(stream.tap_stream_id, run.logical.schema_of(stream), stream.key_properties)
         if run.logical.needs_copy(stream):
-            with naming_oversize_values(conn, stream, columns):
-                run.logical.copy(table, stream, columns)
+            with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream) as copy_writer:
+                run.logical.copy(table, stream, columns, copy_writer)
         return
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
     value_limit = settings.value_limit_of(stream)
@@ -179,8 +189,8 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if config.fast_sync_rds:
         sync_fast_rds(conn, stream, columns, state, writer, config)
         return
-    with naming_oversize_values(conn, stream, columns):
+    with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream) as copy_writer:
         if stream.replication_method == "FULL_TABLE":
-            sync_full_table(conn, table, stream, columns, state, writer, settings, run.helpers)
+            sync_full_table(conn, table, stream, columns, state, copy_writer, settings, run.helpers)
         else:
-            sync_incremental(conn, table, stream, columns, state, writer, settings)
+            sync_incremental(conn, table, stream, columns, state, copy_writer, settings)

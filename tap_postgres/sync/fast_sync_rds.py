@@ -13,7 +13,6 @@ import datetime
 import logging
 import secrets
 
-import boto3
 import psycopg2
 from psycopg2 import extensions, sql
 
@@ -153,6 +152,8 @@ def _incremental_condition(cur, stream: SelectedStream, columns: list[Column], s
 
 def check_uploaded_objects(config: Config, s3_path: str, files: int, size: int) -> None:
     """Raise FastSyncError unless S3 holds `path`, `path_part2`, ... with `size` bytes in all."""
+    import boto3  # a tenth of a second to import: only runs that export need it
+
     client = boto3.client("s3", region_name=config.fast_sync_rds_s3_region)
     listed = client.list_objects_v2(Bucket=config.fast_sync_rds_s3_bucket, Prefix=s3_path).get("Contents", [])
     expected = {s3_path} | {f"{s3_path}_part{number}" for number in range(2, files + 1)}

@@ -22,7 +22,7 @@ from psycopg2 import extensions, sql
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
-from tap_postgres.output import MessageWriter, now_extracted, record_envelope
+from tap_postgres.output import MessageWriter, now_extracted
 from tap_postgres.state import StreamBookmark
 from tap_postgres.sync.block_ranges import (
     HEAP_KINDS,
@@ -67,7 +67,7 @@ def copy_full_table(sync: StreamSync, on_snapshot: Callable[[extensions.cursor],
     """
     stream, table = sync.stream, sync.table
     version, first_run, resumes = sync.bookmark.begin_copy(new_version())
-    envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
+    envelope = sync.writer.envelope(stream.tap_stream_id, version, now_extracted())
     records = RecordQueries(stream, sync.columns, envelope, sync.settings.value_limit_of(stream))
     progress = Progress(stream.tap_stream_id, sync.settings.progress_seconds, expected_rows=table.row_count)
     sink = RecordSink(sync.writer, progress, sync.settings.value_limit)
@@ -80,7 +80,7 @@ def copy_full_table(sync: StreamSync, on_snapshot: Callable[[extensions.cursor],
         relations = heap_relations(cur, stream.schema_name, stream.table_name, table.kind) if ranged else None
         # the first STATE already holds what on_snapshot recorded: a target may save only this one
         sync.writer.write_state(sync.bookmark.state)
-        if first_run:
+        if first_run or (sync.writer.versions_before_records and not resumes):
             sync.writer.write_activate_version(stream.tap_stream_id, version)
         if relations is not None:
             _begin_ranges(cur, sync.bookmark, resumes)

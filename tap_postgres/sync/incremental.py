@@ -19,7 +19,7 @@ from psycopg2 import extensions, sql
 from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column, Table
-from tap_postgres.output import MessageWriter, now_extracted, record_envelope
+from tap_postgres.output import MessageWriter, now_extracted
 from tap_postgres.state import bookmark
 from tap_postgres.sync.full_table import new_version
 from tap_postgres.sync.rows import (
@@ -56,7 +56,7 @@ def sync_incremental(
 
     key_column = next(column for column in columns if column.name == stream.replication_key)
     key = key_tuple([key_column])
-    envelope = record_envelope(stream.tap_stream_id, version, now_extracted())
+    envelope = writer.envelope(stream.tap_stream_id, version, now_extracted())
     start = stream_bookmark.get("replication_key_value")
     # a first run reads the whole table, whose size is estimated; a later one an unknown part of it
     records = RecordQueries(stream, columns, envelope, settings.value_limit_of(stream))

@@ -397,8 +397,13 @@ class LogBasedSync:
         current = bookmark(self.state, stream.tap_stream_id)
         return current.get("lsn") is None or "resume_key" in current or "xmin" in current
 
-    def copy(self, table: Table, stream: SelectedStream, columns: list[Column]) -> None:
-        """Copy the table with the FULL_TABLE engine, recording the WAL position its snapshot matches."""
+    def copy(
+        self, table: Table, stream: SelectedStream, columns: list[Column], writer: MessageWriter | None = None
+    ) -> None:
+        """Copy the table with the FULL_TABLE engine, recording the WAL position its snapshot matches.
+
+        `writer` takes the copy's output (a BatchWriter); the run's writer when None.
+        """
         current = bookmark(self.state, stream.tap_stream_id)
         fresh = current.get("lsn") is None
 
@@ -423,7 +428,7 @@ class LogBasedSync:
             stream,
             columns,
             self.state,
-            self.writer,
+            writer or self.writer,
             self.copy_settings,
             self.helpers,
             on_snapshot=record_position if fresh else None,

@@ -23,6 +23,7 @@ from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
 from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import NotSupportedError, TableMissingError
+from tap_postgres.metrics import StreamMetrics
 from tap_postgres.output import MessageWriter
 from tap_postgres.sync.oversize import StreamValueLimit, ValueLimit
 
@@ -140,6 +141,10 @@ def copy_records(envelope: tuple[str, str], rendered: sql.Composable) -> sql.Com
     `r.*`, not `r`: a bare `r` would mean a column named r of the user's table, if it has one.
     """
     prefix, suffix = envelope
+    if not prefix and not suffix:  # a BATCH file's line: the record object alone
+        return sql.SQL("COPY (SELECT row_to_json(r.*)::text FROM ({}) AS r) TO STDOUT {}").format(
+            rendered, COPY_OPTIONS
+        )
     return sql.SQL("COPY (SELECT {} || row_to_json(r.*)::text || {} FROM ({}) AS r) TO STDOUT {}").format(
         sql.Literal(prefix), sql.Literal(suffix), rendered, COPY_OPTIONS
     )
@@ -291,10 +296,12 @@ class Progress:
         self.expected_rows = expected_rows or None  # 0: nothing to measure against
         self.behind = behind
         self.started = self._last_report = time.monotonic()
+        self.metrics = StreamMetrics(stream_id)
 
     def add(self, rows: int) -> None:
         """Count rows that have been written."""
         self.rows += rows
+        self.metrics.add(rows)
         self.tick()
 
     def tick(self) -> None:
@@ -327,6 +334,7 @@ class Progress:
     def finish(self, sink: RecordSink) -> None:
         """Log the stream's total, and warn when dates or timestamps were out of range."""
         LOGGER.info("%s: %d records in %.1f s", self.stream_id, self.rows, time.monotonic() - self.started)
+        self.metrics.finish()
         if sink.saw_clamped_timestamp:
             LOGGER.warning(
                 "%s: some dates or timestamps were outside 0001-01-01..9999-12-31 (or infinity) and were "
