@@ -9,7 +9,7 @@ PGDATA_DIR := $(CURDIR)/.pgdata
 # pgbouncer is the pooler tests/test_pooler.py puts in front of the test cluster.
 PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15 python3-boto3 pgbouncer
 
-.PHONY: deps venv targets pg-versions test test-versions unit_test integration_test fuzz soak limits demo bench start_db stop_db lint clean
+.PHONY: deps venv targets pg-versions test test-versions unit_test integration_test fuzz soak ddl limits demo bench start_db stop_db lint clean
 
 # System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python with boto3, PgBouncer.
 deps:
@@ -45,6 +45,11 @@ fuzz: deps venv
 # tap | target pipelines killed at random for ROUNDS rounds (default 50), then compared with the source.
 soak: deps venv targets
 	TAP_CHAOS_ROUNDS=$(or $(ROUNDS),50) $(BIN)/pytest -q tests/test_chaos.py
+
+# The DDL state machine at length: EXAMPLES random sequences (default 50) of STEPS rules (default 25)
+# per plugin and target, from SEED (default random, printed with a failure).
+ddl: deps venv targets
+	TAP_DDL_EXAMPLES=$(or $(EXAMPLES),50) TAP_DDL_STEPS=$(STEPS) TAP_DDL_SEED=$(SEED) $(BIN)/pytest -q tests/test_ddl_machine.py
 
 # Values whose JSON passes the server's 1 GB limit, under every method: minutes of server work.
 limits: deps venv

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -390,6 +391,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
             results.append(result)
 
     results.extend(measure_scaling(port, args, ours, catalog))
+    results.extend(measure_batch(port, args, ours, catalog))
     results.extend(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
 
     print("measuring discovery...", flush=True)
@@ -453,6 +455,47 @@ def measure_scaling(port: int, args, ours: list[str], catalog: dict) -> list[dic
             )
         if table == "wide_nokey":
             results.append(measure_resume(args, commands[2], baseline, table))
+    return results
+
+
+def measure_batch(port: int, args, ours: list[str], catalog: dict) -> list[dict]:
+    """FULL_TABLE of the wide table as RECORD lines, into gzip BATCH files and into plain ones, in turns with psql.
+
+    Each batch run starts from an empty directory (removed by the run's own shell), so the files of
+    earlier runs neither fill the disk nor slow the next one.
+    """
+    print("measuring BATCH files on wide...", flush=True)
+    stream_catalog = WORK / "catalog-batch-wide.json"
+    stream_catalog.write_text(json.dumps(select(catalog, "public-wide", "FULL_TABLE")))
+    env_config = json.loads((WORK / "config.json").read_text())
+    commands = {
+        "psql": psql_command(port, "bench", "-c", "\\copy (select * from wide) to /dev/null"),
+        "RECORD lines": [*ours, "-c", str(WORK / "config.json"), "--catalog", str(stream_catalog)],
+    }
+    for compression in ("gzip", "none"):
+        directory = WORK / f"batches-{compression}"
+        config = WORK / f"config-batch-{compression}.json"
+        batch = {"encoding": {"format": "jsonl", "compression": compression}, "storage": {"root": directory.as_uri()}}
+        config.write_text(json.dumps(dict(env_config, batch_config=batch)))
+        tap = " ".join(shlex.quote(part) for part in [*ours, "-c", str(config), "--catalog", str(stream_catalog)])
+        commands[f"BATCH {compression}"] = ["sh", "-c", f"rm -rf {shlex.quote(str(directory))} && exec {tap}"]
+    os.environ["PGPASSWORD"] = pgcluster.PASSWORD  # psql's, in median_runs
+    runs = median_runs(commands, args.repeat)
+    baseline = runs.pop("psql")
+    results = [dict(case="psql \\copy wide (BATCH baseline)", rows=args.wide_rows, run=baseline, baseline=baseline)]
+    for name, run in runs.items():
+        case = "FULL_TABLE wide, " + (name if name == "RECORD lines" else f"into {name} files")
+        results.append(
+            dict(
+                case=case,
+                rows=args.wide_rows,
+                run=run,
+                baseline=baseline,
+                wall_ratio=turn_ratio(run, baseline, "seconds"),
+            )
+        )
+    for result in results:
+        result.update(scale=True, sessions=None)
     return results
 
 

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from decimal import Decimal
 
+import jsonschema
 import pytest
 from generative.builder import Change, Example, Row
 from generative.fuzzing import fuzz_settings, shrinking_capped
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 
 # Random tables per test in the bounded run (make test); make fuzz shares TAP_FUZZ_EXAMPLES among them.
-BOUNDED_EXAMPLES = {"validate": 25, "full_table": 60, "incremental": 30, "log_based": 40}
+BOUNDED_EXAMPLES = {"validate": 25, "full_table": 60, "incremental": 30, "log_based": 40, "metadata": 6}
 QUOTING_EXAMPLES = 300  # one query each
 # Failing examples are shrunk for at most this long per test in the bounded run
 BOUNDED_SHRINK_SECONDS = 20
@@ -381,6 +382,36 @@ def check_log_based(env: Env, table, data) -> None:
         fail(example, log_based_problems(example, changes, first, second, after))
 
 
+def check_metadata(env: Env, table) -> None:
+    """The catalog streams of the example's schema: every record valid against its stream's SCHEMA, both drafts."""
+    with built(env, table) as (example, runs):
+        config = env.config(example, metadata_only=True)
+        discovered = run_tap(env.db.tmp_dir, config, discover=True)
+        fail(example, crashed("--discover metadata_only", discovered))
+        catalog = json.loads("\n".join(discovered.lines))
+        for stream in catalog["streams"]:
+            stream["metadata"][0]["metadata"]["selected"] = True
+        run = run_tap(env.db.tmp_dir, config, catalog)
+        runs.append(run)
+        fail(example, crashed("catalog streams", run))
+        validators, problems = {}, []
+        for message in run.messages(parse_float=float):
+            if message["type"] == "SCHEMA":
+                validators[message["stream"]] = [
+                    jsonschema.Draft4Validator(message["schema"]),
+                    jsonschema.Draft202012Validator(message["schema"]),
+                ]
+            elif message["type"] == "RECORD":
+                for validator in validators[message["stream"]]:
+                    for error in validator.iter_errors(message["record"]):
+                        kind = f"catalog stream record invalid: {message['stream']} {list(error.path)}"
+                        problems.append(Problem(kind, f"{error.message}\n{message['record']}"))
+        columns = [m for m in run.messages(parse_float=float) if m.get("stream") == "pg_metadata-columns"]
+        if not any(m["type"] == "RECORD" for m in columns):
+            problems.append(Problem("catalog streams describe no column of the example's table", example.stream))
+        fail(example, list({p.kind: p for p in problems}.values()))
+
+
 # ----------------------------------------------------------------------------------- the tests
 
 
@@ -504,3 +535,9 @@ def log_based_problems(example: Example, changes: list[Change], first: Run, seco
             )
         counts[raw] -= 1
     return problems
+
+
+@generative("metadata")
+@given(table=tables())
+def test_catalog_streams_of_random_schemas_validate_against_their_schema(env, table):
+    check_metadata(env, table)

@@ -14,7 +14,7 @@ import yaml
 from conftest import TAP
 
 ROOT = Path(__file__).resolve().parent.parent
-HUB_FILE = ROOT / "meltano" / "tap-postgres.yml"
+HUB_FILE = ROOT / "meltano" / "tap-postgres.yml"  # python meltano/update_definition.py brings it up to date
 TARGETS_DIR = Path(os.environ.get("TAP_TARGETS_DIR", ROOT / ".venv-targets"))
 MELTANO = TARGETS_DIR / "meltano" / "bin" / "meltano"
 TARGET_JSONL = TARGETS_DIR / "jsonl" / "bin" / "target-jsonl"

@@ -392,14 +392,14 @@ def test_catalog_streams_load_through_real_targets(cluster, shop, target, tmp_pa
         with conn.cursor() as cur:
             cur.execute(README_QUERY)
             rows = cur.fetchall()
-            cur.execute("SELECT count(*) FROM catalog.relations")
+            cur.execute("SELECT count(*) FROM catalog.relations WHERE schema_name IN ('shop', 'reports')")
             (relations,) = cur.fetchone()
     assert rows == [
         ("reports.big_customers.customer", "reports.customer_orders.customer", "text"),
         ("reports.customer_orders.amount", "shop.orders.amount", "shop.positive"),
         ("reports.customer_orders.customer", "shop.customers.name", "text"),
     ]
-    assert relations == 8  # the six of the schema and the extension's two views in public
+    assert relations == 6
 
 
 def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_grant(shop):

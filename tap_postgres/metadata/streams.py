@@ -94,7 +94,17 @@ DB = "current_database()::text AS database"
 
 
 def _columns(**properties: dict) -> dict[str, dict]:
+    """Return a stream's properties: `database` first, then these."""
     return {"database": KEY, **properties}
+
+
+# the key of what belongs to one table (a column, constraint, index, policy)
+TABLE_OBJECT_KEY = ("database", "schema_name", "table_name", "name")
+
+
+def _table_object(**properties: dict) -> dict[str, dict]:
+    """Return the properties of what belongs to one table: its key, then these."""
+    return _columns(schema_name=KEY, table_name=KEY, name=KEY, **properties)
 
 
 DATABASES = MetadataStream(
@@ -183,11 +193,8 @@ RELATIONS = MetadataStream(
 COLUMNS = MetadataStream(
     "columns",
     "Columns of the relations: type with modifiers, nullable, default, generated, identity, comment.",
-    ("database", "schema_name", "table_name", "name"),
-    _columns(
-        schema_name=KEY,
-        table_name=KEY,
-        name=KEY,
+    TABLE_OBJECT_KEY,
+    _table_object(
         position=INTEGER,
         data_type=TEXT,
         type_schema=TEXT,
@@ -247,11 +254,8 @@ def _attnames(relid: str, attnums: str) -> str:
 CONSTRAINTS = MetadataStream(
     "constraints",
     "Primary key, unique, foreign key (with its actions), check, exclusion and not-null constraints.",
-    ("database", "schema_name", "table_name", "name"),
-    _columns(
-        schema_name=KEY,
-        table_name=KEY,
-        name=KEY,
+    TABLE_OBJECT_KEY,
+    _table_object(
         kind=TEXT,
         columns=TEXTS,
         definition=TEXT,
@@ -289,11 +293,8 @@ CONSTRAINTS = MetadataStream(
 INDEXES = MetadataStream(
     "indexes",
     "Indexes: method, key columns or expressions, uniqueness, predicate, size.",
-    ("database", "schema_name", "table_name", "name"),
-    _columns(
-        schema_name=KEY,
-        table_name=KEY,
-        name=KEY,
+    TABLE_OBJECT_KEY,
+    _table_object(
         method=TEXT,
         key_columns=TEXTS,
         is_unique=BOOLEAN,
@@ -542,11 +543,8 @@ SELECT {DB}, CASE WHEN p.prokind = 'p' THEN 'procedure' ELSE 'function' END,
 POLICIES = MetadataStream(
     "policies",
     "Row-level security policies: command, roles, USING and WITH CHECK expressions.",
-    ("database", "schema_name", "table_name", "name"),
-    _columns(
-        schema_name=KEY,
-        table_name=KEY,
-        name=KEY,
+    TABLE_OBJECT_KEY,
+    _table_object(
         permissive=BOOLEAN,
         command=TEXT,
         roles=TEXTS,

@@ -278,14 +278,18 @@ def compare_table(
     key_columns: list[str],
     deleted_keys=None,
     target_table: str | None = None,
+    only_columns: set[str] | None = None,
 ) -> TableDiff:
     """Compare a target table with its source table, value by value after the rules above.
 
     `deleted_keys`, when given, are key tuples the source deleted that the target may still hold (a sync that
     does not propagate deletes); None means no row may be left over. Without `key_columns` the rows are
-    compared as a multiset.
+    compared as a multiset. `only_columns`, when given, compares just those source columns (each must be in
+    the target) and lets the target keep others: columns a schema change dropped or renamed at the source.
     """
     columns = source_columns(source_conn, source_schema, table)
+    if only_columns is not None:
+        columns = [c for c in columns if c.name in only_columns]
     with source_conn.cursor() as cur:
         cur.execute(SOURCE_SESSION)
         cur.execute(source_select(source_conn, source_schema, table, columns))
@@ -297,6 +301,8 @@ def compare_table(
     by_name = {c.name: c for c in columns}
     diff = TableDiff(source_rows=len(source_rows), target_rows=len(rows))
     stored_names = {name for name in names if not name.startswith("_sdc_")}
+    if only_columns is not None and set(by_name) <= stored_names:
+        stored_names = set(by_name)
     if stored_names != set(by_name):
         diff.columns = f"columns differ: only in source {set(by_name) - stored_names}, only in target {stored_names - set(by_name)}"
     shared = [c for c in columns if c.name in stored_names]
