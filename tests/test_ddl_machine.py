@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 from conftest import select_all
-from hypothesis import HealthCheck, seed, settings
+from generative.fuzzing import quiet_settings
+from hypothesis import seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 from psycopg2 import sql
@@ -390,15 +391,7 @@ def test_target_equals_the_source_through_schema_changes(db, target_conn, tmp_pa
         print(f"TAP_DDL_SEED={SEED}")  # shown with a failure, to replay it
     try:
         machine = _machine(Setup(db, target_conn, target, plugin, tmp_path))
-        configured = settings(
-            max_examples=EXAMPLES or 1,
-            stateful_step_count=STEPS,
-            deadline=None,
-            database=None,
-            derandomize=SEED is None,
-            print_blob=False,
-            suppress_health_check=list(HealthCheck),
-        )
+        configured = quiet_settings(EXAMPLES or 1, derandomize=SEED is None, stateful_step_count=STEPS)
         run_state_machine_as_test(machine, settings=configured)
     finally:
         db.plugin = db.default_plugin

@@ -23,6 +23,19 @@ else:
     SEED = None
 
 
+def quiet_settings(examples: int, derandomize: bool, **extra) -> settings:
+    """Return settings of `examples` examples with no deadline, no example database and no health checks."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=derandomize,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+        **extra,
+    )
+
+
 def fuzz_settings(bounded: dict[str, int], name: str, examples: int | None = None):
     """Return the settings decorator of one test: `examples` (else `bounded[name]`) in the bounded run;
     under make fuzz, the tests named in `bounded` share TAP_FUZZ_EXAMPLES and the others keep theirs."""
@@ -31,14 +44,7 @@ def fuzz_settings(bounded: dict[str, int], name: str, examples: int | None = Non
         count = bounded[name] if examples is None else examples
         if FUZZ_EXAMPLES and name in bounded:
             count = max(1, FUZZ_EXAMPLES // len(bounded))
-        configured = settings(
-            max_examples=count,
-            deadline=None,
-            database=None,
-            derandomize=SEED is None,
-            print_blob=False,
-            suppress_health_check=list(HealthCheck),
-        )(test)
+        configured = quiet_settings(count, derandomize=SEED is None)(test)
         return seed(SEED)(configured) if SEED is not None else configured
 
     return decorate
