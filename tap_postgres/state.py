@@ -414,6 +414,47 @@ class StreamBookmark:
         """Drop the record of copied blocks, so the copy starts again from the first block."""
         self.saved.pop("copied_blocks", None)
 
+    # LOG_BASED: the WAL position, the copy's snapshot, the table's recorded columns
+
+    def set_lsn(self, lsn: int) -> None:
+        """Record that every change before `lsn` has been written (as pipelinewise's integer)."""
+        self.saved["lsn"] = lsn
+
+    def set_version(self, version: int) -> None:
+        """Record the table version the stream's records carry from now on."""
+        self.saved["version"] = version
+
+    def ensure_version(self, fresh_version: int) -> None:
+        """Give a bookmark without a version one: records always carry one."""
+        self.saved.setdefault("version", fresh_version)
+
+    def set(self, key: str, value: Any) -> None:
+        """Record one of the LOG_BASED facts kept beside the position (the publication membership, the columns)."""
+        self.saved[key] = value
+
+    def begin_initial_copy(self, lsn: int, snapshot: dict) -> None:
+        """Record an initial copy's start: the position its changes follow, its snapshot, and that it is unfinished."""
+        saved = self.saved
+        saved["lsn"] = lsn
+        saved["copy_snapshot"] = snapshot
+        saved["resume_key"] = None  # marks the copy as unfinished until it ends
+
+    def copy_again(self, version: int) -> None:
+        """Have the next copy start from the beginning under `version`, the WAL position kept."""
+        saved = self.saved
+        saved["version"] = version
+        saved["resume_key"] = None  # an unfinished copy, from the start
+        saved.pop("snapshot_xmin", None)
+
+    def forget_position(self) -> None:
+        """Drop the WAL position and any copy in flight: the stream is copied anew, as if it were new."""
+        for key in ("lsn", "copy_snapshot", "resume_key", "xmin", "snapshot_xmin"):
+            self.saved.pop(key, None)
+
+    def pass_copy_snapshot(self) -> None:
+        """Forget the copy's snapshot once the position is past it: the lsn rule then suffices."""
+        self.saved.pop("copy_snapshot", None)
+
     def begin_incremental(self, fresh_version: int, replication_key: str) -> int:
         """Start an INCREMENTAL run: keep the bookmark's version (or take `fresh_version`) and record the key; return the version."""
         saved = self.saved

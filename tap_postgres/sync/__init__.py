@@ -72,12 +72,12 @@ def sync_streams(
                 with _failing_with_state("catalog", state, writer):
                     check_streams(conn, config, streams, tables, state)
 
-            # LogBasedSync runs the checks itself, after the LOG_BASED state's own and before any DDL
+            # the LOG_BASED state's own checks, then every stream's, then the slot and publication DDL
             IN_FLIGHT.now_doing("LOG_BASED")  # a lock wait in its checks or publication DDL is named so
-            logical = LogBasedSync(config, log_based, state, writer, check_run, state_path) if log_based else None
-            if logical is None:
-                check_run()
-            else:
+            logical = LogBasedSync(config, log_based, state, writer, state_path) if log_based else None
+            check_run()
+            if logical is not None:
+                logical.open_slot()
                 logical.check_replicable(tables)
                 streams = logical.follow_schema_changes(tables, streams)
                 logical.confirm_saved_position()

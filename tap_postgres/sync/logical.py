@@ -19,7 +19,6 @@ import decimal
 import logging
 import select
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -135,7 +134,6 @@ class LogBasedSync:
         streams: list[SelectedStream],
         state: dict,
         writer: MessageWriter,
-        check_run: Callable[[], None],
         state_path: str | None = None,
     ):
         self.config = config
@@ -159,19 +157,24 @@ class LogBasedSync:
             if (lsn := bookmark_lsn(state, stream.tap_stream_id)) is not None
         }
         for stream_id, lsn in self.saved_positions.items():
-            saved = bookmark(state, stream_id)
-            saved["lsn"] = lsn  # an `X/Y` text is written back as pipelinewise's int
-            saved.setdefault("version", new_version())  # records carry one, even from a state without
+            saved = StreamBookmark(state, stream_id)
+            saved.set_lsn(lsn)  # an `X/Y` text is written back as pipelinewise's int
+            saved.ensure_version(new_version())  # records carry one, even from a state without
         self.copy_snapshots: dict[str, CopySnapshot] = {
             stream.tap_stream_id: CopySnapshot.from_bookmark(stream.tap_stream_id, saved)
             for stream in streams
             if (saved := bookmark(state, stream.tap_stream_id).get("copy_snapshot")) is not None
         }
         self._refuse_positions_from_elsewhere()
-        # every check of the run (every stream's, `check_run`) comes before the publication or slot is
-        # touched, so a refused run changes nothing: a dropped table gets "rerun --discover", never a
-        # statement naming it
-        check_run()
+
+    def open_slot(self) -> None:
+        """Check the replication connection, then find (or create) the slot and prepare its plugin.
+
+        The caller runs every check of the run first (every stream's), after this object's own
+        checks of the state, so a refused run changes nothing: a dropped table gets "rerun
+        --discover", never a statement naming it.
+        """
+        config = self.config
         # the REPLICATION attribute, pg_hba and no pooler between, before hours of copying; self.conn
         # holds no transaction first: through a pooler, that would keep the check waiting for a server connection
         self.conn.rollback()
@@ -220,16 +223,14 @@ class LogBasedSync:
                 )
                 self._forget_position(stream.tap_stream_id)
             if token is not None:
-                saved[MEMBERSHIP_KEY] = token
+                StreamBookmark(self.state, stream.tap_stream_id).set(MEMBERSHIP_KEY, token)
 
     def _forget_position(self, stream_id: str) -> None:
         """Make the stream's next copy an initial one, from a snapshot of its own, as if it were new.
 
         The version stays: the copy takes a new one and activates it at its end, as a rerun does.
         """
-        saved = bookmark(self.state, stream_id)
-        for key in ("lsn", "copy_snapshot", "resume_key", "xmin", "snapshot_xmin"):
-            saved.pop(key, None)
+        StreamBookmark(self.state, stream_id).forget_position()
         self.saved_positions.pop(stream_id, None)
         self.copy_snapshots.pop(stream_id, None)
 
@@ -248,7 +249,8 @@ class LogBasedSync:
         followed = {}
         for stream in self.streams:
             table = tables[(stream.schema_name, stream.table_name)]
-            saved = bookmark(self.state, stream.tap_stream_id)
+            owner = StreamBookmark(self.state, stream.tap_stream_id)
+            saved = owner.saved
             recorded = saved.get(COLUMNS_KEY)
             reason = copy_reason(recorded, table)
             if reason and saved.get("lsn") is not None:
@@ -266,11 +268,9 @@ class LogBasedSync:
                         stream.tap_stream_id,
                         reason,
                     )
-                    saved["version"] = max(new_version(), (saved.get("version") or 0) + 1)
-                    saved["resume_key"] = None  # an unfinished copy, from the start
-                    saved.pop("snapshot_xmin", None)
+                    owner.copy_again(max(new_version(), (saved.get("version") or 0) + 1))
             followed[stream.tap_stream_id] = self._as_table_is(stream, table, recorded)
-            saved[COLUMNS_KEY] = recorded_columns(table)
+            owner.set(COLUMNS_KEY, recorded_columns(table))
         self.streams = list(followed.values())
         return [followed.get(stream.tap_stream_id, stream) for stream in streams]
 
@@ -419,9 +419,9 @@ class LogBasedSync:
             lsn, snapshot_text = cur.fetchone()
             snapshot = CopySnapshot.parse(snapshot_text, lsn)
             self.copy_snapshots[stream.tap_stream_id] = snapshot
-            current["lsn"] = min(lsn, self.slot.confirmed_flush)
-            current["copy_snapshot"] = snapshot.to_bookmark()
-            current["resume_key"] = None  # marks the copy as unfinished until it ends
+            StreamBookmark(self.state, stream.tap_stream_id).begin_initial_copy(
+                min(lsn, self.slot.confirmed_flush), snapshot.to_bookmark()
+            )
             LOGGER.info("%s: initial copy, then changes after %s", stream.tap_stream_id, int_to_lsn(lsn))
 
         bookmark_of_stream = StreamBookmark(self.state, stream.tap_stream_id)
@@ -772,7 +772,7 @@ class WalPass:
             )
 
             def activate(stream_id: str = stream_id, version: int = changes.version) -> None:
-                bookmark(self.state, stream_id)["version"] = version
+                StreamBookmark(self.state, stream_id).set_version(version)
                 self.writer.write_activate_version(stream_id, version)
 
             self.renderer.submit_checkpoint(activate)
@@ -869,15 +869,15 @@ class WalPass:
 
         def move_bookmarks() -> None:
             for stream_id, lsn in self.bookmarks.items() if position is not None else ():
-                stream_bookmark = bookmark(self.state, stream_id)
+                stream_bookmark = StreamBookmark(self.state, stream_id)
                 if position > lsn:
                     self.bookmarks[stream_id] = position
-                    stream_bookmark["lsn"] = position
+                    stream_bookmark.set_lsn(position)
                 snapshot = self.sync.copy_snapshots.get(stream_id)
-                if snapshot is not None and position >= snapshot.lsn and "resume_key" not in stream_bookmark:
+                if snapshot is not None and position >= snapshot.lsn and "resume_key" not in stream_bookmark.saved:
                     # past the copy's position every unseen transaction ends later: the lsn rule suffices
                     del self.sync.copy_snapshots[stream_id]
-                    stream_bookmark.pop("copy_snapshot", None)
+                    stream_bookmark.pass_copy_snapshot()
             if write:
                 self.writer.write_state(self.state)
 
