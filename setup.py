@@ -32,6 +32,8 @@ setup(
             # the generative suite: random schemas and values, records validated under draft 4 and 2020-12
             "hypothesis>=6.100",
             "jsonschema>=4.18",
+            # tests/test_meltano.py reads the Hub definition (meltano/tap-postgres.yml)
+            "pyyaml>=6",
         ],
     },
     entry_points={"console_scripts": ["tap-postgres=tap_postgres.cli:main"]},

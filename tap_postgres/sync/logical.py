@@ -719,10 +719,9 @@ class WalPass:
             self.in_transaction = False
             self.position = max(self.position, data_start)  # the end of the commit record
         elif action in ("I", "U", "D"):
-            relation = change.relations[0]
-            route = self.routes.get(relation)
+            route = self.routes.get(change.relations[0])  # per change: the common case without a call
             if route is None:
-                route = self.routes[relation] = self._route(relation)
+                route = self._routed(change.relations[0])
             for changes in route:
                 if changes.stream.tap_stream_id in self.skipped:
                     continue
@@ -746,10 +745,7 @@ class WalPass:
         the new one, which ACTIVATE_VERSION (queued behind them) makes the only live one. A
         partition truncated under a partitioned table's stream cannot be said that way.
         """
-        route = self.routes.get(relation)
-        if route is None:
-            route = self.routes[relation] = self._route(relation)
-        for changes in route:
+        for changes in self._routed(relation):
             stream_id = changes.stream.tap_stream_id
             if stream_id in self.skipped:
                 continue
@@ -776,6 +772,13 @@ class WalPass:
                 self.writer.write_activate_version(stream_id, version)
 
             self.renderer.submit_checkpoint(activate)
+
+    def _routed(self, relation: tuple[str, str]) -> list[StreamChanges]:
+        """Return the streams a table's changes belong to, looked up once per table (see `_route`)."""
+        route = self.routes.get(relation)
+        if route is None:
+            route = self.routes[relation] = self._route(relation)
+        return route
 
     def _route(self, relation: tuple[str, str]) -> list[StreamChanges]:
         """Return the streams a table's changes belong to: its own, and those of the partitioned tables above it."""
