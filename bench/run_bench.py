@@ -322,7 +322,16 @@ def main() -> None:
         default=int(os.environ.get("BENCH_LOG_BASED_REPEAT", 9)),
         help="runs of each LOG_BASED plugin, taking turns: the plugins' comparison is the point of that case",
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(CASE_GROUPS),
+        help=f"run only these groups of cases, comma-separated ({', '.join(CASE_GROUPS)}); a partial run "
+        "writes its tables to bench/.work/RESULTS-partial.md, leaving bench/RESULTS.md as it was",
+    )
     args = parser.parse_args()
+    if not args.only <= set(CASE_GROUPS):
+        parser.error(f"--only takes {', '.join(CASE_GROUPS)}")
 
     started = time.monotonic()
     args.load = os.getloadavg()[0]  # what else the machine was doing
@@ -369,7 +378,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
         )
 
     results = []
-    for table, rows in (("wide", args.wide_rows), ("narrow", args.narrow_rows)):
+    for table, rows in (("wide", args.wide_rows), ("narrow", args.narrow_rows)) if "tables" in args.only else ():
         print(f"measuring {table}...", flush=True)
         baseline = median_run(
             psql_command(port, "bench", "-c", f"\\copy (select * from {table}) to /dev/null"),
@@ -390,10 +399,14 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
                 result["peer"] = measure([str(peer), "-c", str(WORK / "config.json"), "--catalog", str(peer_path)])
             results.append(result)
 
-    results.extend(measure_scaling(port, args, ours, catalog))
-    results.extend(measure_batch(port, args, ours, catalog))
-    results.extend(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
-
+    if "scaling" in args.only:
+        results.extend(measure_scaling(port, args, ours, catalog))
+    if "batch" in args.only:
+        results.extend(measure_batch(port, args, ours, catalog))
+    if "log_based" in args.only:
+        results.extend(measure_log_based(port, args, ours, catalog, peer, peer_catalog))
+    if "discovery" not in args.only:
+        return results
     print("measuring discovery...", flush=True)
     run = median_run([*ours, "-c", str(WORK / "config-discovery.json"), "--discover"], args.repeat)
     result = dict(case=f"discovery of {args.tables} tables", rows=None, run=run, baseline=None)
@@ -403,6 +416,7 @@ def run_cases(port: int, args, peer: Path | None) -> list[dict]:
     return results
 
 
+CASE_GROUPS = ("tables", "scaling", "batch", "log_based", "discovery")
 PLUGINS = ("wal2json", "pgoutput")
 RECVLOGICAL = "pg_recvlogical"
 RECVLOGICAL_SLOT = "bench_recvlogical_"
@@ -848,7 +862,8 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         + "\n"
     )
     print("\n" + table + "\n\n" + scaling + "\n\n" + log_table)
-    (ROOT / "bench" / "RESULTS.md").write_text(text)
+    partial = args.only != set(CASE_GROUPS)
+    (WORK / "RESULTS-partial.md" if partial else ROOT / "bench" / "RESULTS.md").write_text(text)
 
 
 if __name__ == "__main__":
