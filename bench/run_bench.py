@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,7 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+import orjson  # noqa: E402
 import pgcluster  # noqa: E402
+import psycopg2  # noqa: E402
+
+from tap_postgres.server_versions import pgoutput_protocol  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
 PEER_PACKAGE = "pipelinewise-tap-postgres"
@@ -323,6 +328,36 @@ def main() -> None:
         help="runs of each LOG_BASED plugin, taking turns: the plugins' comparison is the point of that case",
     )
     parser.add_argument(
+        "--huge-repeat",
+        type=int,
+        default=int(os.environ.get("BENCH_HUGE_REPEAT", 5)),
+        help="runs of each reader on the one-transaction backlog (of --changes changes), taking turns",
+    )
+    parser.add_argument(
+        "--huge-changes",
+        type=int,
+        default=int(os.environ.get("BENCH_HUGE_CHANGES", 1_000_000 if os.environ.get("BENCH_HUGE") else 300_000)),
+        help="changes in the LOG_BASED memory case's one transaction (BENCH_HUGE=1: 1M)",
+    )
+    parser.add_argument(
+        "--many-table-changes",
+        type=int,
+        default=int(os.environ.get("BENCH_MANY_TABLE_CHANGES", 4000)),
+        help=f"changes of each of the {MANY_TABLES} tables in the LOG_BASED memory case's other transaction",
+    )
+    parser.add_argument(
+        "--latency-rates",
+        type=lambda text: [int(rate) for rate in text.split(",")],
+        default=[int(r) for r in os.environ.get("BENCH_LATENCY_RATES", "2000,5000,10000,20000").split(",")],
+        help="changes/s the sustained-load writer commits, comma-separated, one run per rate and plugin",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=int,
+        default=int(os.environ.get("BENCH_LATENCY_SECONDS", 15)),
+        help="how long the writer commits at each rate",
+    )
+    parser.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),
         default=set(CASE_GROUPS),
@@ -560,111 +595,505 @@ def turn_ratio(run: Run, baseline: Run, figure: str) -> float | None:
     return statistics.median(value / base for value, base in pairs)
 
 
-def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Path | None, peer_catalog) -> list[dict]:
-    """Each tap and plugin reads the same backlog through a slot of its own, from a state saved before it was written.
+class BenchSession:
+    """One session on the bench database for the LOG_BASED cases' slots, publications and WAL positions.
 
-    Our tap reads it through wal2json and through pgoutput (slots pipelinewise_bench_<tap_id>, the
-    pgoutput one created after its publication), in turns; pipelinewise through wal2json. All
-    confirm their slot only up to the LSN of the state they start from, so every run reads the
-    whole backlog again.
+    It lives through every measurement: a backend that exits inside one would count as the run's
+    server CPU (ServerCpu), which psql's short-lived sessions could do.
     """
-    print(f"writing a backlog of {args.changes} changes...", flush=True)
-    taps = {plugin: (ours, catalog, plugin) for plugin in PLUGINS}
-    if peer:
-        taps["peer"] = ([str(peer)], peer_catalog, "wal2json")
-    setup = []
-    for name, (_, _, plugin) in taps.items():
-        if plugin == "pgoutput":  # the publication first: decoding reads it as of each change
-            setup.append(f"CREATE PUBLICATION pipelinewise_bench_{name} FOR TABLE public.changes;")
-        setup.append(f"SELECT pg_create_logical_replication_slot('pipelinewise_bench_{name}', '{plugin}');")
-    # pg_recvlogical confirms its slot as it reads: each of its runs reads the backlog through a slot of its own
-    setup.extend(
-        f"SELECT pg_create_logical_replication_slot('{RECVLOGICAL_SLOT}{turn}', 'pgoutput');"
-        for turn in range(args.log_based_repeat)
-    )
-    psql(port, "bench", "".join(setup))
-    lsn = int(
-        subprocess.run(
-            psql_command(port, "bench", "-At", "-c", "SELECT (pg_current_wal_lsn() - '0/0')::bigint"),
-            capture_output=True,
-            text=True,
-            check=True,
-            env=dict(os.environ, PGPASSWORD=pgcluster.PASSWORD),
-        ).stdout
-    )
-    psql(port, "bench", BACKLOG_SQL.replace("__HALF__", str(args.changes // 2)) + "CHECKPOINT;")
-    end_lsn = subprocess.run(
-        psql_command(port, "bench", "-At", "-c", "SELECT pg_current_wal_lsn()"),
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, PGPASSWORD=pgcluster.PASSWORD),
-    ).stdout.strip()
-    state = {"bookmarks": {"public-changes": {"last_replication_method": "LOG_BASED", "lsn": lsn, "version": 1}}}
-    (WORK / "state-log-based.json").write_text(json.dumps(dict(state, currently_syncing=None)))
-    commands = {}
-    for name, (command, tap_catalog, plugin) in taps.items():
-        # pipelinewise stops at its end LSN only when a later message arrives; on an idle database it
-        # waits logical_poll_total_seconds for one, so that wait is cut short (it is in its wall time)
-        config = json.loads((WORK / "config.json").read_text()) | {"tap_id": name, "logical_poll_total_seconds": 2}
-        if name != "peer":
-            config["output_plugin"] = plugin
-        (WORK / f"config-{name}.json").write_text(json.dumps(config))
-        (WORK / f"catalog-{name}-log-based.json").write_text(
-            json.dumps(select(tap_catalog, "public-changes", "LOG_BASED"))
-        )
-        commands[name] = [
-            *command,
-            "-c",
-            str(WORK / f"config-{name}.json"),
-            "--catalog",
-            str(WORK / f"catalog-{name}-log-based.json"),
-            "--state",
-            str(WORK / "state-log-based.json"),
-        ]
-    print(f"measuring LOG_BASED through {' and '.join(PLUGINS)}, and pg_recvlogical...", flush=True)
-    os.environ["PGPASSWORD"] = pgcluster.PASSWORD  # pg_recvlogical's
 
-    def recvlogical(turn: int) -> list[str]:
-        """pg_recvlogical reading the backlog through pgoutput to /dev/null: the walsender's own limit."""
+    def __init__(self, port: int):
+        self.conn = psycopg2.connect(
+            host="127.0.0.1", port=port, user="postgres", password=pgcluster.PASSWORD, dbname="bench"
+        )
+        self.conn.autocommit = True
+
+    def execute(self, statement: str, params: tuple = ()) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def lsn(self) -> int:
+        """Return the server's WAL position as an integer, as a STATE's `lsn` holds it."""
+        return self.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint")[0][0]
+
+    def lsn_text(self) -> str:
+        return self.execute("SELECT pg_current_wal_lsn()::text")[0][0]
+
+    def drop_slots(self) -> None:
+        """Drop every slot of the bench (none is in use between cases): each case starts with its own."""
+        self.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
+
+    def create_slot(self, name: str, plugin: str) -> None:
+        self.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, plugin))
+
+    def fresh_copy(self, source: str, name: str) -> None:
+        """Make `name` a copy of the slot `source`, which nothing reads: it reads what `source` would, from the start."""
+        self.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (name,)
+        )
+        self.execute("SELECT pg_copy_logical_replication_slot(%s, %s)", (source, name))
+
+    def slot(self, name: str) -> tuple[bool, int] | None:
+        """Return whether a slot is in use and how far it is confirmed; None when there is no such slot."""
+        rows = self.execute(
+            "SELECT active, (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
+            (name,),
+        )
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass(frozen=True)
+class LogBench:
+    """What every LOG_BASED case needs: the cluster, the tap's command, its configuration and the bench session."""
+
+    port: int
+    args: argparse.Namespace
+    ours: list[str]
+    session: BenchSession
+
+    def config(self, tap_id: str, plugin: str, **settings) -> Path:
+        """Write the tap's config for a slot pipelinewise_bench_<tap_id> through `plugin`; return its path."""
+        config = json.loads((WORK / "config.json").read_text())
+        # it stops at the end LSN; the walsender may decode a large transaction for seconds before its first message
+        config |= {"tap_id": tap_id, "output_plugin": plugin, "logical_poll_total_seconds": 300, **settings}
+        path = WORK / f"config-{tap_id}.json"
+        path.write_text(json.dumps(config))
+        return path
+
+    def tap_command(self, tap_id: str, config: Path, catalog: dict, streams: list[str], lsn: int) -> list[str]:
+        """Return the tap's command reading `streams` LOG_BASED from a state whose bookmarks are at `lsn`."""
+        bookmark = {"last_replication_method": "LOG_BASED", "lsn": lsn, "version": 1}
+        state = {"bookmarks": {stream: dict(bookmark) for stream in streams}, "currently_syncing": None}
+        (WORK / f"state-{tap_id}.json").write_text(json.dumps(state))
+        (WORK / f"catalog-{tap_id}.json").write_text(json.dumps(select_many(catalog, streams, "LOG_BASED")))
+        return [
+            *self.ours,
+            *("-c", str(config), "--catalog", str(WORK / f"catalog-{tap_id}.json")),
+            *("--state", str(WORK / f"state-{tap_id}.json")),
+        ]
+
+    def recvlogical(self, plugin: str, slot: str, end_lsn: str) -> list[str]:
+        """pg_recvlogical reading `slot` to /dev/null with the tap's plugin options: the walsender's own limit."""
+        if plugin == "pgoutput":
+            protocol = pgoutput_protocol(self.session.conn.server_version)
+            options = {"proto_version": protocol, "publication_names": "pipelinewise_bench_pgoutput"}
+        else:
+            options = dict(WAL2JSON_OPTIONS, **{"add-tables": "public.changes"})
         return [
             str(pgcluster.bin_dir() / "pg_recvlogical"),
-            *("-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "bench"),
-            *("-S", f"{RECVLOGICAL_SLOT}{turn}", "--start", "--no-loop", "-f", "/dev/null", "-E", end_lsn),
-            *("-o", "proto_version=1", "-o", "publication_names=pipelinewise_bench_pgoutput"),
+            *("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "bench"),
+            *("-S", slot, "--start", "--no-loop", "-f", "/dev/null", "-E", end_lsn),
+            *(part for name, value in options.items() for part in ("-o", f"{name}={value}")),
         ]
 
-    runs = median_runs(
-        {**{plugin: commands[plugin] for plugin in PLUGINS}, RECVLOGICAL: recvlogical}, args.log_based_repeat
+
+# The tap's wal2json options (LogicalPass._plugin_options), which pg_recvlogical is given too.
+WAL2JSON_OPTIONS = {
+    "format-version": "2",
+    "include-xids": "true",
+    "include-timestamp": "true",
+    "include-lsn": "true",
+    "include-types": "false",
+    "actions": "insert,update,delete,truncate",
+}
+# Many small transactions (1000 changes each) and one transaction of the same changes.
+LOG_SHAPES = {"small": "transactions of 1000 changes", "huge": "one transaction"}
+# One transaction: the first half of the rows updated, as many new ones inserted.
+HUGE_BACKLOG_SQL = """
+BEGIN;
+UPDATE changes SET n = n + 1, updated = now() WHERE id <= __HALF__;
+INSERT INTO changes SELECT m + g, g, 'new ' || g, g / 100.0, now()
+  FROM (SELECT max(id) AS m FROM changes) AS top, generate_series(1, __HALF__) g;
+COMMIT;
+"""
+INSERTS_SQL = """
+INSERT INTO changes SELECT m + g, g, 'new ' || g, g / 100.0, now()
+  FROM (SELECT max(id) AS m FROM changes) AS top, generate_series(1, __ROWS__) g;
+"""
+MANY_TABLES = 100
+# The memory case's tables, like discovery's (ten columns), and one transaction of changes to all of them.
+MEMORY_TABLES_SQL = """
+DO $$
+BEGIN
+  FOR t IN 1..__TABLES__ LOOP
+    EXECUTE format('CREATE TABLE m%s (id bigint PRIMARY KEY, a int, b text, c numeric(10,2), d timestamptz,
+                    e boolean, f jsonb, g date, h varchar(20), i uuid)', t);
+  END LOOP;
+END $$;
+CREATE TABLE ticks (id bigint PRIMARY KEY, committed_us bigint NOT NULL, note text);
+"""
+MEMORY_CHANGES_SQL = """
+DO $$
+BEGIN
+  FOR t IN 1..__TABLES__ LOOP
+    EXECUTE format('INSERT INTO m%s SELECT m + g, g, ''row '' || g, g / 100.0, now(), g %% 2 = 0,
+                    jsonb_build_object(''k'', g), date ''2020-01-01'' + g %% 1000, ''h'' || g, md5(g::text)::uuid
+                    FROM (SELECT coalesce(max(id), 0) AS m FROM m%s) AS top, generate_series(1, __ROWS__) g', t, t);
+  END LOOP;
+END $$;
+"""
+# The sustained-load writer: transactions of TICK_ROWS rows on a schedule, each row stamped with the
+# server's clock just before its COMMIT (clock_timestamp(), in microseconds since the epoch).
+TICK_ROWS = 100
+# The last row's latency of a tap that kept up: a quiet second before it writes, and a render.
+CAUGHT_UP_SECONDS = 3.0
+TICKS_SQL = """
+DO $$
+DECLARE
+  started timestamptz := clock_timestamp();
+BEGIN
+  FOR t IN 0..(__TRANSACTIONS__ - 1) LOOP
+    PERFORM pg_sleep(greatest(0, extract(epoch FROM started + t * interval '__INTERVAL__ seconds' - clock_timestamp())));
+    INSERT INTO ticks SELECT t * __ROWS__ + g, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint, 'tick'
+      FROM generate_series(1, __ROWS__) g;
+    COMMIT;
+  END LOOP;
+END $$;
+"""
+
+
+def select_many(catalog: dict, stream_ids: list[str], method: str) -> dict:
+    """Return a copy of the catalog with only `stream_ids` selected, by `method`."""
+    catalog = json.loads(json.dumps(catalog))
+    wanted = set(stream_ids)
+    catalog["streams"] = [s for s in catalog["streams"] if s["tap_stream_id"] in wanted]
+    for stream in catalog["streams"]:
+        table_md = next(m["metadata"] for m in stream["metadata"] if m["breadcrumb"] == [])
+        table_md.update({"selected": True, "replication-method": method})
+    return catalog
+
+
+def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Path | None, peer_catalog) -> list[dict]:
+    """LOG_BASED through both plugins in both shapes against pg_recvlogical, its memory, and its latency under load.
+
+    Each case starts from slots made for it, before its backlog is written, and a state saved then.
+    """
+    args.log_load = os.getloadavg()[0]
+    session = BenchSession(port)
+    # the publications first: decoding reads them as of each change
+    psql(port, "bench", MEMORY_TABLES_SQL.replace("__TABLES__", str(MANY_TABLES)) + "VACUUM ANALYZE;")
+    many = ", ".join(f"public.m{t}" for t in range(1, MANY_TABLES + 1))
+    session.execute(
+        "CREATE PUBLICATION pipelinewise_bench_pgoutput FOR TABLE public.changes;"
+        f"CREATE PUBLICATION pipelinewise_bench_many_pgoutput FOR TABLE {many};"
+        "CREATE PUBLICATION pipelinewise_bench_ticks_pgoutput FOR TABLE public.ticks;"
     )
-    walsender_limit = runs.pop(RECVLOGICAL)
+    catalog = json.loads(
+        subprocess.run([*ours, "-c", str(WORK / "config.json"), "-d"], capture_output=True, check=True).stdout
+    )
+    bench = LogBench(port, args, ours, session)
+    os.environ["PGPASSWORD"] = pgcluster.PASSWORD  # pg_recvlogical's
+    try:
+        results = []
+        for shape in LOG_SHAPES:
+            results.extend(measure_log_shape(bench, catalog, shape, peer if shape == "small" else None, peer_catalog))
+        results.extend(measure_log_memory(bench, catalog))
+        results.extend(measure_latency(bench, catalog))
+    finally:
+        session.close()
+    return results
+
+
+def measure_log_shape(bench: LogBench, catalog: dict, shape: str, peer: Path | None, peer_catalog) -> list[dict]:
+    """Both plugins and pg_recvlogical through each read one backlog of `shape`, in turns, each run through a fresh slot.
+
+    pg_recvlogical confirms its slot as it reads, so each of its runs reads a new copy of a slot
+    made before the backlog; our tap confirms only up to its state's `lsn`, which is before it.
+    """
+    args, session = bench.args, bench.session
+    print(f"writing a {args.changes}-change backlog in {LOG_SHAPES[shape]}...", flush=True)
+    session.drop_slots()
+    for plugin in PLUGINS:
+        session.create_slot(f"pipelinewise_bench_{plugin}", plugin)
+        session.create_slot(f"{RECVLOGICAL_SLOT}{plugin}", plugin)
+    if peer:
+        session.create_slot("pipelinewise_bench_peer", "wal2json")
+    lsn = session.lsn()
+    backlog = BACKLOG_SQL if shape == "small" else HUGE_BACKLOG_SQL
+    psql(bench.port, "bench", backlog.replace("__HALF__", str(args.changes // 2)) + "CHECKPOINT;")
+    end_lsn = session.lsn_text()
+    commands: dict = {
+        plugin: bench.tap_command(plugin, bench.config(plugin, plugin), catalog, ["public-changes"], lsn)
+        for plugin in PLUGINS
+    }
+
+    def recvlogical(plugin: str):
+        def command(turn: int) -> list[str]:
+            session.fresh_copy(f"{RECVLOGICAL_SLOT}{plugin}", f"{RECVLOGICAL_SLOT}{plugin}_run")
+            return bench.recvlogical(plugin, f"{RECVLOGICAL_SLOT}{plugin}_run", end_lsn)
+
+        return command
+
+    for plugin in PLUGINS:
+        commands[f"{RECVLOGICAL} {plugin}"] = recvlogical(plugin)
+    print(
+        f"measuring LOG_BASED ({LOG_SHAPES[shape]}) through {' and '.join(PLUGINS)}, and pg_recvlogical...", flush=True
+    )
+    repeat = args.log_based_repeat if shape == "small" else args.huge_repeat
+    runs = median_runs(commands, repeat)
     baseline = runs[PLUGINS[0]]
-    results = [
-        dict(
-            case=f"LOG_BASED {args.changes}-change backlog, {plugin}" + (" (baseline)" if run is baseline else ""),
-            rows=args.changes,
-            run=run,
-            baseline=baseline,
-            plugin=plugin,
-            wall_ratio=turn_ratio(run, baseline, "seconds"),
-            cpu_ratio=turn_ratio(run, baseline, "server_cpu_s"),
-            recvlogical=walsender_limit,
-            recvlogical_ratio=turn_ratio(run, walsender_limit, "seconds"),
+    results = []
+    for plugin in PLUGINS:
+        run, limit = runs[plugin], runs[f"{RECVLOGICAL} {plugin}"]
+        results.append(
+            dict(
+                case=f"LOG_BASED {args.changes}-change backlog, {plugin}"
+                + (" (baseline)" if run is baseline else "")
+                + ("" if shape == "small" else f", {LOG_SHAPES[shape]}"),
+                rows=args.changes,
+                run=run,
+                baseline=baseline,
+                plugin=plugin,
+                shape=shape,
+                wall_ratio=turn_ratio(run, baseline, "seconds"),
+                cpu_ratio=turn_ratio(run, baseline, "server_cpu_s"),
+                recvlogical=limit,
+                recvlogical_ratio=turn_ratio(run, limit, "seconds"),
+                log_table_only=shape != "small",
+            )
         )
-        for plugin, run in runs.items()
-    ]
-    results.append(
-        dict(
-            case=f"pg_recvlogical {args.changes}-change backlog, pgoutput, to /dev/null",
-            rows=args.changes,
-            run=walsender_limit,
-            baseline=None,
+    for plugin in PLUGINS:
+        results.append(
+            dict(
+                case=f"pg_recvlogical {args.changes}-change backlog, {plugin}, to /dev/null"
+                + ("" if shape == "small" else f", {LOG_SHAPES[shape]}"),
+                rows=args.changes,
+                run=runs[f"{RECVLOGICAL} {plugin}"],
+                baseline=None,
+                recvlogical_of=plugin,
+                shape=shape,
+                log_table_only=shape != "small" or plugin != "pgoutput",
+            )
         )
-    )
     if peer:
         print("  pipelinewise LOG_BASED (one run)...", flush=True)
-        results[0]["peer"] = measure(commands["peer"])
+        config = json.loads((WORK / "config.json").read_text()) | {"tap_id": "peer", "logical_poll_total_seconds": 2}
+        (WORK / "config-peer.json").write_text(json.dumps(config))
+        (WORK / "catalog-peer-log-based.json").write_text(
+            json.dumps(select(peer_catalog, "public-changes", "LOG_BASED"))
+        )
+        # pipelinewise stops at its end LSN only when a later message arrives; on an idle database it
+        # waits logical_poll_total_seconds for one, so that wait is cut short (it is in its wall time)
+        command = [
+            str(peer),
+            "-c",
+            str(WORK / "config-peer.json"),
+            "--catalog",
+            str(WORK / "catalog-peer-log-based.json"),
+        ]
+        results[0]["peer"] = measure([*command, "--state", str(WORK / "state-wal2json.json")])
     return results
+
+
+def measure_log_memory(bench: LogBench, catalog: dict) -> list[dict]:
+    """Peak RSS of one run per plugin on one transaction of args.huge_changes inserts, and on one touching 100 tables.
+
+    The 100 tables' transaction holds args.many_table_changes changes of each: a stream's batch
+    is rendered once it holds BATCH_CHANGES, and pending batches of every stream wait for the
+    transaction's end, so this is the most a LOG_BASED run holds at once.
+    """
+    args, session = bench.args, bench.session
+    results = []
+    many = [f"public-m{t}" for t in range(1, MANY_TABLES + 1)]
+    cases = [
+        ("huge", ["public-changes"], INSERTS_SQL.replace("__ROWS__", str(args.huge_changes)), args.huge_changes),
+        (
+            "many",
+            many,
+            MEMORY_CHANGES_SQL.replace("__TABLES__", str(MANY_TABLES)).replace(
+                "__ROWS__", str(args.many_table_changes)
+            ),
+            MANY_TABLES * args.many_table_changes,
+        ),
+    ]
+    for name, streams, changes_sql, changes in cases:
+        what = (
+            f"one {changes}-change transaction"
+            if name == "huge"
+            else f"one {changes}-change transaction on {MANY_TABLES} tables"
+        )
+        print(f"measuring LOG_BASED memory on {what}...", flush=True)
+        session.drop_slots()
+        tap_ids = {plugin: plugin if name == "huge" else f"many_{plugin}" for plugin in PLUGINS}
+        for plugin, tap_id in tap_ids.items():
+            session.create_slot(f"pipelinewise_bench_{tap_id}", plugin)
+        lsn = session.lsn()
+        psql(bench.port, "bench", f"BEGIN; {changes_sql} COMMIT; CHECKPOINT;")
+        for plugin, tap_id in tap_ids.items():
+            run = measure(bench.tap_command(tap_id, bench.config(tap_id, plugin), catalog, streams, lsn))
+            if run.out_lines < changes:
+                raise RuntimeError(
+                    f"LOG_BASED memory case {what}, {plugin}: {run.out_lines} lines for {changes} changes"
+                )
+            results.append(
+                dict(
+                    case=f"LOG_BASED {what}, {plugin} (memory, one run)",
+                    backlog=f"memory: {what} (one run)",
+                    rows=changes,
+                    run=run,
+                    baseline=None,
+                    plugin=plugin,
+                    shape=name,
+                    memory=True,
+                    log_table_only=True,
+                )
+            )
+    return results
+
+
+@dataclass
+class LoadRun:
+    """One sustained-load run: the writer's rate, each record's commit-to-stdout latency, how the tap stopped."""
+
+    plugin: str
+    rate: int
+    committed: int  # rows the writer committed
+    received: int  # of them, RECORD lines read from the tap
+    achieved_rate: float  # rows per second between the first and the last commit
+    latencies: list[float]  # seconds, per record
+    freshness_slope: float | None  # growth of the newest record's lag, seconds per second of load
+    last_lag: float | None  # the last row's latency: how far behind the tap was when the writer stopped
+    exit_code: int | None
+    slot_ok: bool
+
+    @property
+    def sustained(self) -> bool:
+        """Kept up: every row arrived, the last soon after the writer stopped, and the newest record's lag did not grow.
+
+        A tap that keeps up writes what it holds after one quiet second (POLL_SECONDS) and a render;
+        one that fell behind is still reading when the writer stops.
+        """
+        return (
+            self.received == self.committed
+            and self.last_lag is not None
+            and self.last_lag < CAUGHT_UP_SECONDS
+            and (self.freshness_slope is None or self.freshness_slope < 0.05)
+        )
+
+
+def measure_latency(bench: LogBench, catalog: dict) -> list[dict]:
+    """The tap streams (break_at_end_lsn off) while a writer commits small transactions at each rate; one run each."""
+    results = []
+    for rate in bench.args.latency_rates:
+        for plugin in PLUGINS:
+            print(f"measuring LOG_BASED latency at {rate} changes/s through {plugin}...", flush=True)
+            run = measure_load(bench, catalog, plugin, rate)
+            results.append(dict(case=f"latency {plugin} {rate}", latency=run))
+    return results
+
+
+def measure_load(bench: LogBench, catalog: dict, plugin: str, rate: int) -> LoadRun:
+    """Stream ticks through `plugin` while the writer commits `rate` changes/s, then stop the tap with SIGTERM."""
+    session, seconds = bench.session, bench.args.latency_seconds
+    tap_id = f"ticks_{plugin}"
+    slot = f"pipelinewise_bench_{tap_id}"
+    session.execute("TRUNCATE ticks")
+    session.drop_slots()
+    session.create_slot(slot, plugin)
+    lsn = session.lsn()
+    config = bench.config(tap_id, plugin, break_at_end_lsn=False, logical_poll_total_seconds=3600)
+    command = bench.tap_command(tap_id, config, catalog, ["public-ticks"], lsn)
+    stderr = (WORK / f"latency-{tap_id}.log").open("wb")
+    tap = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+    deadline = time.monotonic() + 60
+    while not (session.slot(slot) or (False,))[0]:  # streaming once its walsender holds the slot
+        if tap.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the tap did not start streaming: see {stderr.name}")
+        time.sleep(0.05)
+    transactions = max(1, rate * seconds // TICK_ROWS)
+    writer = subprocess.Popen(
+        psql_command(bench.port, "bench", "-q", "-v", "ON_ERROR_STOP=1"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    writer.stdin.write(
+        TICKS_SQL.replace("__TRANSACTIONS__", str(transactions))
+        .replace("__INTERVAL__", repr(TICK_ROWS / rate))
+        .replace("__ROWS__", str(TICK_ROWS))
+        .encode()
+    )
+    writer.stdin.close()
+    committed = transactions * TICK_ROWS
+    stamps, arrivals = read_ticks(tap, writer, committed, seconds)
+    tap.send_signal(signal.SIGTERM)
+    try:
+        exit_code = tap.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        tap.kill()
+        exit_code = tap.wait()
+    tap.stdout.close()
+    stderr.close()
+    if writer.wait() != 0:
+        raise RuntimeError(f"the latency writer failed at {rate} changes/s")
+    held = session.slot(slot)
+    # after SIGTERM the slot is free and confirmed no further than the state the tap started from
+    slot_ok = held is not None and not held[0] and held[1] <= lsn
+    latencies = [arrival - stamp for stamp, arrival in zip(stamps, arrivals, strict=True)]
+    span = (max(stamps) - min(stamps)) if len(stamps) > 1 else 0.0
+    return LoadRun(
+        plugin,
+        rate,
+        committed,
+        len(stamps),
+        (len(stamps) - 1) / span if span else 0.0,
+        latencies,
+        freshness_slope(stamps, arrivals),
+        arrivals[-1] - stamps[-1] if len(stamps) == committed else None,
+        exit_code,
+        slot_ok,
+    )
+
+
+def read_ticks(tap: subprocess.Popen, writer: subprocess.Popen, committed: int, seconds: int) -> tuple[list, list]:
+    """Read the tap's RECORD lines as they come; return each row's commit stamp and arrival time (epoch seconds).
+
+    Stops once every committed row arrived, or 30 s after the writer ended (a tap that fell behind).
+    """
+    stamps, arrivals = [], []
+    give_up = time.monotonic() + seconds * 3 + 60
+    lines = tap.stdout
+    done = threading.Event()
+
+    def watch() -> None:  # ends the read when the rows never all come
+        writer.wait()
+        deadline = min(give_up, time.monotonic() + 30)
+        while not done.wait(0.2):
+            if time.monotonic() > deadline:
+                tap.send_signal(signal.SIGTERM)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    for line in lines:
+        now = time.time()
+        if line.startswith(b'{"type":"RECORD"'):
+            stamps.append(orjson.loads(line)["record"]["committed_us"] / 1e6)
+            arrivals.append(now)
+            if len(stamps) >= committed:
+                break
+    done.set()
+    return stamps, arrivals
+
+
+def freshness_slope(stamps: list[float], arrivals: list[float]) -> float | None:
+    """Return how fast the lag of the newest record read grows, in seconds per second of load.
+
+    The tap writes records in bursts (a rendered batch, a STATE's flush), so a record's latency
+    saws up and down with its place in a burst; the newest record of each second of arrivals shows
+    how far behind the tap's reading is, which stays level while it keeps up and grows when it
+    does not.
+    """
+    newest: dict[int, float] = {}
+    for stamp, arrival in zip(stamps, arrivals, strict=True):
+        second = int(arrival)
+        newest[second] = min(newest.get(second, float("inf")), arrival - stamp)
+    if len(newest) < 3:
+        return None
+    return statistics.linear_regression(list(newest), list(newest.values())).slope
 
 
 def cpu_cell(seconds: float | None) -> str:
@@ -737,56 +1166,107 @@ def scale_table(results: list[dict]) -> str:
 
 
 def log_based_table(results: list[dict]) -> str:
-    """One row per plugin (and pipelinewise's run): speed, and CPU on each side per 100k changes."""
+    """One row per shape and reader: speed against pg_recvlogical, peak RSS, and the server's CPU per 100k changes, split."""
     header = (
-        "| tap, plugin | wall s (min-max) | changes/s | tap CPU s | server CPU s | walsender | other backends "
-        "| server CPU s / 100k changes | wall / wal2json | server CPU / wal2json | wall / pg_recvlogical |"
+        "| backlog | reader | wall s (min-max) | changes/s | wall / pg_recvlogical | tap CPU s | peak RSS MB "
+        "| server CPU s / 100k changes | decoding (walsender) | rendering (other backends) | rendering / decoding "
+        "| wall / wal2json |"
     )
-    lines = [header, "|" + " --- |" * 11]
-    plugin_results = [r for r in results if "plugin" in r]
-    rows_of = [(f"tap-postgres, {r['plugin']}", r["run"], r) for r in plugin_results]
-    if plugin_results and "peer" in plugin_results[0]:
-        first = plugin_results[0]
-        rows_of.append(
-            (
-                "pipelinewise, wal2json (one run)",
-                first["peer"],
-                dict(first, wall_ratio=None, cpu_ratio=None, recvlogical_ratio=None),
-            )
+    lines = [header, "|" + " --- |" * 12]
+    for result in results:
+        if "shape" not in result:
+            continue
+        run, changes = result["run"], result["rows"]
+        shape = result.get("backlog") or f"{changes} changes, " + (
+            "transactions of 1000" if result["shape"] == "small" else "one transaction"
         )
-    if plugin_results:
-        first = plugin_results[0]
-        limit = dict(first, wall_ratio=None, cpu_ratio=None, recvlogical_ratio=None)
-        rows_of.append(("pg_recvlogical, pgoutput, to /dev/null (decoding alone)", first["recvlogical"], limit))
-    for name, run, result in rows_of:
-        changes, baseline = result["rows"], result["baseline"]
-        walls = [r.seconds for r in run.runs] or [run.seconds]
-        others = None if run.server_cpu_s is None else run.server_cpu_s - run.walsender_cpu_s
-        ratios = ["", ""]
-        if run is not baseline:
-            ratios[0] = f"{result['wall_ratio'] or run.seconds / baseline.seconds:.2f}x"
-            if run.server_cpu_s is not None and baseline.server_cpu_s:
-                ratios[1] = f"{result['cpu_ratio'] or run.server_cpu_s / baseline.server_cpu_s:.2f}x"
+        reader = (
+            f"pg_recvlogical, {result['recvlogical_of']}"
+            if "recvlogical_of" in result
+            else f"tap-postgres, {result['plugin']}"
+        )
+        rows = [(reader, run, result)]
+        if "peer" in result:
+            rows.append(("pipelinewise, wal2json (one run)", result["peer"], {"rows": changes}))
+        for name, each, about in rows:
+            lines.append("| " + " | ".join([shape, name, *log_cells(each, changes, about)]) + " |")
+    return "\n".join(lines)
+
+
+def log_cells(run: Run, changes: int, result: dict) -> list[str]:
+    """Return a LOG_BASED row's figures: the ratios are the medians of each turn's (turn_ratio)."""
+    walls = [r.seconds for r in run.runs] or [run.seconds]
+    decoding = rendering = None
+    if run.server_cpu_s is not None:
+        decoding, rendering = run.walsender_cpu_s, run.server_cpu_s - run.walsender_cpu_s
+    split = f"{rendering / decoding:.2f}" if decoding and rendering is not None else ""
+    recvlogical = result.get("recvlogical_ratio")
+    wal2json = result.get("wall_ratio") if result.get("baseline") is not result.get("run") else None
+    return [
+        f"{run.seconds:.2f} ({min(walls):.2f}-{max(walls):.2f})" if len(walls) > 1 else f"{run.seconds:.2f}",
+        f"{changes / run.seconds:,.0f}",
+        f"**{recvlogical:.2f}x**" if recvlogical else "",
+        f"{run.cpu_s:.2f}",
+        f"{run.rss_mb:.0f}",
+        per_100k_cell(run.server_cpu_s, changes),
+        per_100k_cell(decoding, changes),
+        per_100k_cell(rendering, changes),
+        split if "recvlogical_of" not in result else "",
+        f"{wal2json:.2f}x" if wal2json else "",
+    ]
+
+
+def latency_table(results: list[dict]) -> str:
+    """One row per rate and plugin of the sustained-load case."""
+    header = (
+        "| plugin | writer changes/s (asked) | writer changes/s (done) | rows | latency p50 s | p99 s | max s "
+        "| last row s | newest lag growth ms/s | kept up | SIGTERM exit | slot after |"
+    )
+    lines = [header, "|" + " --- |" * 12]
+    best: dict[str, int] = {}
+    for result in results:
+        if "latency" not in result:
+            continue
+        run: LoadRun = result["latency"]
+        ordered = sorted(run.latencies)
+
+        def quantile(q: float, ordered: list[float] = ordered) -> str:
+            return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.2f}" if ordered else ""
+
+        if run.sustained:
+            best[run.plugin] = max(best.get(run.plugin, 0), run.rate)
         cells = [
-            name,
-            f"{run.seconds:.2f} ({min(walls):.2f}-{max(walls):.2f})",
-            f"{changes / run.seconds:,.0f}",
-            f"{run.cpu_s:.2f}",
-            cpu_cell(run.server_cpu_s),
-            cpu_cell(run.walsender_cpu_s),
-            cpu_cell(others),
-            f"**{per_100k_cell(run.server_cpu_s, changes)}**" if run.server_cpu_s is not None else "",
-            *ratios,
-            f"{result['recvlogical_ratio']:.2f}x" if result.get("recvlogical_ratio") else "",
+            run.plugin,
+            f"{run.rate:,}",
+            f"{run.achieved_rate:,.0f}",
+            f"{run.received}/{run.committed}",
+            quantile(0.5),
+            quantile(0.99),
+            f"{ordered[-1]:.2f}" if ordered else "",
+            "" if run.last_lag is None else f"{run.last_lag:.2f}",
+            "" if run.freshness_slope is None else f"{run.freshness_slope * 1000:.0f}",
+            "yes" if run.sustained else "**no**",
+            str(run.exit_code),
+            "free, not confirmed past the state" if run.slot_ok else "**wrong**",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if best:
+        lines.append("")
+        lines.append(
+            "Highest rate kept up: "
+            + "; ".join(f"{plugin} {rate:,} changes/s" for plugin, rate in best.items())
+            + " (of the rates tried)."
+        )
     return "\n".join(lines)
 
 
 def report(results: list[dict], args, peer: Path | None, duration: float) -> None:
-    table = main_table([result for result in results if not result.get("scale")])
+    table = main_table(
+        [r for r in results if not r.get("scale") and not r.get("log_table_only") and "latency" not in r]
+    )
     scaling = scale_table([result for result in results if result.get("scale")])
     log_table = log_based_table(results)
+    load_table = latency_table(results)
     pg_version = subprocess.run(
         [str(pgcluster.bin_dir() / "postgres"), "--version"], capture_output=True, text=True
     ).stdout.strip()
@@ -813,6 +1293,7 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         "`cutime`/`cstime` (`/proc/<postmaster>/stat`) when it exits and is reaped, so the change of "
         "those over the run is exact to the clock tick, however short-lived the backend (sampling "
         "/proc/<pid>/stat would lose what a backend spends after the last sample). Nothing else connects during a run "
+        "(the LOG_BASED cases' one session for slots stays connected and idle through them) "
         "and autovacuum is off, so no other backend exits in between (the bench warns if one does); "
         "the postmaster's long-lived helpers (checkpointer, WAL writer) are not counted.",
         "INCREMENTAL runs start with no bookmark, so they emit every row in key order.",
@@ -820,7 +1301,8 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         "from a saved `lsn`, each tap and plugin through a slot of its own, created before the backlog "
         "(pgoutput's after its publication `FOR TABLE public.changes`); our two plugins are run in turns. "
         "pipelinewise's time includes up to 2 s (logical_poll_total_seconds) waiting for a message past its "
-        "end LSN before it stops; ours stops when a keepalive shows it reached that LSN.",
+        "end LSN before it stops; ours stops when a keepalive shows it reached that LSN. This table shows "
+        "that backlog; the LOG_BASED table below has it in one transaction too, and memory and latency.",
     ]
     scale_context = [
         "## FULL_TABLE by block ranges: sessions, a table without a key, a resume",
@@ -833,18 +1315,38 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         "Server CPU per million rows is what a plan for a larger table scales; see docs/scale.md.",
     ]
     log_context = [
-        "## LOG_BASED: speed, and the cost to the primary",
+        "## LOG_BASED: speed against pg_recvlogical, the cost to the primary, memory",
         "",
-        "Per plugin: the tap's wall time (median; min-max of the runs), changes per second, the tap "
-        "process's own CPU, and the server's CPU seconds serving the run: the walsender that decodes "
-        "the WAL through the plugin, plus the tap's other backends, which render the changes into "
-        "RECORD lines (the same JSON for both plugins) and answer its catalog queries. The walsender's "
-        "share is its `/proc/<pid>/stat` utime+stime sampled every 50 ms while it lives (it idles "
-        "while the tap renders its last batches, so the last sample is its total); the other "
-        "backends' share is the exact total less it. The ratios to wal2json are the medians of each turn's "
-        "ratio (the two plugins' runs follow each other); pipelinewise's is over wal2json's median. "
-        "pipelinewise renders the values in Python, so its server CPU is nearly all its walsender's; "
-        "ours has the server render them with FULL_TABLE's expressions (the other backends' column).",
+        f"Load average at the start of the LOG_BASED cases: {getattr(args, 'log_load', args.load):.1f}. "
+        "Two backlogs of the same changes (half updates, half inserts, on a 5-column table): many small "
+        "transactions (1000 changes each) and one transaction. On each, our tap through each plugin and "
+        "`pg_recvlogical` through the same plugin with the tap's options, writing to /dev/null (the "
+        "walsender's own limit), take turns; each run reads through a slot made before the backlog "
+        "(pg_recvlogical's is a fresh copy of one, as it confirms what it reads). `wall / pg_recvlogical` "
+        "is the median of each turn's ratio of our time over pg_recvlogical's through the same plugin; "
+        "`wall / wal2json` likewise over our wal2json run. Server CPU is split into decoding (the "
+        "walsender, sampled from /proc every 50 ms while it lives) and rendering (every other backend of "
+        "the run: the sessions that render the changes into RECORD lines and answer the catalog "
+        "queries; the exact total less decoding). The memory rows are one run per plugin, their peak RSS "
+        f"the point (the aim: under 150 MB): one transaction of {args.huge_changes} inserts, and one "
+        f"transaction of {args.many_table_changes} inserts into each of {MANY_TABLES} ten-column tables "
+        "streamed at once (a stream's batch renders at BATCH_CHANGES; every stream's smaller batches "
+        "wait for the transaction's end).",
+    ]
+    load_context = [
+        "## LOG_BASED latency under sustained load",
+        "",
+        f"The tap streams with `break_at_end_lsn` false while a writer (one psql session) commits "
+        f"transactions of {TICK_ROWS} inserts on a schedule, at each rate for {args.latency_seconds} s, one "
+        "run per rate and plugin. Each row holds `clock_timestamp()` taken just before its COMMIT; the bench "
+        "reads the tap's stdout as a target would and takes each RECORD's latency as the time it was read "
+        "less that stamp (one clock, one machine). `writer changes/s (done)` is what the writer reached "
+        "(a loaded machine may not reach the rate asked). `newest lag growth` is the slope, over the run, "
+        "of the smallest latency read in each second (the newest record the tap had written): level while "
+        f"the tap keeps up, growing when it falls behind. `kept up`: every row arrived, the last within "
+        f"{CAUGHT_UP_SECONDS:.0f} s of its commit, and the newest lag grew by under 50 ms/s. The tap is then "
+        "stopped with SIGTERM (exit 143 expected) and its slot must be free and confirmed no further than "
+        "the state it started from (no target saved anything).",
     ]
     text = (
         "# Benchmark results\n\n"
@@ -859,9 +1361,13 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         + "\n".join(log_context)
         + "\n\n"
         + log_table
+        + "\n\n"
+        + "\n".join(load_context)
+        + "\n\n"
+        + load_table
         + "\n"
     )
-    print("\n" + table + "\n\n" + scaling + "\n\n" + log_table)
+    print("\n" + table + "\n\n" + scaling + "\n\n" + log_table + "\n\n" + load_table)
     partial = args.only != set(CASE_GROUPS)
     (WORK / "RESULTS-partial.md" if partial else ROOT / "bench" / "RESULTS.md").write_text(text)
 
