@@ -78,6 +78,8 @@ NOT_REPLICABLE = ("v", "m", "f")
 # A STATE follows at the first transaction end after this many changes or seconds.
 STATE_EVERY_CHANGES = 20000
 STATE_EVERY_SECONDS = 10.0
+# Within a transaction, every stream's pending changes are sent to render after this many changes.
+PENDING_CHANGES = 20000
 # How long to wait on the socket before checking the stop conditions again.
 POLL_SECONDS = 1.0
 # psycopg2 answers the server's keepalives itself; this is how often it reports on its own.
@@ -734,9 +736,17 @@ class WalPass:
                 self.changes_since_state += 1
                 if changes.full:
                     self.renderer.submit(changes.take_batch())
+                elif not self.changes_since_state % PENDING_CHANGES:
+                    self._submit_pending()
         elif action == "T":
             for relation in change.relations:
                 self._truncate(relation, data_start)
+
+    def _submit_pending(self) -> None:
+        """Hand every stream's pending changes to the renderer, so that a transaction over many tables holds
+        at most PENDING_CHANGES of them, not tables x BATCH_CHANGES (a STATE waits for its end anyway)."""
+        for changes in self.by_table.values():
+            self.renderer.submit(changes.take_batch())
 
     def _truncate(self, relation: tuple[str, str], position: int) -> None:
         """Start a new table version for each stream of a truncated table, so a target that honours it empties it.
