@@ -421,6 +421,25 @@ def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_gr
     assert records_of(messages, "pg_metadata-schemas") and not records_of(messages, USAGE)
 
 
+@pytest.mark.parametrize(
+    "databases",
+    [
+        [],
+        {"catalog_shop": {"counters": 5}},
+        {"catalog_shop": {"observed_at": "yesterday", "counters": {"10/1/true": [1, 2, "0.5", "0", 3, 4]}}},
+        {"catalog_shop": {"counters": {"10/1/true": [1, 2, "fast", "0", 3, 4]}}},
+    ],
+    ids=["not an object", "counters not an object", "not a timestamp", "not a time"],
+)
+def test_a_malformed_usage_bookmark_is_one_line_naming_it(shop, databases):
+    state = {"bookmarks": {USAGE: {"databases": databases}}}
+    messages, stderr, code = shop.try_sync(catalog_of(shop, only={USAGE}), config=metadata_config(shop), state=state)
+    assert code != 0 and "Traceback" not in "\n".join(stderr), "\n".join(stderr)
+    assert stderr[-1].startswith(f"tap-postgres: error: {USAGE}: the state's ")
+    assert "remove the stream's bookmark" in stderr[-1]
+    assert not records_of(messages)
+
+
 def test_a_listed_database_that_does_not_exist_is_one_line_after_the_state(shop):
     config = metadata_config(shop, metadata_databases="catalog_shop,catalog_missing")
     catalog = catalog_of(shop, only={"pg_metadata-schemas"})
