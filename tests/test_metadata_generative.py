@@ -24,11 +24,11 @@ from generative.builder import Example
 from generative.fuzzing import fuzz_settings, shrinking_capped
 from generative.runner import Problem, check_schema, defect, gravest_first, run_tap, validate_record, validators_of
 from generative.script import ident, string
-from generative.strategies import tables, unique_name
-from hypothesis import given, note
+from generative.strategies import hostile_tables, tables, unique_name
+from hypothesis import currently_in_test_context, given, note
 from hypothesis import strategies as st
 from psycopg2 import sql
-from targets.compare import loaded_diffs
+from targets.compare import loaded_diffs, pipelinewise_collisions, streams_of
 from targets.pipeline import TARGETS, load_into_targets, require_targets, target_config, target_database
 
 # examples in the bounded run (make test): each loads its catalog streams into both targets
@@ -140,6 +140,24 @@ def record_problems(lines: list[str]) -> list[Problem]:
     return problems
 
 
+def loadable_targets(lines: list[str]) -> list[str]:
+    """The targets that can load this output: not pipelinewise where two keys are one to it (a known
+    limit of that target, the README says), which is noted instead."""
+    schemas, records = streams_of(lines)
+    for stream, emitted in records.items():
+        schema = schemas[stream]
+        collisions = pipelinewise_collisions(emitted, schema["schema"], schema["key_properties"])
+        if collisions:
+            shown(f"pipelinewise not loaded: {stream} keys {collisions[:3]} are one key to it")
+            return [target for target in TARGETS if target != "pipelinewise"]
+    return list(TARGETS)
+
+
+def shown(text: str) -> None:
+    """Note `text` for the report of a failing example (print it in a fixed one)."""
+    (note if currently_in_test_context() else print)(text)
+
+
 def fail(problems: list[Problem]) -> None:
     """Raise the gravest problem as an exception class of its own kind (hypothesis shrinks each kind apart)."""
     if not problems:
@@ -160,7 +178,7 @@ def check_random_schemas(source, target_conn, catalog, tmp_path, drawn) -> None:
             fail([Problem(f"tap failed: {run.failure_kind()}", run.failure())])
         fail(record_problems(run.lines))
         number = len(list(tmp_path.iterdir()))
-        schemas = {target: f"{target}_{number}" for target in TARGETS}
+        schemas = {target: f"{target}_{number}" for target in loadable_targets(run.lines)}
         configs = {t: target_config(t, source.server, "catalog_random_target", s) for t, s in schemas.items()}
         try:
             load_into_targets(tmp_path / str(number), ("\n".join(run.lines) + "\n").encode(), configs)
@@ -177,7 +195,7 @@ def check_random_schemas(source, target_conn, catalog, tmp_path, drawn) -> None:
         fail(problems)
     finally:
         for example in built:
-            note(f"-- {example.table!r}\n{example.script.text()}")
+            shown(f"-- {example.table!r}\n{example.script.text()}")
             example.drop()
 
 
@@ -185,3 +203,9 @@ def check_random_schemas(source, target_conn, catalog, tmp_path, drawn) -> None:
 @given(drawn=random_schemas())
 def test_catalog_streams_of_random_schemas_load_through_both_targets(source, target_conn, catalog, tmp_path, drawn):
     check_random_schemas(source, target_conn, catalog, tmp_path, drawn)
+
+
+def test_catalog_streams_of_the_hostile_tables_load_through_both_targets(source, target_conn, catalog, tmp_path):
+    """The generative suite's hostile tables in every bounded run: quotes, braces, percent signs, a comma and
+    a line break in schema, table, column, type and enum label names."""
+    check_random_schemas(source, target_conn, catalog, tmp_path, [table for table, _ in hostile_tables()])

@@ -386,6 +386,20 @@ def _pipelinewise_buffered(records: list[dict], key_columns: list[str]) -> list[
     return list(buffered.values())
 
 
+def pipelinewise_collisions(records: list[dict], schema: dict, key_columns: list[str]) -> list[tuple]:
+    """The keys under which pipelinewise-target-postgres would store two of these records: its CSV keeps a
+    control character as its JSON escape, so a name with a line break and one with a backslash and `n`
+    are one key, and the load stops on the primary key."""
+    columns = [property_column(name, schema["properties"][name]) for name in key_columns]
+    seen, collisions = set(), []
+    for record in _pipelinewise_buffered(records, key_columns):
+        key = tuple(expected_value(c, _emitted_text(record.get(c.name)), "pipelinewise") for c in columns)
+        if key in seen:
+            collisions.append(key)
+        seen.add(key)
+    return collisions
+
+
 def compare_records(
     records: list[dict], schema: dict, key_columns: list[str], target_conn, target_schema: str, table: str, target: str
 ) -> TableDiff:
@@ -409,9 +423,8 @@ def compare_records(
     return _compare_by_key(diff, expected_rows, stored_rows, columns, key_columns)
 
 
-def loaded_diffs(lines: list[str], target_conn, target: str, target_schema: str) -> dict[str, TableDiff]:
-    """Compare each stream's table in `target_schema` with the records of the tap output `lines` it loaded;
-    return the streams whose table differs (a stream's table is named after its part after the dash)."""
+def streams_of(lines: list[str]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """The SCHEMA message and the records of each stream of tap output `lines` (numbers as Decimal)."""
     schemas, records = {}, {}
     for line in lines:
         message = json.loads(line, parse_float=Decimal)
@@ -419,6 +432,13 @@ def loaded_diffs(lines: list[str], target_conn, target: str, target_schema: str)
             schemas[message["stream"]] = message
         elif message["type"] == "RECORD":
             records.setdefault(message["stream"], []).append(message["record"])
+    return schemas, records
+
+
+def loaded_diffs(lines: list[str], target_conn, target: str, target_schema: str) -> dict[str, TableDiff]:
+    """Compare each stream's table in `target_schema` with the records of the tap output `lines` it loaded;
+    return the streams whose table differs (a stream's table is named after its part after the dash)."""
+    schemas, records = streams_of(lines)
     diffs = {}
     for stream, emitted in records.items():
         schema, table = schemas[stream], stream.split("-", 1)[1]
