@@ -82,6 +82,10 @@ class MessageWriter:
         """Tell whether stream maps change the stream's records: never without a MappingWriter."""
         return False
 
+    def fast_map(self, stream, names: list[str]) -> None:
+        """Return the stream map the server applies to the stream's copy: none without a MappingWriter."""
+        return None
+
     def envelope(self, stream: str, version: int | None, time_extracted: str) -> tuple[str, str]:
         """Return the text the server puts around each record object: the RECORD message's."""
         return record_envelope(stream, version, time_extracted)
