@@ -88,7 +88,7 @@ class FastMap:
 
     def over(self, rendered: sql.Composable, names: list[str]) -> sql.Composed:
         """Return the query of the mapped records, read from the `rendered` query of the unmapped ones."""
-        if tuple(names) != self.names:
+        if names is None or tuple(names) != self.names:
             raise RuntimeError(f"fast map of {self.alias} was made for {self.names}, not {names}")
         selected = []
         for output in self.outputs:

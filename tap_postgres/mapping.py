@@ -108,7 +108,7 @@ class MappingWriter:
 
         try:
             self.mapper.register_raw_stream_schema(stream, schema, key_properties)
-        except MappingError as exc:
+        except (MappingError, NotImplementedError) as exc:  # NotImplementedError: an `__else__` but null
             raise StreamMapError(
                 f"stream map of {stream} does not fit its schema: {exc}; fix it in stream_maps"
             ) from None
