@@ -19,10 +19,9 @@ from typing import Any
 
 from tap_postgres.config import Config
 from tap_postgres.errors import ConfigError, TapPostgresError
-from tap_postgres.output import MessageWriter
+from tap_postgres.output import RECORD_PREFIX, MessageWriter
 
 LOGGER = logging.getLogger("tap-postgres")
-RECORD_PREFIX = b'{"type":"RECORD","stream":'
 
 
 class StreamMapError(TapPostgresError):

@@ -247,7 +247,7 @@ class RecordSink:
     def emit_block(self, block: bytes) -> None:
         """Write a block of whole lines."""
         if self._limit is not None and self._limit.marker in block:
-            block = self._limit.replace_markers(block)
+            block = self._limit.replace_markers(block, self._progress.stream_id)
         if not self.saw_clamped_timestamp:
             self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
         self._write_lines(block)
