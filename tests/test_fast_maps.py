@@ -135,7 +135,7 @@ def stream_maps(draw) -> tuple[dict, bool]:
     fast = not draw(st.integers(0, 5)) == 0
     if not fast:
         definition[draw(st.sampled_from(NEW_NAMES))] = draw(st.sampled_from(["str(id)", "id + 1", "md5(str(id))"]))
-    return {STREAM: definition}, fast
+    return {draw(st.sampled_from([STREAM, "public-*", "*-people"])): definition}, fast  # exact, or a wildcard
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
