@@ -173,7 +173,7 @@ class FastMapWriter:
 
     def __init__(self, writer: MessageWriter, fast_map: FastMap):
         self.writer = writer
-        self.fast_map = fast_map
+        self.server_map = fast_map
 
     def __getattr__(self, name: str) -> Any:
         # write_lines, write_state, write_message, versions_before_records, flush_batch, discard
@@ -181,8 +181,8 @@ class FastMapWriter:
 
     def envelope(self, stream: str, version: int | None, time_extracted: str) -> tuple:
         """Return the alias's envelope, with the map the copy's query applies (rows.copy_records)."""
-        return (*self.writer.envelope(self.fast_map.alias, version, time_extracted), self.fast_map)
+        return (*self.writer.envelope(self.server_map.alias, version, time_extracted), self.server_map)
 
     def write_activate_version(self, stream: str, version: int) -> None:
         """Write ACTIVATE_VERSION under the alias."""
-        self.writer.write_activate_version(self.fast_map.alias, version)
+        self.writer.write_activate_version(self.server_map.alias, version)
