@@ -33,11 +33,14 @@ REMOVED = (None, "__NULL__")
 # NAMEDATALEN - 1: the server would cut a longer output name short
 MAX_NAME_BYTES = 63
 
-# md5 of the value as the SDK hashes it: the JSON string's text, as UTF-8 whatever the server encoding
-_TEXT = "(to_json({v}) #>> '{{}}')"
-_MD5 = "md5(convert_to(" + _TEXT + ", 'UTF8'))"
-_MD5_IF_SET = "CASE WHEN " + _TEXT + " <> '' THEN " + _MD5 + " END"
-HASHES = {"md5": _MD5, "md5 if set": _MD5_IF_SET}
+# md5 of the value as the SDK hashes it: the JSON string's text, as UTF-8 whatever the server encoding.
+# A text or varchar column renders as that text; any other (a date, a uuid) is its JSON string's text.
+_AS_JSON_TEXT = "(to_json({v}) #>> '{{}}')"
+HASHES = {
+    "md5": "md5(convert_to({t}, 'UTF8'))",
+    "md5 if set": "CASE WHEN {t} <> '' THEN md5(convert_to({t}, 'UTF8')) END",
+}
+TEXT_TYPES = ("text", "varchar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +59,15 @@ class FastMap:
     alias: str
     names: tuple[str, ...]  # the rendered record's properties, which the outputs read
     outputs: tuple[Output, ...]
+    texts: frozenset[str]  # the properties the render query gives as text
 
     @classmethod
-    def of(cls, stream_maps: dict, stream_id: str, stream_map: Any, schema: dict, names: list[str]) -> FastMap | None:
-        """Return the server's form of `stream_map` (singer-sdk's, of the stream's `schema` and records with
-        properties `names`), or None."""
+    def of(cls, stream_maps: dict, stream_id: str, stream_map: Any, schema: dict, columns: list) -> FastMap | None:
+        """Return the server's form of `stream_map` (singer-sdk's, of the stream's `schema` and records of
+        `columns`), or None."""
         from singer_sdk.mapper import CustomStreamMap
+
+        names = [column.name for column in columns]
 
         definition = _definition(stream_maps, stream_id)
         if type(stream_map) is not CustomStreamMap or not isinstance(definition, dict) or "__filter__" in definition:
@@ -84,7 +90,12 @@ class FastMap:
             outputs[key] = value  # a property the record has keeps its place, as in a dict
         if not outputs or any(len(name.encode()) > MAX_NAME_BYTES or "\x00" in name for name in outputs):
             return None  # an empty record the SDK drops; a name the server cannot keep
-        return cls(stream_map.stream_alias, tuple(names), tuple(outputs.values()))
+        texts = frozenset(
+            column.name
+            for column in columns
+            if column.type is not None and column.type.base_name in TEXT_TYPES and not column.type.is_array
+        )
+        return cls(stream_map.stream_alias, tuple(names), tuple(outputs.values()), texts)
 
     def over(self, rendered: sql.Composable, names: list[str]) -> sql.Composed:
         """Return the query of the mapped records, read from the `rendered` query of the unmapped ones."""
@@ -94,7 +105,8 @@ class FastMap:
         for output in self.outputs:
             value = sql.Identifier("unmapped", output.source)
             if output.hashed:
-                value = sql.SQL(HASHES[output.hashed]).format(v=value)
+                text = value if output.source in self.texts else sql.SQL(_AS_JSON_TEXT).format(v=value)
+                value = sql.SQL(HASHES[output.hashed]).format(t=text)
             selected.append(sql.SQL("{} AS {}").format(value, sql.Identifier(output.name)))
         return sql.SQL("SELECT {} FROM ({}) AS unmapped").format(sql.SQL(", ").join(selected), rendered)
 

@@ -83,14 +83,14 @@ class MappingWriter:
         # envelope, versions_before_records, write_state, write_message, write_catalog, close
         return getattr(self.writer, name)
 
-    def fast_map(self, stream: str, names: list[str]):
-        """Return the stream's map as the server applies it to records with properties `names`, or None."""
+    def fast_map(self, stream: str, columns: list):
+        """Return the stream's map as the server applies it to records of `columns`, or None."""
         from tap_postgres.fast_maps import FastMap
 
         maps = self.mapper.stream_maps.get(stream, [])
         if self.flattening or stream not in self._mapped or len(maps) != 1:
             return None
-        return FastMap.of(self.stream_maps, stream, maps[0], self._schemas[stream], names)
+        return FastMap.of(self.stream_maps, stream, maps[0], self._schemas[stream], columns)
 
     def is_mapped(self, stream: str) -> bool:
         """Tell whether the stream's records go through the mapper (its SCHEMA must have been written)."""

@@ -83,7 +83,7 @@ class MessageWriter:
         """Tell whether stream maps change the stream's records: never without a MappingWriter."""
         return False
 
-    def fast_map(self, stream, names: list[str]) -> None:
+    def fast_map(self, stream: str, columns: list) -> None:
         """Return the stream map the server applies to the stream's copy: none without a MappingWriter."""
         return None
 

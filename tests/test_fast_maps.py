@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from tap_postgres import fast_maps
 from tap_postgres.catalog import parse_catalog
 from tap_postgres.config import parse_config
-from tap_postgres.mapping import MappingWriter, mapping_settings
+from tap_postgres.mapping import MappingWriter, StreamMapError
 from tap_postgres.output import MessageWriter
 from tap_postgres.state import parse_state
 from tap_postgres.sync import sync_streams
 
 STREAM = "public-people"
-NOT_NULL_STRINGS = ["email", "code", "uid", "created"]
+NOT_NULL_STRINGS = ["email", "code", "pad", "uid", "created"]
 NULLABLE_STRINGS = ["name", "note"]
 OTHERS = ["id", "amount", "flag", "tags", "doc", "self"]
 COLUMNS = ["id", *NOT_NULL_STRINGS, *NULLABLE_STRINGS, "amount", "flag", "tags", "doc", "self"]
@@ -40,12 +40,12 @@ NEW_NAMES = ["a", "b", "hashed", "x" * 63]
 @pytest.fixture(scope="module")
 def catalog(db):
     db.execute(
-        "CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL, code varchar(12) NOT NULL, "
+        "CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL, code varchar(12) NOT NULL, pad char(6) NOT NULL, "
         "uid uuid NOT NULL, created timestamptz NOT NULL, name text, note text, amount numeric(20, 4), "
         "flag bool, tags text[], doc jsonb, self text)"
     )
     db.execute(
-        "INSERT INTO people SELECT g, 'p' || g || E'@exämple.org \"q\" \\\\ \t', 'c' || g, "
+        "INSERT INTO people SELECT g, 'p' || g || E'@exämple.org \"q\" \\\\ \t', 'c' || g, 'd' || g, "
         "md5(g::text)::uuid, '2020-01-01 00:00:00+00'::timestamptz + g * interval '1 day 1 microsecond', "
         "CASE WHEN g % 3 <> 0 THEN 'näme ' || g END, CASE g % 4 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE 'n' || g END, "
         "g * 1.25, g % 2 = 0, ARRAY['t' || g, NULL], jsonb_build_object('k', g), 's' || g "
@@ -205,8 +205,7 @@ def test_batch_files_of_a_fast_mapped_stream_hold_the_mapped_records(db, catalog
     ],
 )
 def test_other_maps_go_through_singer_sdks_mapper(db, catalog, definition):
-    config = parse_config(dict(db.config, stream_maps={STREAM: definition}))
-    writer = MappingWriter(MessageWriter(io.BytesIO()), mapping_settings(config))
-    stream = parse_catalog(json.loads(json.dumps(catalog)), config)[0]
-    writer.write_schema(STREAM, stream.schema, stream.key_properties)
-    assert writer.is_mapped(STREAM) and writer.fast_map(STREAM, stream.columns) is None
+    # singer-sdk's md5() of a null or a number stops the run: the copy had started on the Python path
+    with counting_fast_maps() as made, contextlib.suppress(StreamMapError):
+        run(db, catalog, {"stream_maps": {STREAM: definition}})
+    assert not made

@@ -8,19 +8,22 @@ from collections.abc import Iterator
 
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.config import Config
+from tap_postgres.discovery import Column
 from tap_postgres.output import MessageWriter
 
 LOGGER = logging.getLogger("tap-postgres")
 
 
 @contextlib.contextmanager
-def copy_output(writer: MessageWriter, config: Config, stream: SelectedStream) -> Iterator[MessageWriter]:
+def copy_output(
+    writer: MessageWriter, config: Config, stream: SelectedStream, columns: list[Column]
+) -> Iterator[MessageWriter]:
     """Yield the writer of one stream's copy: the mapping writer for a stream mapped in Python; else
     the real writer, or with batch_config a BatchWriter whose last files are announced when the copy
     ends and removed when it fails (no BATCH message named them). A stream whose map the server can
     apply (fast_maps.py) gets either under its alias, its query mapped."""
     # max_value_bytes' markers are replaced after the query: the SDK's mapper sees the nulls
-    fast_map = None if config.max_value_bytes else writer.fast_map(stream.tap_stream_id, stream.columns)
+    fast_map = None if config.max_value_bytes else writer.fast_map(stream.tap_stream_id, columns)
     if writer.is_mapped(stream.tap_stream_id) and fast_map is None:
         if config.batch_config:
             LOGGER.info(
