@@ -89,9 +89,8 @@ integration_test: deps venv
 demo: deps venv
 	$(BIN)/python demo/run_demo.py $(PORT)
 
-# BENCH_HUGE=1: the LOG_BASED memory case reads one 1M-change transaction (else 300k)
 bench: deps venv
-	$(if $(BENCH_HUGE),BENCH_HUGE=$(BENCH_HUGE) )$(BIN)/python bench/run_bench.py $(if $(PEERS),--peers,)
+	$(BIN)/python bench/run_bench.py $(if $(PEERS),--peers,)
 
 start_db: deps
 	@$(PYTHON) tests/pgcluster.py start $(PGDATA_DIR) $(or $(PORT),5433) >/dev/null
