@@ -120,9 +120,10 @@ def _fixed(schema: dict) -> Callable[[ColumnType], dict]:
     return lambda column: dict(schema)
 
 
-# x - x = 0 holds for every finite number and fails for NaN and both infinities; the literal
-# 'Infinity' would not parse as a numeric before PostgreSQL 14, this test does everywhere.
-_FINITE = "CASE WHEN {v} - {v} = 0 THEN {v} END"
+# scale() is null for NaN and both infinities (the literal 'Infinity' would not parse as a numeric
+# before PostgreSQL 14, this test works everywhere) and reads the value's header only, where
+# `{v} - {v} = 0` computed a numeric per value (bench/NOTES.md, "Rendering cost per type family").
+_FINITE = "CASE WHEN scale({v}) IS NOT NULL THEN {v} END"
 # Floats also lose the sign of zero (-0 + 0 is 0): LOG_BASED reads a change's values through
 # jsonb, whose numbers have no -0, so FULL_TABLE must not emit one either. '0' takes the float's type.
 _FINITE_FLOAT = "CASE WHEN {v} - {v} = 0 THEN {v} + '0' END"
@@ -138,9 +139,11 @@ _AS_TEXT = "{v}::text"
 # Dates and timestamps become timestamptz (the session is in UTC), clamped to the years JSON
 # targets accept (with CASE: GREATEST would turn NULL into the lower bound). to_json then prints
 # ISO 8601 with a '+00:00' offset by itself, much cheaper than building the text with functions.
+# The bounds are untyped, so they take the value's own type: a timestamp compares as a timestamp
+# (its '+00' ignored, which in UTC is the same instant) and is cast once, not three times.
 _DATE_TIME = (
-    "CASE WHEN ({v})::timestamptz > '9999-12-31 23:59:59.999999+00' THEN '9999-12-31 23:59:59.999999+00'::timestamptz "
-    "WHEN ({v})::timestamptz < '0001-01-01 00:00:00+00' THEN '0001-01-01 00:00:00+00'::timestamptz "
+    "CASE WHEN {v} > '9999-12-31 23:59:59.999999+00' THEN '9999-12-31 23:59:59.999999+00'::timestamptz "
+    "WHEN {v} < '0001-01-01 00:00:00+00' THEN '0001-01-01 00:00:00+00'::timestamptz "
     "ELSE ({v})::timestamptz END"
 )
 # A date compares as a date first: one after 294276 AD has no timestamp to be cast to.
@@ -160,8 +163,14 @@ _DATE_BOOKMARK = (
 )
 # json keeps its text, which may hold \u0000 (jsonb cannot), with its line breaks (whitespace
 # outside strings: inside them JSON has them escaped) made spaces so a RECORD stays one line.
-_JSON = "translate({v}::text, E'\\n\\r', '  ')::json"
-_TIME = "replace({v}::text, '24:00:00', '00:00:00')"
+# A value without one is emitted as it is: translating and parsing it again would give the same
+# text at twice the cost.
+_JSON = (
+    "CASE WHEN strpos({v}::text, E'\\n') = 0 AND strpos({v}::text, E'\\r') = 0 THEN {v} "
+    "ELSE translate({v}::text, E'\\n\\r', '  ')::json END"
+)
+# 24:00:00 is the only time whose text holds '24:00:00'; compared as a time, no text is made twice
+_TIME = "CASE WHEN {v} = '24:00:00' THEN '00:00:00'::time ELSE {v} END"
 _TIMETZ = "replace((({v}) AT TIME ZONE 'UTC')::time::text, '24:00:00', '00:00:00')"
 
 _DATE_TIME_SCHEMA = _fixed({"type": ["string"], "format": "date-time"})
