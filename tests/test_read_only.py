@@ -530,6 +530,23 @@ def test_the_classifier_tells_reading_from_writing():
         assert writing_reasons(text) == [reason], text
 
 
+def test_publication_ddl_is_allowed_in_the_second_database_only():
+    """Without wal2json the first database's publication is given: DDL there is a write the audit reports."""
+    ddl = [
+        "BEGIN READ ONLY",
+        "SET LOCAL TimeZone = 'UTC'",
+        "SET TRANSACTION READ WRITE",
+        'ALTER PUBLICATION "audit_given" ADD TABLE "public"."orders"',
+        "COMMIT",
+    ]
+    for dbname, allowed in ((PGOUTPUT_DBNAME, True), (DBNAME, False)):
+        session = Session("s", 1, dbname=dbname, statements=[Statement(text) for text in ddl])
+        assert [allowed_publication_ddl(session, t) for t in transactions(session)] == [allowed], dbname
+        assert (publication_ddl([session]) != []) == allowed, dbname
+    assert writing_reasons(ddl[3]) == ["ALTER is not a reading command"]
+    assert writing_reasons(ddl[2]) == ["asks for READ WRITE"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The cluster, the database and the runs
 
