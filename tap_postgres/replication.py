@@ -102,7 +102,18 @@ def find_slot(
             'or set "create_replication_slot": true'
         )
     prepare(plugin, name)
-    slot = _create_slot(conn, name, plugin, config.slot_failover)
+    try:
+        slot = _create_slot(conn, name, plugin, config.slot_failover)
+    except PluginNotInstalledError:
+        if config.output_plugin:
+            raise
+        # wal2json was only our default: a server may allow it and still not have it installed
+        LOGGER.info(
+            "output_plugin is unset and there is no slot yet: using pgoutput, as wal2json is not installed on "
+            "the server (set output_plugin to wal2json once it is, to read what pipelinewise reads)"
+        )
+        prepare("pgoutput", name)
+        slot = _create_slot(conn, name, "pgoutput", config.slot_failover)
     _check_slot(slot, config)
     return slot
 
@@ -336,6 +347,10 @@ def younger_publication_error(cause: str, slot_name: str) -> ReplicationError:
     )
 
 
+class PluginNotInstalledError(ReplicationError):
+    """Raised when the server has no library file for the output plugin a slot was to be created with."""
+
+
 def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str, slot_name: str = "") -> ReplicationError:
     """Turn a server error about the output plugin or privileges into one line naming the fix."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -346,7 +361,7 @@ def describe_plugin_failure(exc: psycopg2.Error, doing: str, plugin: str, slot_n
             'which is always allowed (README: "Moving from wal2json to pgoutput")'
         )
     if "could not access file" in text and plugin in text:
-        return ReplicationError(
+        return PluginNotInstalledError(
             f"{doing}: the {plugin} plugin is not installed on the server: install it "
             "(Debian: postgresql-<version>-wal2json), or use pgoutput, which is built in"
         )
