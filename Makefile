@@ -9,7 +9,7 @@ PGDATA_DIR := $(CURDIR)/.pgdata
 # pgbouncer is the pooler tests/test_pooler.py puts in front of the test cluster.
 PG_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-wal2json postgresql-plpython3-15 python3-boto3 pgbouncer
 
-.PHONY: deps venv targets pg-versions test test-versions unit_test integration_test fuzz soak ddl limits demo bench start_db stop_db lint clean
+.PHONY: deps venv targets pg-versions test test-versions unit_test integration_test fuzz catalog-fuzz soak ddl limits demo bench start_db stop_db lint clean
 
 # System packages: the PostgreSQL 15 server, contrib (hstore, citext), wal2json, PL/Python with boto3, PgBouncer.
 deps:
@@ -41,6 +41,11 @@ test: deps venv targets pg-versions
 # many random STATE files, from SEED (default random).
 fuzz: deps venv
 	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),2000) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_generative.py tests/test_generative_pgoutput.py tests/test_state_fuzz.py
+
+# The catalog streams of EXAMPLES random schemas (default 30) from SEED (default random) loaded
+# through both real targets.
+catalog-fuzz: deps venv targets
+	TAP_FUZZ_EXAMPLES=$(or $(EXAMPLES),30) TAP_FUZZ_SEED=$(SEED) $(BIN)/pytest -q tests/test_metadata_generative.py
 
 # tap | target pipelines killed at random for ROUNDS rounds (default 50), then compared with the source.
 soak: deps venv targets

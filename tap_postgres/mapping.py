@@ -11,6 +11,7 @@ its SCHEMA and ACTIVATE_VERSION go out under each alias.
 
 from __future__ import annotations
 
+import copy
 import decimal
 import json
 import logging
@@ -18,10 +19,9 @@ from typing import Any
 
 from tap_postgres.config import Config
 from tap_postgres.errors import ConfigError, TapPostgresError
-from tap_postgres.output import MessageWriter
+from tap_postgres.output import RECORD_PREFIX, MessageWriter
 
 LOGGER = logging.getLogger("tap-postgres")
-RECORD_PREFIX = b'{"type":"RECORD","stream":'
 
 
 class StreamMapError(TapPostgresError):
@@ -74,12 +74,23 @@ class MappingWriter:
         self.writer = writer
         self.mapper = _plugin_mapper(settings)
         self.flattening = settings["flattening_enabled"]
+        self.stream_maps = settings["stream_maps"]
         self._identity = SameRecordTransform
         self._mapped: set[str] = set()
+        self._schemas: dict[str, dict] = {}  # each stream's unmapped schema (the SDK's maps change theirs)
 
     def __getattr__(self, name: str) -> Any:
         # envelope, versions_before_records, write_state, write_message, write_catalog, close
         return getattr(self.writer, name)
+
+    def fast_map(self, stream: str, columns: list):
+        """Return the stream's map as the server applies it to records of `columns`, or None."""
+        from tap_postgres.fast_maps import FastMap
+
+        maps = self.mapper.stream_maps.get(stream, [])
+        if self.flattening or stream not in self._mapped or len(maps) != 1:
+            return None
+        return FastMap.of(self.stream_maps, stream, maps[0], self._schemas[stream], columns)
 
     def is_mapped(self, stream: str) -> bool:
         """Tell whether the stream's records go through the mapper (its SCHEMA must have been written)."""
@@ -96,10 +107,11 @@ class MappingWriter:
 
         try:
             self.mapper.register_raw_stream_schema(stream, schema, key_properties)
-        except MappingError as exc:
+        except (MappingError, NotImplementedError) as exc:  # NotImplementedError: an `__else__` but null
             raise StreamMapError(
                 f"stream map of {stream} does not fit its schema: {exc}; fix it in stream_maps"
             ) from None
+        self._schemas[stream] = copy.deepcopy(schema)
         maps = self.mapper.stream_maps[stream]
         identity = (
             not self.flattening
@@ -151,15 +163,14 @@ class MappingWriter:
 
     def _write_mapped(self, message: dict) -> None:
         """Write one RECORD message once for each map of its stream that keeps it."""
-        from singer_sdk.exceptions import MapExpressionError
-
         record = message["record"]
         for stream_map in self.mapper.stream_maps[message["stream"]]:
             try:
                 mapped = stream_map.transform(dict(record))
-            except MapExpressionError as exc:
+            except Exception as exc:  # the user's expression: a bad name, or md5() of a null or a number
                 raise StreamMapError(
-                    f"stream map of {message['stream']} failed on a record: {exc}; fix the expression in stream_maps"
+                    f"stream map of {message['stream']} failed on a record: {type(exc).__name__}: {exc}; "
+                    "fix the expression in stream_maps"
                 ) from None
             if mapped is not None:
                 self.writer.write_message({**message, "stream": stream_map.stream_alias, "record": mapped})

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+RECORD_PREFIX = b'{"type":"RECORD","stream":'  # how every RECORD line starts (record_envelope)
 # Large enough that writes to the pipe are rare; small enough to stay far below the memory budget.
 BUFFER_BYTES = 4 << 20
 
@@ -82,6 +83,10 @@ class MessageWriter:
         """Tell whether stream maps change the stream's records: never without a MappingWriter."""
         return False
 
+    def fast_map(self, stream: str, columns: list) -> None:
+        """Return the stream map the server applies to the stream's copy: none without a MappingWriter."""
+        return None
+
     def envelope(self, stream: str, version: int | None, time_extracted: str) -> tuple[str, str]:
         """Return the text the server puts around each record object: the RECORD message's."""
         return record_envelope(stream, version, time_extracted)
@@ -146,7 +151,7 @@ def _exact_decimal(value: Any) -> orjson.Fragment:
 
 def record_envelope(stream: str, version: int | None, time_extracted: str) -> tuple[str, str]:
     """Return the text around a record's JSON object in a RECORD line, for the server to splice."""
-    prefix = b'{"type":"RECORD","stream":' + orjson.dumps(stream) + b',"record":'
+    prefix = RECORD_PREFIX + orjson.dumps(stream) + b',"record":'
     suffix = b""
     if version is not None:
         suffix += b',"version":' + orjson.dumps(version)

@@ -45,6 +45,7 @@ _SCALARS = (str, int, decimal.Decimal, float)
 # The bookmark key of a LOG_BASED stream's membership token in pgoutput's publication
 MEMBERSHIP_KEY = "publication_membership"
 _FIX = "fix it, or remove the stream's bookmark from the state to sync it anew"
+_TIMESTAMP_TEXT = re.compile(r"\d{4,}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d){0,2}")
 
 
 def parse_state(raw: Any) -> dict:
@@ -489,3 +490,71 @@ class StreamBookmark:
         """Drop what only a part-copied table needs."""
         for key in ("resume_key", "snapshot_xmin", "copied_blocks"):
             self.saved.pop(key, None)
+
+    # catalog streams (tap_postgres.metadata): a snapshot's version, statement usage's counters per database
+
+    def begin_snapshot(self, fresh_version: int) -> bool:
+        """Record `fresh_version` as the version of the stream's new full snapshot; return whether it never had one."""
+        first_run = "version" not in self.saved
+        self.saved["version"] = fresh_version
+        return first_run
+
+    def check_usage_counters(self) -> None:
+        """Raise StateError naming the stream and the database when the statement usage counters have the wrong shape."""
+        databases = self.saved.get("databases", {})
+        if not isinstance(databases, dict):
+            raise StateError(f'{self.stream_id}: the state\'s "databases" is {shown(databases)}, not an object: {_FIX}')
+        for database, saved in databases.items():
+            if not _is_usage_counters(saved):
+                raise StateError(
+                    f'{self.stream_id}: the state\'s counters of database "{database}" are {shown(saved)}, not '
+                    f'{{"stats_reset": text, "observed_at": text, "counters": {{entry: [calls, rows, time, time, '
+                    f"blocks, blocks]}}}}: {_FIX}"
+                )
+
+    def usage_counters(self, database: str) -> dict:
+        """Return the statement usage counters the last run kept for `database` (empty before its first)."""
+        return self.saved.get("databases", {}).get(database, {})
+
+    def record_usage_counters(self, database: str, counters: dict) -> None:
+        """Keep `database`'s statement usage counters as read now: the next run's deltas start from them.
+
+        Each database's session records its own; setdefault and an item assignment need no lock.
+        """
+        self.saved.setdefault("databases", {})[database] = counters
+
+    def forget(self) -> None:
+        """Drop the stream's bookmark: its next run starts from nothing."""
+        self.state["bookmarks"].pop(self.stream_id, None)
+
+
+def _is_usage_counters(saved: Any) -> bool:
+    """Tell whether one database's statement usage bookmark has the shape metadata.usage writes."""
+    if not (isinstance(saved, dict) and saved.keys() <= {"stats_reset", "observed_at", "counters"}):
+        return False
+    if not all(_is_timestamp_text(saved.get(key)) for key in ("stats_reset", "observed_at")):
+        return False
+    counters = saved.get("counters", {})
+    return isinstance(counters, dict) and all(
+        isinstance(values, list)
+        and len(values) == 6
+        and all(_is_integer_below(values[index], 2**64) for index in (0, 1, 4, 5))
+        and all(_is_number_text(values[index]) for index in (2, 3))
+        for values in counters.values()
+    )
+
+
+def _is_timestamp_text(value: Any) -> bool:
+    # a timestamptz as the tap's sessions print it (ISO, UTC), or none yet
+    return value is None or (isinstance(value, str) and _TIMESTAMP_TEXT.fullmatch(value) is not None)
+
+
+def _is_number_text(value: Any) -> bool:
+    # the times are kept as text, as the server renders them; a number read from STATE is taken too
+    if isinstance(value, (int, decimal.Decimal, float)) and not isinstance(value, bool):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)

@@ -79,6 +79,23 @@ def private_cluster(prefix: str = "tap-postgres-test-", binaries: Path | None = 
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def statements_cluster(prefix: str = "tap-postgres-statements-"):
+    """A private cluster of the session's binaries with pg_stat_statements in shared_preload_libraries
+    (the session's cluster has none), for the catalog streams' statement usage."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    port = pgcluster.start(data_dir)
+    pgcluster.stop(data_dir)
+    with open(data_dir / "postgresql.conf", "a") as conf:
+        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
+    pgcluster.start(data_dir, port)
+    try:
+        yield Server(port=port, data_dir=data_dir)
+    finally:
+        pgcluster.stop(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def server():
     """The test session's cluster."""
@@ -213,6 +230,17 @@ class Database:
             args += ["--state", str(self.write_json("state.json", state))]
         lines, _, _ = self.run_tap(*args, config=config)
         return [json.loads(line) for line in lines]
+
+
+def new_database(server: Server, name: str, tmp_dir: Path) -> Database:
+    """Create database `name` on `server` and return it, connected (the cluster goes with its databases)."""
+    admin = server.connect()
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    database = Database(server=server, name=name, tmp_dir=tmp_dir)
+    database.conn = server.connect(name)
+    return database
 
 
 @pytest.fixture(scope="module")

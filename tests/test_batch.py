@@ -187,3 +187,18 @@ def test_an_unwritable_root_is_one_line_and_the_last_state(db, catalog, tmp_path
         "tap-postgres: error: cannot write batch files under"
     ), stderr
     assert messages and messages[-1]["type"] == "STATE" and "BATCH" not in [m["type"] for m in messages]
+
+
+def test_a_value_over_max_value_bytes_is_null_in_the_batch_file_with_its_warning(db, catalog, tmp_path):
+    db.execute("INSERT INTO people (id, name, email) VALUES (1000, repeat('x', 500), 'long@example.org')")
+    try:
+        chosen = select_all(copy.deepcopy(catalog), only=["public-people"])
+        config = dict(db.config, max_value_bytes=100, batch_config=batch_config(tmp_path.as_uri(), "none", 1000))
+        messages, stderr, code = db.try_sync(chosen, config=config)
+    finally:
+        db.execute("DELETE FROM people WHERE id = 1000")
+    assert code == 0, "\n".join(stderr)
+    records = batched_records(messages, "none")
+    long = [record for record in records if record["id"] == 1000]
+    assert long == [{**long[0], "name": None}] and long[0]["email"] == "long@example.org"
+    assert any('column "name" of the row with key {"id": 1000}' in line for line in stderr), stderr

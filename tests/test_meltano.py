@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,15 @@ def test_the_hub_definition_equals_about():
         else:
             assert JSON_KINDS[setting["kind"]] == schema["type"][0], setting["name"]
     assert hub["settings_group_validation"] == [info["settings"]["required"]]
+
+
+def test_the_pip_url_installs_this_checkout_under_the_name_about_gives():
+    # no published package or public repository yet (`tap-postgres` on PyPI is singer-io's tap): the
+    # definition installs the checkout that TAP_POSTGRES_CHECKOUT names, as Meltano expands it
+    args = shlex.split(hub_definition()["pip_url"].replace("${TAP_POSTGRES_CHECKOUT}", str(ROOT)))
+    assert args == ["-e", str(ROOT)]
+    name = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, capture_output=True, check=True).stdout
+    assert name.decode().split()[-1] == about()["name"] == hub_definition()["name"]
 
 
 def test_about_lists_what_meltano_users_rely_on():

@@ -9,14 +9,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
-import shutil
-import tempfile
-from pathlib import Path
+import json
 
 import jsonschema
-import pgcluster
 import pytest
-from conftest import Database, Server, records_of, select_all, states_of
+from conftest import Database, new_database, records_of, select_all, statements_cluster, states_of
 
 SCHEMA = """
 CREATE EXTENSION pg_stat_statements;
@@ -64,32 +61,13 @@ USAGE = "pg_metadata-statement_usage"
 @pytest.fixture(scope="module")
 def cluster():
     """A cluster of the session's binaries with pg_stat_statements in shared_preload_libraries."""
-    data_dir = Path(tempfile.mkdtemp(prefix="tap-postgres-metadata-"))
-    port = pgcluster.start(data_dir)
-    pgcluster.stop(data_dir)
-    with open(data_dir / "postgresql.conf", "a") as conf:
-        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
-    pgcluster.start(data_dir, port)
-    try:
-        yield Server(port=port, data_dir=data_dir)
-    finally:
-        pgcluster.stop(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _database(cluster: Server, name: str, tmp_dir: Path) -> Database:
-    admin = cluster.connect()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    database = Database(server=cluster, name=name, tmp_dir=tmp_dir)
-    database.conn = cluster.connect(name)
-    return database
+    with statements_cluster() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def shop(cluster, tmp_path_factory):
-    database = _database(cluster, "catalog_shop", tmp_path_factory.mktemp("catalog_shop"))
+    database = new_database(cluster, "catalog_shop", tmp_path_factory.mktemp("catalog_shop"))
     database.execute(SCHEMA)
     database.query("SELECT shop.order_total(11)")
     yield database
@@ -99,7 +77,7 @@ def shop(cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def second(cluster, tmp_path_factory):
     """A second database, without pg_stat_statements."""
-    database = _database(cluster, "catalog_other", tmp_path_factory.mktemp("catalog_other"))
+    database = new_database(cluster, "catalog_other", tmp_path_factory.mktemp("catalog_other"))
     database.execute("CREATE TABLE things (id int PRIMARY KEY, label text)")
     yield database
     database.conn.close()
@@ -380,26 +358,29 @@ SELECT l.view_schema || '.' || l.view_name || '.' || l.view_column AS view_colum
 """
 
 
-@pytest.mark.parametrize("target", ["pipelinewise", "meltanolabs"])
-def test_catalog_streams_load_through_real_targets(cluster, shop, target, tmp_path):
-    from targets.pipeline import require_targets, run_pipeline, target_config, target_database
+def test_catalog_streams_load_through_real_targets(cluster, shop, tmp_path):
+    """One run's output piped into both targets: each stream's table holds its records, the README query runs."""
+    from targets.compare import loaded_diffs
+    from targets.pipeline import TARGETS, load_into_targets, require_targets, target_config, target_database
 
     require_targets()
-    with target_database(cluster, f"catalog_target_{target}") as conn:
-        config = target_config(target, cluster, f"catalog_target_{target}", "catalog")
-        pipeline = run_pipeline(tmp_path, target, metadata_config(shop), catalog_of(shop), None, config)
-        assert pipeline.last_state is not None
-        with conn.cursor() as cur:
-            cur.execute(README_QUERY)
-            rows = cur.fetchall()
-            cur.execute("SELECT count(*) FROM catalog.relations WHERE schema_name IN ('shop', 'reports')")
-            (relations,) = cur.fetchone()
-    assert rows == [
-        ("reports.big_customers.customer", "reports.customer_orders.customer", "text"),
-        ("reports.customer_orders.amount", "shop.orders.amount", "shop.positive"),
-        ("reports.customer_orders.customer", "shop.customers.name", "text"),
-    ]
-    assert relations == 6
+    args = ["--catalog", str(shop.write_json("catalog.json", catalog_of(shop)))]
+    lines, _, _ = shop.run_tap(*args, config=metadata_config(shop))
+    streams = {json.loads(line)["stream"] for line in lines if line.startswith('{"type":"RECORD"')}
+    assert len(streams) == 16
+    with target_database(cluster, "catalog_target") as conn:
+        configs = {target: target_config(target, cluster, "catalog_target", target) for target in TARGETS}
+        load_into_targets(tmp_path, ("\n".join(lines) + "\n").encode(), configs)
+        for target in TARGETS:
+            diffs = loaded_diffs(lines, conn, target, target)
+            assert not diffs, "\n".join(f"{target} {stream}: {diff.report()}" for stream, diff in diffs.items())
+            with conn.cursor() as cur:
+                cur.execute(README_QUERY.replace("catalog.", f"{target}."))
+                assert cur.fetchall() == [
+                    ("reports.big_customers.customer", "reports.customer_orders.customer", "text"),
+                    ("reports.customer_orders.amount", "shop.orders.amount", "shop.positive"),
+                    ("reports.customer_orders.customer", "shop.customers.name", "text"),
+                ], target
 
 
 def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_grant(shop):
@@ -419,6 +400,25 @@ def test_a_stream_the_user_cannot_read_is_skipped_with_one_warning_naming_the_gr
         and 'GRANT SELECT ON "public".pg_stat_statements TO "catalog_denied"' in warnings[0]
     )
     assert records_of(messages, "pg_metadata-schemas") and not records_of(messages, USAGE)
+
+
+@pytest.mark.parametrize(
+    "databases",
+    [
+        [],
+        {"catalog_shop": {"counters": 5}},
+        {"catalog_shop": {"observed_at": "yesterday", "counters": {"10/1/true": [1, 2, "0.5", "0", 3, 4]}}},
+        {"catalog_shop": {"counters": {"10/1/true": [1, 2, "fast", "0", 3, 4]}}},
+    ],
+    ids=["not an object", "counters not an object", "not a timestamp", "not a time"],
+)
+def test_a_malformed_usage_bookmark_is_one_line_naming_it(shop, databases):
+    state = {"bookmarks": {USAGE: {"databases": databases}}}
+    messages, stderr, code = shop.try_sync(catalog_of(shop, only={USAGE}), config=metadata_config(shop), state=state)
+    assert code != 0 and "Traceback" not in "\n".join(stderr), "\n".join(stderr)
+    assert stderr[-1].startswith(f"tap-postgres: error: {USAGE}: the state's ")
+    assert "remove the stream's bookmark" in stderr[-1]
+    assert not records_of(messages)
 
 
 def test_a_listed_database_that_does_not_exist_is_one_line_after_the_state(shop):

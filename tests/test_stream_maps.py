@@ -142,12 +142,11 @@ def test_log_based_changes_of_a_mapped_stream_are_mapped(db, catalog):
     assert schemas and all("name" not in properties for properties in schemas)
 
 
-def test_a_mapped_stream_with_batch_config_goes_out_as_mapped_records(db, catalog, tmp_path):
+def test_a_stream_mapped_in_python_with_batch_config_goes_out_as_mapped_records(db, catalog, tmp_path):
     chosen = only(catalog, "public-customers")
     batch = {"encoding": {"format": "jsonl"}, "storage": {"root": tmp_path.as_uri()}}
-    messages = db.sync(
-        chosen, config=dict(db.config, batch_config=batch, stream_maps={"public-customers": {"email": None}})
-    )
+    maps = {"public-customers": {"email": None, "__filter__": "id > 0"}}  # a filter: not one the server applies
+    messages = db.sync(chosen, config=dict(db.config, batch_config=batch, stream_maps=maps))
     records = [m["record"] for m in messages if m["type"] == "RECORD"]
     assert len(records) == 30 and all("email" not in record for record in records)
     assert list(tmp_path.iterdir()) == []
@@ -164,10 +163,11 @@ def test_a_wrong_stream_map_is_one_line_before_connecting(db, catalog, stream_ma
     assert len(errors) == 1 and 'config key "stream_maps" is not a valid singer-sdk stream map' in errors[0], stderr
 
 
-def test_a_map_that_drops_a_key_property_is_one_line(db, catalog):
+@pytest.mark.parametrize("definition", [{"id": None}, {"__else__": "keep"}], ids=["key dropped", "__else__ kept"])
+def test_a_map_that_does_not_fit_a_stream_is_one_line(db, catalog, definition):
     chosen = only(catalog, "public-orders")
-    messages, stderr, code = db.try_sync(chosen, config=dict(db.config, stream_maps={"public-orders": {"id": None}}))
-    assert code == 1
+    messages, stderr, code = db.try_sync(chosen, config=dict(db.config, stream_maps={"public-orders": definition}))
+    assert code == 1 and not any("Traceback" in line for line in stderr), stderr
     errors = [line for line in stderr if line.startswith("tap-postgres: error:")]
     assert len(errors) == 1 and "stream map of public-orders does not fit its schema" in errors[0], stderr
 
@@ -181,3 +181,18 @@ def test_a_failing_expression_is_one_line_naming_the_stream(db, catalog):
     errors = [line for line in stderr if line.startswith("tap-postgres: error:")]
     assert len(errors) == 1 and "stream map of public-orders failed on a record" in errors[0], stderr
     assert messages[-1]["type"] == "STATE" and not [m for m in messages if m["type"] == "RECORD"]
+
+
+def test_an_expression_raising_on_a_value_is_one_line_naming_the_stream(db, catalog):
+    db.execute("INSERT INTO orders VALUES (1000, NULL, NULL)")
+    try:
+        chosen = only(catalog, "public-orders")
+        messages, stderr, code = db.try_sync(
+            chosen, config=dict(db.config, stream_maps={"public-orders": {"h": "md5(total)"}})
+        )
+    finally:
+        db.execute("DELETE FROM orders WHERE id = 1000")
+    assert code == 1 and not any("Traceback" in line for line in stderr), stderr
+    errors = [line for line in stderr if line.startswith("tap-postgres: error:")]
+    assert len(errors) == 1 and "stream map of public-orders failed on a record" in errors[0], stderr
+    assert messages[-1]["type"] == "STATE"

@@ -31,7 +31,7 @@ from tap_postgres.inflight import Interrupted
 from tap_postgres.metadata import lineage, usage
 from tap_postgres.metadata.streams import BY_ID, KEPT, LINEAGE, STATEMENT_USAGE, MetadataStream, masked
 from tap_postgres.output import MessageWriter, now_extracted, record_envelope
-from tap_postgres.state import bookmark
+from tap_postgres.state import StreamBookmark
 from tap_postgres.sync.full_table import new_version
 from tap_postgres.sync.rows import Progress, RecordSink, begin_snapshot, copy_records
 
@@ -80,7 +80,7 @@ class _Pass:
     streams: list[MetadataStream]
     params: dict  # the filters' and the masking's bound parameters
     envelopes: dict[str, tuple[str, str]]  # each stream's RECORD envelope, with its version
-    usage_bookmark: dict  # statement_usage's bookmark: "databases" by name
+    usage_bookmark: StreamBookmark  # statement_usage's: each database's counters
     writer: _LockedWriter
     skipped: dict  # (stream id, reason) -> databases, warned once at the end
 
@@ -116,20 +116,22 @@ def metadata_databases(conn, config: Config) -> list[str]:
 def sync_metadata(config: Config, selected: list[SelectedStream], state: dict, writer: MessageWriter) -> None:
     """Sync the selected catalog streams of every database, then write STATE."""
     streams = [BY_ID[stream.tap_stream_id] for stream in selected]
+    usage_bookmark = StreamBookmark(state, STATEMENT_USAGE.tap_stream_id)
+    if STATEMENT_USAGE in streams:
+        usage_bookmark.check_usage_counters()
     with contextlib.closing(connect(config)) as conn:
         Filters.of(config).check(conn)
         databases = metadata_databases(conn, config)
     LOGGER.info("Catalog streams: %d streams of %d databases (%s)", len(streams), len(databases), ", ".join(databases))
     extracted = now_extracted()
-    envelopes = {}
+    envelopes, versions = {}, {}
     for stream in streams:
         writer.write_schema(stream.tap_stream_id, stream.schema, list(stream.key_properties))
         if stream.incremental:
             envelopes[stream.tap_stream_id] = record_envelope(stream.tap_stream_id, None, extracted)
             continue
-        stream_bookmark = bookmark(state, stream.tap_stream_id)
-        first_run = "version" not in stream_bookmark
-        stream_bookmark["version"] = version = new_version()
+        versions[stream.tap_stream_id] = version = new_version()
+        first_run = StreamBookmark(state, stream.tap_stream_id).begin_snapshot(version)
         envelopes[stream.tap_stream_id] = record_envelope(stream.tap_stream_id, version, extracted)
         if first_run:
             writer.write_activate_version(stream.tap_stream_id, version)
@@ -140,8 +142,6 @@ def sync_metadata(config: Config, selected: list[SelectedStream], state: dict, w
         "hmac_inner": psycopg2.Binary(inner),
         "hmac_outer": psycopg2.Binary(outer),
     }
-    usage_bookmark = bookmark(state, STATEMENT_USAGE.tap_stream_id)
-    usage_bookmark.setdefault("databases", {})
     run = _Pass(config, streams, params, envelopes, usage_bookmark, _LockedWriter(writer), {})
     try:
         # a lock wait is named and SIGTERM or Ctrl-C cancels every session's statement, as in a row sync
@@ -159,11 +159,10 @@ def sync_metadata(config: Config, selected: list[SelectedStream], state: dict, w
         raise
     for (stream_id, reason), names in sorted(run.skipped.items()):
         LOGGER.warning("%s in database(s) %s: %s", stream_id, ", ".join(sorted(names)), reason)
-    for stream in streams:
-        if not stream.incremental:
-            writer.write_activate_version(stream.tap_stream_id, bookmark(state, stream.tap_stream_id)["version"])
+    for stream_id, version in versions.items():
+        writer.write_activate_version(stream_id, version)
     if STATEMENT_USAGE not in streams:
-        state["bookmarks"].pop(STATEMENT_USAGE.tap_stream_id, None)
+        usage_bookmark.forget()
     writer.write_state(state)
 
 
@@ -233,7 +232,7 @@ def _sync_usage(run: _Pass, conn, cur, database: str) -> None:
             f"a member of pg_read_all_stats (GRANT pg_read_all_stats TO {quote_ident(run.config.user)})"
         )
         run.skipped.setdefault((stream_id, reason), set()).add(database)
-    saved = run.usage_bookmark["databases"].get(database, {})
+    saved = run.usage_bookmark.usage_counters(database)
     prefix, suffix = run.envelopes[stream_id]
     try:
         cur.execute("SAVEPOINT usage")
@@ -257,5 +256,5 @@ def _sync_usage(run: _Pass, conn, cur, database: str) -> None:
         return
     if lines:
         run.writer.write_lines(b"".join(lines))
-    run.usage_bookmark["databases"][database] = saved_now
+    run.usage_bookmark.record_usage_counters(database, saved_now)
     LOGGER.info("%s: %d records of database %s", stream_id, len(lines), database)

@@ -179,7 +179,10 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if stream.replication_method == "LOG_BASED":
         writer.write_schema(stream.tap_stream_id, run.logical.schema_of(stream), stream.key_properties)
         if run.logical.needs_copy(stream):
-            with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream) as copy_writer:
+            with (
+                naming_oversize_values(conn, stream, columns),
+                copy_output(writer, config, stream, columns) as copy_writer,
+            ):
                 run.logical.copy(table, stream, columns, copy_writer)
         return
     bookmark_properties = [stream.replication_key] if stream.replication_key else None
@@ -192,7 +195,7 @@ def _sync_stream(run: _Run, stream: SelectedStream) -> None:
     if config.fast_sync_rds:
         sync_fast_rds(sync, config)
         return
-    with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream) as copy_writer:
+    with naming_oversize_values(conn, stream, columns), copy_output(writer, config, stream, columns) as copy_writer:
         if stream.replication_method == "FULL_TABLE":
             copy_full_table(dataclasses.replace(sync, writer=copy_writer))
         else:

@@ -30,6 +30,7 @@ from tap_postgres import types
 from tap_postgres.catalog import SelectedStream
 from tap_postgres.discovery import Column
 from tap_postgres.errors import OversizeValueError
+from tap_postgres.output import RECORD_PREFIX
 
 LOGGER = logging.getLogger("tap-postgres")
 
@@ -94,19 +95,22 @@ class ValueLimit:
         exempt = {*stream.key_properties, *([stream.replication_key] if stream.replication_key else [])}
         return StreamValueLimit(self.max_bytes, self._prefix, frozenset(exempt))
 
-    def replace_markers(self, block: bytes) -> bytes:
-        """Return `block` (whole RECORD lines) with null for each marker, logging what each one stood for."""
+    def replace_markers(self, block: bytes, stream_id: str) -> bytes:
+        """Return `block` (whole RECORD lines, or a BATCH file's record lines of `stream_id`) with null for
+        each marker, logging what each one stood for."""
         lines = block.split(b"\n")
         for n, line in enumerate(lines):
             if self.marker in line:
-                self._warn(line)
+                self._warn(line, stream_id)
                 lines[n] = self._pattern.sub(b"null", line)
         return b"\n".join(lines)
 
-    def _warn(self, line: bytes) -> None:
+    def _warn(self, line: bytes, stream_id: str) -> None:
         message = json.loads(line, parse_float=str)
-        stream_id = message["stream"]
-        record = message["record"]
+        if line.startswith(RECORD_PREFIX):
+            stream_id, record = message["stream"], message["record"]
+        else:  # a BATCH file's line: the record object alone
+            record = message
         stream = self._streams.get(stream_id)
         key = {name: record.get(name) for name in stream.key_properties} if stream else {}
         prefix = self._prefix[1:].encode().decode("unicode_escape")

@@ -127,7 +127,7 @@ class RecordQueries:
         )
         if order_by is not None:
             inner = sql.SQL("{} ORDER BY {}").format(inner, order_by)
-        return copy_records(self.envelope, inner)
+        return copy_records(self.envelope, inner, [column.name for column in self.columns])
 
     def _source(self) -> sql.Composed:
         if self.relation is None:
@@ -135,12 +135,15 @@ class RecordQueries:
         return sql.SQL("{} AS source").format(sql.Identifier(*self.relation))
 
 
-def copy_records(envelope: tuple[str, str], rendered: sql.Composable) -> sql.Composed:
-    """Return the COPY that wraps each row of the `rendered` query in the RECORD envelope.
+def copy_records(envelope: tuple, rendered: sql.Composable, names: list[str] | None = None) -> sql.Composed:
+    """Return the COPY that wraps each row of the `rendered` query (its columns `names`) in the RECORD envelope.
 
-    `r.*`, not `r`: a bare `r` would mean a column named r of the user's table, if it has one.
+    `r.*`, not `r`: a bare `r` would mean a column named r of the user's table, if it has one. A
+    fast-mapped stream's envelope carries its map third (fast_maps.FastMapWriter), which the server applies.
     """
-    prefix, suffix = envelope
+    prefix, suffix, *fast_map = envelope
+    if fast_map:
+        rendered = fast_map[0].over(rendered, names)
     if not prefix and not suffix:  # a BATCH file's line: the record object alone
         return sql.SQL("COPY (SELECT row_to_json(r.*)::text FROM ({}) AS r) TO STDOUT {}").format(
             rendered, COPY_OPTIONS
@@ -244,7 +247,7 @@ class RecordSink:
     def emit_block(self, block: bytes) -> None:
         """Write a block of whole lines."""
         if self._limit is not None and self._limit.marker in block:
-            block = self._limit.replace_markers(block)
+            block = self._limit.replace_markers(block, self._progress.stream_id)
         if not self.saw_clamped_timestamp:
             self.saw_clamped_timestamp = any(marker in block for marker in types.CLAMPED_TIMESTAMPS)
         self._write_lines(block)

@@ -789,9 +789,9 @@ GENERATED_TYPE = ColumnType(
 
 
 @st.composite
-def tables(draw, max_columns: int = 5, max_rows: int = 6) -> Table:
-    """A table of 1-5 columns of random names and types with a few rows."""
-    names = draw(st.lists(identifiers(), min_size=1, max_size=max_columns, unique=True))
+def tables(draw, max_columns: int = 5, max_rows: int = 6, min_columns: int = 1) -> Table:
+    """A table of 1-5 columns (or min_columns to max_columns) of random names and types with a few rows."""
+    names = draw(st.lists(identifiers(), min_size=min_columns, max_size=max_columns, unique=True))
     # 50 bytes: the partitions' names add up to 8
     table_name = draw(st.one_of(st.just("t"), identifiers(50)))
     schema = draw(schema_names())

@@ -195,3 +195,29 @@ def target_database(server, name: str):
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def load_into_targets(workdir: Path, output: bytes, configs: dict[str, dict], timeout: float = 120) -> None:
+    """Pipe the same tap output into each target of `configs` (their configs by target) at once; fail with
+    the last lines of each one's stderr that did not exit 0."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "tap.out").write_bytes(output)
+    processes = {}
+    for target, config in configs.items():
+        config_path = workdir / f"{target}-config.json"
+        config_path.write_text(json.dumps(config))
+        with open(workdir / "tap.out", "rb") as stdin, open(workdir / f"{target}.stderr", "wb") as stderr:
+            command = [str(target_executable(target)), "--config", str(config_path)]
+            processes[target] = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + timeout
+    failures = []
+    for target, process in processes.items():
+        try:
+            code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = f"{process.wait()} (killed after {timeout} s)"
+        if code != 0:
+            lines = (workdir / f"{target}.stderr").read_text(errors="replace").splitlines()
+            failures.append(f"{target} exited {code}:\n" + "\n".join(line[:400] for line in lines[-25:]))
+    assert not failures, "\n\n".join(failures)
