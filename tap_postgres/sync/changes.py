@@ -4,7 +4,9 @@ wal2json prints every value as PostgreSQL text (json and arrays included), and P
 at the values: a batch of raw wal2json messages goes back to the server, which reads each value
 into its column's type (`types.wal2json_value_sql`) and renders it with the same `types.render_sql`
 expression FULL_TABLE uses. Both methods therefore emit byte-identical values, and no float or
-JSON number passes through Python on the way.
+JSON number passes through Python on the way. The exception: a pgoutput whole row of a stream
+whose every column local_render.py can render becomes its record here, with the same bytes, and
+the stream's batches (lines rendered here, COPYs for the server) are written in the order of its changes.
 
 Rules (documented in the README):
 - a delete emits the values of the replica identity (the primary key, or every column with

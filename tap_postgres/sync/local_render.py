@@ -41,11 +41,6 @@ _DIGITS = frozenset("0123456789")
 _BOOLEANS = {"t": True, "f": False}
 
 
-def _number(text: str) -> orjson.Fragment:
-    """An integer's text is its JSON."""
-    return orjson.Fragment(text)
-
-
 def _numeric(text: str) -> orjson.Fragment | None:
     """A finite numeric's text (it always ends with a digit) is its JSON; NaN and the infinities are null."""
     return orjson.Fragment(text) if text[-1] in _DIGITS else None
@@ -79,11 +74,12 @@ def _date(text: str) -> str:
 
 # A family's reader turns the walsender's text of a value into what orjson writes; None: the text as a string.
 _AS_STRING = None
+# An integer's text is its JSON: orjson.Fragment writes it as it is (a C call, no Python frame).
 _READERS: dict[str, Callable[[str], object] | None] = {
-    "int2": _number,
-    "int4": _number,
-    "int8": _number,
-    "oid": _number,
+    "int2": orjson.Fragment,
+    "int4": orjson.Fragment,
+    "int8": orjson.Fragment,
+    "oid": orjson.Fragment,
     "numeric": _numeric,
     "bool": _BOOLEANS.__getitem__,
     "text": _AS_STRING,
