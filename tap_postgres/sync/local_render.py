@@ -131,11 +131,13 @@ class LocalRows:
     """Renders a stream's whole-row changes from pgoutput's texts into record objects, as the render query would."""
 
     def __init__(self, columns: list[Column], readers: list, positions: list[int], options: LocalOptions):
-        self._names = [column.name for column in columns]
+        # the record's keys: the columns, then _sdc_deleted_at, whose value (null) takes the last slot
+        self._names = [*(column.name for column in columns), DELETED_AT]
+        self._count = len(columns)
         self._in_order = positions == list(range(len(positions)))
-        # one C call picks the emitted columns out of the row, in the stream's order
-        self._pick = operator.itemgetter(*positions, positions[0])  # a tuple even for one column
-        self._readers = [(column.name, read) for column, read in zip(columns, readers, strict=True) if read]
+        # one C call picks the emitted columns out of the row, in the stream's order, and one slot more
+        self._pick = operator.itemgetter(*positions, positions[0])
+        self._readers = [(n, read) for n, read in enumerate(readers) if read]
         self._debug_lsn = options.debug_lsn
         limit = options.value_limit
         # string columns whose long values max_value_bytes may null: a change with one goes to the
@@ -157,17 +159,21 @@ class LocalRows:
 
     def record(self, values: list[str | None], lsn: str) -> bytes | None:
         """Return the record object of a whole row as JSON, or None when a value is long enough for the server to judge."""
-        picked = values if self._in_order else self._pick(values)
+        # a copy: the same change may go to another stream (a partition's, its parent's)
+        if self._in_order:
+            row = values[: self._count]
+            row.append(None)
+        else:
+            row = list(self._pick(values))
+            row[-1] = None
         for n in self._limited:
-            if picked[n] is not None and len(picked[n]) > self._long_text:
+            if row[n] is not None and len(row[n]) > self._long_text:
                 return None
-        # in order, the row may go on with columns the stream does not emit; picked, it has one more
-        record = dict(zip(self._names, picked, strict=False))
-        for name, read in self._readers:
-            value = record[name]
+        for n, read in self._readers:
+            value = row[n]
             if value is not None:
-                record[name] = read(value)
-        record[DELETED_AT] = None
+                row[n] = read(value)
+        record = dict(zip(self._names, row, strict=True))
         if self._debug_lsn:
             record[LSN] = lsn_to_int(lsn)
         return orjson.dumps(record)
