@@ -100,6 +100,7 @@ class ChangeOptions:
     value_limit: ValueLimit | None = None  # max_value_bytes
     # the walsender prints dates and timestamps as local_render reads them (local_render.times_pinned)
     times_pinned: bool = False
+    render_in_tap: bool = True  # render_changes_in_tap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,7 @@ class StreamChanges:
         # a full row is `["F", [{"name", "value"}, ...]]` as wal2json wrote it, `["F", [value, ...]]` from pgoutput
         self.bare_values = options.plugin == "pgoutput"
         self._local_options = LocalOptions(options.times_pinned, self.debug_lsn, self.value_limit)
+        self._render_in_tap = options.render_in_tap
         self._entries: list[bytes] = []
         self._size = 0
         self._fill = False
@@ -165,7 +167,7 @@ class StreamChanges:
             c.name not in self._wal_name_set and c.name not in self._gone and c.name not in evaluated for c in columns
         )
         self._local = None
-        if self.bare_values and not (self._evaluated or self._gone or self._always_fill):
+        if self._render_in_tap and self.bare_values and not (self._evaluated or self._gone or self._always_fill):
             self._local = LocalRows.of(columns, self.wal_names, self._local_options)
 
     @property

@@ -464,7 +464,11 @@ class WalPass:
         self.decoder = PgoutputDecoder() if sync.slot.plugin == "pgoutput" else Wal2jsonDecoder()
         self.sink = RecordSink(self.writer, self.progress, sync.copy_settings.value_limit)
         change_options = ChangeOptions(
-            sync.slot.plugin, self.config.debug_lsn, sync.copy_settings.value_limit, sync.times_pinned
+            sync.slot.plugin,
+            self.config.debug_lsn,
+            sync.copy_settings.value_limit,
+            sync.times_pinned,
+            self.config.render_changes_in_tap,
         )
         self.by_table: dict[tuple[str, str], StreamChanges] = {}
         for stream in sync.streams:
