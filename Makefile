@@ -72,7 +72,7 @@ PG_VERSIONS := 13 14 16 17 18 18.6
 VERSION_SUITES := tests/test_discovery.py tests/test_types.py tests/test_full_table.py tests/test_incremental.py \
 	tests/test_log_based_pgoutput.py tests/test_pgoutput.py tests/test_state_errors.py tests/test_state_origin.py \
 	tests/test_generated_columns.py tests/test_schema_changes.py tests/test_failover_slots.py tests/test_metadata.py \
-	tests/test_filters.py
+	tests/test_metadata_generative.py tests/test_filters.py
 test-versions: deps venv targets pg-versions
 	@failed=; for version in $(PG_VERSIONS); do \
 	  echo "== PostgreSQL $$version"; \

@@ -339,7 +339,7 @@ def _all_counts(values: list) -> bool:
 
 
 class StreamBookmark:
-    """A stream's bookmark, the one place a FULL_TABLE copy asks what it resumes and tells what it has done."""
+    """A stream's bookmark: the one place every sync (and the catalog streams) asks what it resumes, tells what it did."""
 
     def __init__(self, state: dict, stream_id: str):
         self.state = state
