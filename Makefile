@@ -66,13 +66,13 @@ pg-versions: venv
 	$(BIN)/python tests/pgversions.py install >/dev/null
 
 # The suites whose behaviour depends on the server version, on each major make test does not run
-# (15 is Debian's, with wal2json). Not here: the read-only audit (tests/test_read_only.py), whose
-# first database reads through wal2json and exports through PL/Python, which the pinned builds lack.
+# (15 is Debian's, with wal2json).
 PG_VERSIONS := 13 14 16 17 18 18.6
 VERSION_SUITES := tests/test_discovery.py tests/test_types.py tests/test_full_table.py tests/test_incremental.py \
 	tests/test_log_based_pgoutput.py tests/test_pgoutput.py tests/test_state_errors.py tests/test_state_origin.py \
 	tests/test_generated_columns.py tests/test_schema_changes.py tests/test_failover_slots.py tests/test_metadata.py \
-	tests/test_metadata_generative.py tests/test_filters.py
+	tests/test_metadata_generative.py tests/test_filters.py tests/test_block_ranges.py tests/test_render_sql.py \
+	tests/test_read_only.py
 test-versions: deps venv targets pg-versions
 	@failed=; for version in $(PG_VERSIONS); do \
 	  echo "== PostgreSQL $$version"; \

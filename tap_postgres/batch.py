@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from tap_postgres.errors import ConfigError, TapPostgresError
 from tap_postgres.output import MessageWriter
+from tap_postgres.state import restore
 
 DEFAULT_BATCH_SIZE = 10000  # singer-sdk's
 # Level 1 of 9: on the bench's wide table 112 MB/s against level 6's 59 MB/s, for files 16% larger
@@ -220,8 +221,7 @@ class BatchWriter:
             self.flush_batch()
         except BaseException:
             if self._last_state is not None:
-                state.clear()
-                state.update(copy.deepcopy(self._last_state))
+                restore(state, self._last_state)
             raise
         self.writer.write_state(state)
         self._last_state = copy.deepcopy(state)

@@ -26,6 +26,7 @@ next run means the table was out of the publication for a while, and the stream 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import decimal
 import json
@@ -224,6 +225,17 @@ def saved_position(raw_state: Any, emitted: dict[str, int], origin: Origin) -> i
                 f"({int_to_lsn(emitted[stream_id])}), so no target saved it from this run"
             )
     return min(positions.values())
+
+
+def set_currently_syncing(state: dict, stream_id: str | None) -> None:
+    """Record the stream being synced, or None once every stream's turn is over (pipelinewise's key)."""
+    state["currently_syncing"] = stream_id
+
+
+def restore(state: dict, saved: dict) -> None:
+    """Put `state` back as it was when `saved`, a deep copy of it, was taken."""
+    state.clear()
+    state.update(copy.deepcopy(saved))
 
 
 def bookmark(state: dict, stream_id: str) -> dict:

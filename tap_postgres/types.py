@@ -59,6 +59,10 @@ class TypeFamily:
     comparable: bool = True  # has the ordinary < and > a key range needs (hstore's btree has others)
     # the emitted value can be null in a NOT NULL column (NaN becomes null, a json value can be null)
     emits_null: bool = False
+    # SQL condition of {v}, an array of the family, under which to_json({v}) prints every element
+    # as the render does and no comma but between elements: the array is then rendered that way,
+    # without a subquery per value (None: always element by element)
+    plain_array: str | None = None
 
     def template(self, column: ColumnType) -> str:
         """Return the render template for this column."""
@@ -120,9 +124,12 @@ def _fixed(schema: dict) -> Callable[[ColumnType], dict]:
     return lambda column: dict(schema)
 
 
-# x - x = 0 holds for every finite number and fails for NaN and both infinities; the literal
-# 'Infinity' would not parse as a numeric before PostgreSQL 14, this test does everywhere.
-_FINITE = "CASE WHEN {v} - {v} = 0 THEN {v} END"
+# scale() is null for NaN and both infinities (the literal 'Infinity' would not parse as a numeric
+# before PostgreSQL 14, this test works everywhere) and reads the value's header only, where
+# `{v} - {v} = 0` computed a numeric per value (bench/NOTES.md, "Rendering cost per type family").
+_FINITE = "CASE WHEN scale({v}) IS NOT NULL THEN {v} END"
+# to_json prints NaN and the infinities as strings, finite numbers bare and without a comma
+_FINITE_ARRAY = "strpos(to_json({v})::text, '\"') = 0"
 # Floats also lose the sign of zero (-0 + 0 is 0): LOG_BASED reads a change's values through
 # jsonb, whose numbers have no -0, so FULL_TABLE must not emit one either. '0' takes the float's type.
 _FINITE_FLOAT = "CASE WHEN {v} - {v} = 0 THEN {v} + '0' END"
@@ -138,9 +145,11 @@ _AS_TEXT = "{v}::text"
 # Dates and timestamps become timestamptz (the session is in UTC), clamped to the years JSON
 # targets accept (with CASE: GREATEST would turn NULL into the lower bound). to_json then prints
 # ISO 8601 with a '+00:00' offset by itself, much cheaper than building the text with functions.
+# The bounds are untyped, so they take the value's own type: a timestamp compares as a timestamp
+# (its '+00' ignored, which in UTC is the same instant) and is cast once, not three times.
 _DATE_TIME = (
-    "CASE WHEN ({v})::timestamptz > '9999-12-31 23:59:59.999999+00' THEN '9999-12-31 23:59:59.999999+00'::timestamptz "
-    "WHEN ({v})::timestamptz < '0001-01-01 00:00:00+00' THEN '0001-01-01 00:00:00+00'::timestamptz "
+    "CASE WHEN {v} > '9999-12-31 23:59:59.999999+00' THEN '9999-12-31 23:59:59.999999+00'::timestamptz "
+    "WHEN {v} < '0001-01-01 00:00:00+00' THEN '0001-01-01 00:00:00+00'::timestamptz "
     "ELSE ({v})::timestamptz END"
 )
 # A date compares as a date first: one after 294276 AD has no timestamp to be cast to.
@@ -160,8 +169,14 @@ _DATE_BOOKMARK = (
 )
 # json keeps its text, which may hold \u0000 (jsonb cannot), with its line breaks (whitespace
 # outside strings: inside them JSON has them escaped) made spaces so a RECORD stays one line.
-_JSON = "translate({v}::text, E'\\n\\r', '  ')::json"
-_TIME = "replace({v}::text, '24:00:00', '00:00:00')"
+# A value without one is emitted as it is: translating and parsing it again would give the same
+# text at twice the cost.
+_JSON = (
+    "CASE WHEN strpos({v}::text, E'\\n') = 0 AND strpos({v}::text, E'\\r') = 0 THEN {v} "
+    "ELSE translate({v}::text, E'\\n\\r', '  ')::json END"
+)
+# 24:00:00 is the only time whose text holds '24:00:00'; compared as a time, no text is made twice
+_TIME = "CASE WHEN {v} = '24:00:00' THEN '00:00:00'::time ELSE {v} END"
 _TIMETZ = "replace((({v}) AT TIME ZONE 'UTC')::time::text, '24:00:00', '00:00:00')"
 
 _DATE_TIME_SCHEMA = _fixed({"type": ["string"], "format": "date-time"})
@@ -181,7 +196,9 @@ FAMILIES_BY_NAME: dict[str, TypeFamily] = {
     "int4": _INTEGER,
     "int8": TypeFamily("bigint", _integer_schema(64), "{v}"),
     "oid": TypeFamily("oid", _fixed({"type": ["integer"], "minimum": 0, "maximum": 2**32 - 1}), "{v}::bigint"),
-    "numeric": TypeFamily("numeric", _numeric_schema, _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True),
+    "numeric": TypeFamily(
+        "numeric", _numeric_schema, _FINITE, bookmark=_FINITE_OR_TEXT, emits_null=True, plain_array=_FINITE_ARRAY
+    ),
     "float4": TypeFamily(
         "real", _fixed({"type": ["number"]}), _FINITE_FLOAT, bookmark=_FINITE_OR_TEXT, emits_null=True
     ),
@@ -303,10 +320,17 @@ def render_sql(column: ColumnType, value: sql.Composable) -> sql.Composable:
             "CASE WHEN array_ndims({v}) > 1 THEN to_json(ARRAY(SELECT unnest({v}))) ELSE to_json({v}) END"
         ).format(v=value)
     element = sql.SQL(template).format(v=_as_base(column, sql.Identifier("e", "v")))
-    return sql.SQL(
+    by_element = sql.SQL(
         "CASE WHEN {v} IS NOT NULL THEN (SELECT coalesce(json_agg({element} ORDER BY e.n), '[]') "
         "FROM unnest({v}) WITH ORDINALITY AS e(v, n)) END"
     ).format(v=value, element=element)
+    if family.plain_array is None or column.domain_base:
+        return by_element
+    # json_agg separates elements with ', ', to_json with ','; a subquery per value costs 1.7 s
+    # of server CPU per million, this about 1 s (bench/NOTES.md, "Rendering cost per type family")
+    return sql.SQL(
+        "CASE WHEN array_ndims({v}) = 1 AND {plain} THEN replace(to_json({v})::text, ',', ', ')::json ELSE {by_element} END"
+    ).format(v=value, plain=sql.SQL(family.plain_array).format(v=value), by_element=by_element)
 
 
 # Types whose values are short whatever they hold: max_value_bytes never looks at them.

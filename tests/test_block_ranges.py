@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tap_postgres.state import CopiedBlocks
+from tap_postgres.sync.block_ranges import SEQ_SCAN_RANGES_PER_SESSION, Relation, ServerBlocks
 
 ROWS = 20000
 
@@ -61,8 +62,10 @@ def test_a_table_without_a_key_resumes_after_kill_resending_at_most_the_ranges_i
     assert set(first) | set(second) == set(range(1, ROWS + 1))
     resent = len(set(first) & set(second))
     print(f"killed at 50%: re-sent {resent} rows, {resent / ROWS:.3f} of the table")
-    # two sessions: at most the two ranges in flight (each about itersize rows) come again
-    assert resent <= 2 * 1.5 * 1000
+    # two sessions: at most the two ranges in flight come again, each about itersize rows (on 13,
+    # without a TID Range Scan, the table in SEQ_SCAN_RANGES_PER_SESSION ranges per session)
+    per_range = 1000 if db.server.version_num >= 140000 else ROWS / (2 * SEQ_SCAN_RANGES_PER_SESSION)
+    assert resent <= 2 * 1.5 * per_range
     version = state["bookmarks"]["public-events"]["version"]
     assert {m["version"] for m in second_run if m["type"] == "RECORD"} == {version}
 
@@ -131,6 +134,20 @@ def test_progress_and_sessions_are_logged(db, catalog):
         only(catalog, "public-events"), config=dict(db.config, itersize=1000, full_table_sessions=3)
     )
     assert any("on 3 sessions" in line for line in stderr), stderr
+
+
+@given(st.integers(1, 10**7), st.floats(1, 300), st.integers(1, 10**6), st.integers(1, 16), st.booleans())
+def test_ranges_hold_about_itersize_rows_and_without_a_tid_range_scan_at_most_four_per_session(
+    blocks, rows_per_block, itersize, sessions, tid_range_scan
+):
+    relation = Relation("t", "public", "t", blocks, 1, rows_per_block)
+    per_range = ServerBlocks(tid_range_scan).blocks_per_range(relation, itersize, sessions)
+    assert per_range >= relation.blocks_per_range(itersize) >= 1
+    if tid_range_scan:
+        assert per_range == relation.blocks_per_range(itersize)
+    else:
+        # each range is a scan of the whole table on 13: their number stays bounded
+        assert -(-blocks // per_range) <= SEQ_SCAN_RANGES_PER_SESSION * sessions
 
 
 @given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 8)), max_size=20), st.integers(1, 7))

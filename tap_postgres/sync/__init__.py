@@ -21,7 +21,15 @@ from tap_postgres.inflight import IN_FLIGHT, Interrupted
 from tap_postgres.mapping import mapped_writer
 from tap_postgres.metrics import register_streams
 from tap_postgres.output import MessageWriter
-from tap_postgres.state import Origin, StreamBookmark, bookmark, check_bookmark, claim_bookmarks, reset_on_method_change
+from tap_postgres.state import (
+    Origin,
+    StreamBookmark,
+    bookmark,
+    check_bookmark,
+    claim_bookmarks,
+    reset_on_method_change,
+    set_currently_syncing,
+)
 from tap_postgres.sync.batch_output import copy_output
 from tap_postgres.sync.fast_sync_rds import sync_fast_rds
 from tap_postgres.sync.full_table import copy_full_table
@@ -84,11 +92,11 @@ def sync_streams(
             helpers = HelperSessions(lambda: connect(config, secondary=config.use_secondary), config.connect_timeout)
             run = _Run(conn, tables, state, writer, config, CopySettings.of(config, streams), logical, helpers)
             for stream in resume_order(streams, state.get("currently_syncing")):
-                state["currently_syncing"] = stream.tap_stream_id
+                set_currently_syncing(state, stream.tap_stream_id)
                 table = (stream.schema_name, stream.table_name)
                 with _failing_with_state(stream.tap_stream_id, state, writer, table):
                     _sync_stream(run, stream)
-            state["currently_syncing"] = None
+            set_currently_syncing(state, None)
             if logical:
                 with _failing_with_state("LOG_BASED", state, writer):
                     logical.stream_changes(tables)

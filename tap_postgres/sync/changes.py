@@ -4,7 +4,9 @@ wal2json prints every value as PostgreSQL text (json and arrays included), and P
 at the values: a batch of raw wal2json messages goes back to the server, which reads each value
 into its column's type (`types.wal2json_value_sql`) and renders it with the same `types.render_sql`
 expression FULL_TABLE uses. Both methods therefore emit byte-identical values, and no float or
-JSON number passes through Python on the way.
+JSON number passes through Python on the way. The exception: a pgoutput whole row of a stream
+whose every column local_render.py can render becomes its record here, with the same bytes, and
+the stream's batches (lines rendered here, COPYs for the server) are written in the order of its changes.
 
 Rules (documented in the README):
 - a delete emits the values of the replica identity (the primary key, or every column with
@@ -27,6 +29,7 @@ Rules (documented in the README):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections import deque
@@ -42,6 +45,7 @@ from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import OversizeValueError, ReplicationError
 from tap_postgres.output import now_extracted, record_envelope
 from tap_postgres.sync.decoders import Change
+from tap_postgres.sync.local_render import LocalOptions, LocalRows
 from tap_postgres.sync.oversize import LONGEST_ENTRY, OVERSIZE_WAY_ON, ValueLimit, log_nulled
 from tap_postgres.sync.rows import (
     RecordSink,
@@ -94,6 +98,21 @@ class ChangeOptions:
     plugin: str  # wal2json or pgoutput
     debug_lsn: bool = False
     value_limit: ValueLimit | None = None  # max_value_bytes
+    # the walsender prints dates and timestamps as local_render reads them (local_render.times_pinned)
+    times_pinned: bool = False
+    render_in_tap: bool = True  # render_changes_in_tap
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedLines:
+    """RECORD lines the tap rendered itself (local_render), ready to be written in their turn."""
+
+    lines: bytes
+    rows: int
+
+
+# What a stream hands the renderer: a COPY for the server to render, or lines rendered here.
+Batch = sql.Composed | RenderedLines
 
 
 class StreamChanges:
@@ -106,9 +125,15 @@ class StreamChanges:
         self.value_limit = options.value_limit.of(stream) if options.value_limit else None
         # a full row is `["F", [{"name", "value"}, ...]]` as wal2json wrote it, `["F", [value, ...]]` from pgoutput
         self.bare_values = options.plugin == "pgoutput"
+        self._local_options = LocalOptions(options.times_pinned, self.debug_lsn, self.value_limit)
+        self._render_in_tap = options.render_in_tap
         self._entries: list[bytes] = []
         self._size = 0
         self._fill = False
+        # the record objects of the whole rows rendered here, and the batches closed before them, in order
+        self._records: list[bytes] = []
+        self._records_size = 0
+        self._closed: list[Batch] = []
         # the column names of changes written before the table's columns last changed: once
         # found stale, a set of names stays so (reading it from the stored row is always right)
         self._stale: set[tuple] = set()
@@ -141,16 +166,20 @@ class StreamChanges:
         self._always_fill = any(
             c.name not in self._wal_name_set and c.name not in self._gone and c.name not in evaluated for c in columns
         )
-
-    @property
-    def pending(self) -> int:
-        """The number of changes waiting to be rendered."""
-        return len(self._entries)
+        self._local = None
+        if self._render_in_tap and self.bare_values and not (self._evaluated or self._gone or self._always_fill):
+            self._local = LocalRows.of(columns, self.wal_names, self._local_options)
 
     @property
     def full(self) -> bool:
-        """Tell whether the batch is large enough to render now."""
-        return len(self._entries) >= BATCH_CHANGES or self._size >= BATCH_BYTES
+        """Tell whether a batch is ready: closed, or large enough to render now."""
+        return (
+            bool(self._closed)
+            or len(self._entries) >= BATCH_CHANGES
+            or self._size >= BATCH_BYTES
+            or len(self._records) >= BATCH_CHANGES
+            or self._records_size >= BATCH_BYTES
+        )
 
     def layout_of(self, change: Change, described: bool = False) -> str:
         """Tell how a change's columns compare with the table's as the plugin sends it.
@@ -193,11 +222,26 @@ class StreamChanges:
             )
 
     def add(self, change: Change, layout: str) -> None:
-        """Queue one insert, update or delete for rendering (see `_add`).
+        """Queue one insert, update or delete for rendering: here when local_render can, else by the server (see `_add`).
 
         A change too long for the render query (its JSON past what the server can build) has its
         long values nulled first when max_value_bytes is set, and stops the run naming them when not.
         """
+        if (
+            self._local is not None
+            and layout == IN_ORDER
+            and change.values is not None
+            and not self._deletes_key(change)
+        ):
+            record = self._local.record(change.values, change.lsn)
+            if record is not None and len(record) <= LONGEST_ENTRY:
+                if self._entries:
+                    self._closed.append(self._take_query())
+                self._records.append(record)
+                self._records_size += len(record)
+                return
+        if self._records:
+            self._closed.append(self._take_records())
         entries, size = len(self._entries), self._size
         self._add(change, layout)
         if self._size - size > LONGEST_ENTRY:
@@ -245,7 +289,7 @@ class StreamChanges:
             self._append(b'["D",' + change.payload + b"]")
             return
         identity = None if change.whole_row else change.message.get("identity")
-        if identity and self._key_names and self._key_changed(identity, change.message["columns"]):
+        if self._deletes_key(change):
             self._append(b'["D",' + change.payload + b"]")
         if layout == STALE:
             if not self._keys and not self._warned_keyless:
@@ -276,6 +320,11 @@ class StreamChanges:
         end = payload.rindex(b'],"identity":[') + 1 if identity else len(payload) - 1
         self._append(b'["F",' + payload[start:end] + (b',"' + change.lsn.encode() + b'"' if lsn else b"") + b"]")
 
+    def _deletes_key(self, change: Change) -> bool:
+        """Tell whether an insert or update changes the primary key, so a delete of the old key comes first."""
+        identity = None if change.whole_row else change.message.get("identity")
+        return bool(identity and self._key_names and self._key_changed(identity, change.message["columns"]))
+
     def _key_changed(self, identity: list[dict], columns: list[dict]) -> bool:
         keys = self._key_names
         old = [c["value"] for c in identity if c["name"] in keys]
@@ -286,10 +335,28 @@ class StreamChanges:
         self._entries.append(entry)
         self._size += len(entry)
 
-    def take_batch(self) -> sql.Composed | None:
-        """Return the COPY that renders the pending changes, and forget them; None when none are pending."""
-        if not self._entries:
-            return None
+    def take_batches(self) -> list[Batch]:
+        """Return the pending changes as batches, in order (lines rendered here, COPYs for the server), and forget them."""
+        if self._records:
+            self._closed.append(self._take_records())
+        if self._entries:
+            self._closed.append(self._take_query())
+        batches, self._closed = self._closed, []
+        return batches
+
+    def _take_records(self) -> RenderedLines:
+        """Return the records rendered here as RECORD lines, in this moment's envelope, and forget them."""
+        prefix, suffix = (
+            part.encode() for part in record_envelope(self.stream.tap_stream_id, self.version, now_extracted())
+        )
+        lines = prefix + (suffix + b"\n" + prefix).join(self._records) + suffix + b"\n"
+        rows = len(self._records)
+        self._records = []
+        self._records_size = 0
+        return RenderedLines(lines, rows)
+
+    def _take_query(self) -> sql.Composed:
+        """Return the COPY that renders the changes pending for the server, and forget them."""
         batch = (b"[" + b",".join(self._entries) + b"]").decode()
         fill = (self._fill or self._always_fill) and bool(self._keys)
         envelope = record_envelope(self.stream.tap_stream_id, self.version, now_extracted())
@@ -518,10 +585,16 @@ class BatchRenderer:
         self._rendering = 0
         self._next = 0
 
-    def submit(self, query: sql.Composed | None) -> None:
-        """Start rendering a batch, first writing older ones while every session is busy."""
-        if query is None:
-            return
+    def submit(self, batches: list[Batch]) -> None:
+        """Start rendering each batch, first writing older ones while every session is busy; lines rendered here wait their turn."""
+        for batch in batches:
+            if isinstance(batch, RenderedLines):
+                self._queue.append(functools.partial(self._sink.emit_batch, batch.lines, batch.rows))
+                self._write_ready()
+            else:
+                self._submit_query(batch)
+
+    def _submit_query(self, query: sql.Composed) -> None:
         while self._rendering == len(self._cursors):
             self._write_oldest()
         cursor = self._cursors[self._next % len(self._cursors)]
@@ -532,6 +605,10 @@ class BatchRenderer:
     def submit_checkpoint(self, checkpoint: Callable[[], None]) -> None:
         """Run `checkpoint` (it moves bookmarks, writes STATE) once every batch given before it is written."""
         self._queue.append(checkpoint)
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        """Write the lines and run the checkpoints at the head of the queue, up to the first batch still rendering."""
         while self._queue and not isinstance(self._queue[0], Future):
             self._write_oldest()
 

@@ -67,6 +67,7 @@ from tap_postgres.sync.changes import (
 from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import copy_full_table, new_version
 from tap_postgres.sync.helper_sessions import HelperSessions
+from tap_postgres.sync.local_render import TIME_SETTINGS, times_pinned
 from tap_postgres.sync.rows import CopySettings, Progress, RecordSink, selected_columns
 from tap_postgres.sync.schema_changes import COLUMNS_KEY, copy_reason, key_renamed, recorded_columns, retyped_columns
 from tap_postgres.sync.stream import StreamSync
@@ -143,6 +144,7 @@ class LogBasedSync:
         self.state = state
         self.writer = writer
         self.copy_settings = CopySettings.of(config, streams)
+        self.times_pinned = False  # open_slot reads it from the walsender
         self.helpers = HelperSessions(lambda: connect(config), config.connect_timeout)
         # re-read during the WAL pass: the target's saved position
         self.state_file = PolledJsonFile(state_path, "state", parse_float=decimal.Decimal) if state_path else None
@@ -180,7 +182,10 @@ class LogBasedSync:
         # the REPLICATION attribute, pg_hba and no pooler between, before hours of copying; self.conn
         # holds no transaction first: through a pooler, that would keep the check waiting for a server connection
         self.conn.rollback()
-        connect_replication(config).close()
+        replication = connect_replication(config)
+        # how the walsender prints values: its startup options pin it, and its ParameterStatus says so
+        self.times_pinned = times_pinned({name: replication.get_parameter_status(name) for name in TIME_SETTINGS})
+        replication.close()
         self.slot = find_slot(self.conn, config, self._prepare_plugin, self._publication_steps, self.recorded_slots)
 
     def _prepare_plugin(self, plugin: str, slot_name: str) -> None:
@@ -460,7 +465,13 @@ class WalPass:
         self.replication_cursor = None  # the walsender's cursor: its wal_end is where the server's WAL ends
         self.decoder = PgoutputDecoder() if sync.slot.plugin == "pgoutput" else Wal2jsonDecoder()
         self.sink = RecordSink(self.writer, self.progress, sync.copy_settings.value_limit)
-        change_options = ChangeOptions(sync.slot.plugin, self.config.debug_lsn, sync.copy_settings.value_limit)
+        change_options = ChangeOptions(
+            sync.slot.plugin,
+            self.config.debug_lsn,
+            sync.copy_settings.value_limit,
+            sync.times_pinned,
+            self.config.render_changes_in_tap,
+        )
         self.by_table: dict[tuple[str, str], StreamChanges] = {}
         for stream in sync.streams:
             table = tables.get((stream.schema_name, stream.table_name))
@@ -735,7 +746,7 @@ class WalPass:
                 changes.add(change, layout)
                 self.changes_since_state += 1
                 if changes.full:
-                    self.renderer.submit(changes.take_batch())
+                    self.renderer.submit(changes.take_batches())
                 elif not self.changes_since_state % PENDING_CHANGES:
                     self._submit_pending()
         elif action == "T":
@@ -746,7 +757,7 @@ class WalPass:
         """Hand every stream's pending changes to the renderer, so that a transaction over many tables holds
         at most PENDING_CHANGES of them, not tables x BATCH_CHANGES (a STATE waits for its end anyway)."""
         for changes in self.by_table.values():
-            self.renderer.submit(changes.take_batch())
+            self.renderer.submit(changes.take_batches())
 
     def _truncate(self, relation: tuple[str, str], position: int) -> None:
         """Start a new table version for each stream of a truncated table, so a target that honours it empties it.
@@ -768,7 +779,7 @@ class WalPass:
                     int_to_lsn(position),
                 )
                 continue
-            self.renderer.submit(changes.take_batch())
+            self.renderer.submit(changes.take_batches())
             changes.version = max(new_version(), (changes.version or 0) + 1)
             LOGGER.info(
                 "%s was truncated at %s: its records now carry table version %d, activated at once",
@@ -818,7 +829,7 @@ class WalPass:
 
     def _take_new_columns(self, changes: StreamChanges, change: Change) -> None:
         """Render what is pending under the old columns, then describe the table again and emit its SCHEMA."""
-        self.renderer.submit(changes.take_batch())
+        self.renderer.submit(changes.take_batches())
         self.renderer.drain()  # describe_tables below shares the first session
         stream = changes.stream
         described = describe_tables(self.sync.conn, tables=[(stream.schema_name, stream.table_name)])
@@ -877,7 +888,7 @@ class WalPass:
         """
         self._refuse_skipped_publication()
         for changes in self.by_table.values():
-            self.renderer.submit(changes.take_batch())
+            self.renderer.submit(changes.take_batches())
         position = self.position if not self.in_transaction else None
 
         def move_bookmarks() -> None:

@@ -1,0 +1,179 @@
+"""The LOG_BASED values the tap renders itself, from pgoutput's text, and the one place that says which those are.
+
+The server renders every value the tap emits (types.render_sql), and for LOG_BASED that meant
+each change went back to the primary to be rendered, costing it more CPU than decoding. Some
+families' text, as the walsender prints it, maps to the server's JSON by a fixed rule, so the
+tap writes those itself, byte for byte as row_to_json would:
+
+- integers and oid: the text is the JSON number;
+- numeric: the text is the JSON number (numeric_out never writes an exponent); NaN and the
+  infinities become null;
+- boolean: `t` and `f` are true and false;
+- text, varchar, char(n) (its padding kept), citext, name, uuid and enums: the text as a JSON
+  string, which orjson escapes as PostgreSQL's escape_json does (\\b \\f \\n \\r \\t \\" \\\\, other
+  control characters as \\u00XX, everything else as it is);
+- date, timestamp, timestamptz: ISO 8601 with a `+00:00` offset, clamped as types.py says. This
+  holds only while the walsender prints them in UTC with DateStyle ISO, which the replication
+  connection's startup options pin (connection.SESSION_SETTINGS) and its ParameterStatus confirms.
+
+A domain renders as its base type does. Arrays and every other family stay the server's. A stream whose
+every emitted column is in these families has its whole-row inserts and updates rendered here;
+its other changes (deletes, key changes, updates missing a TOASTed value, changes from before its
+columns changed) go to the server, in order. The generative suite checks the bytes against
+FULL_TABLE's, and tests/test_local_render.py checks each family's values against render_sql.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Callable, Mapping
+
+import orjson
+
+from tap_postgres import types
+from tap_postgres.catalog import DELETED_AT, LSN
+from tap_postgres.discovery import Column
+from tap_postgres.state import lsn_to_int
+from tap_postgres.sync.oversize import StreamValueLimit
+
+_DIGITS = frozenset("0123456789")
+_BOOLEANS = {"t": True, "f": False}
+
+
+def _numeric(text: str) -> orjson.Fragment | None:
+    """A finite numeric's text (it always ends with a digit) is its JSON; NaN and the infinities are null."""
+    return orjson.Fragment(text) if text[-1] in _DIGITS else None
+
+
+def _out_of_range(text: str) -> str:
+    """The clamped value of a date or timestamp outside the years 1 to 9999: BC and -infinity before, the rest after."""
+    return types.TIMESTAMP_BEFORE_RANGE if text[-1] == "C" or text[0] == "-" else types.TIMESTAMP_AFTER_RANGE
+
+
+def _timestamptz(text: str) -> str:
+    """`2024-01-02 03:04:05.5+00` (UTC, ISO) is `2024-01-02T03:04:05.5+00:00`; a 5-digit year, BC or infinity is clamped."""
+    if text[4] == "-" and text[-1] == "0":
+        return text[:10] + "T" + text[11:] + ":00"
+    return _out_of_range(text)
+
+
+def _timestamp(text: str) -> str:
+    """`2024-01-02 03:04:05.5` is read as UTC: `2024-01-02T03:04:05.5+00:00`."""
+    if text[4] == "-" and text[-1] != "C":
+        return text[:10] + "T" + text[11:] + "+00:00"
+    return _out_of_range(text)
+
+
+def _date(text: str) -> str:
+    """`2024-01-02` is midnight UTC: `2024-01-02T00:00:00+00:00`."""
+    if len(text) == 10 and text[4] == "-":
+        return text + "T00:00:00+00:00"
+    return _out_of_range(text)
+
+
+# A family's reader turns the walsender's text of a value into what orjson writes; None: the text as a string.
+_AS_STRING = None
+# An integer's text is its JSON: orjson.Fragment writes it as it is (a C call, no Python frame).
+_READERS: dict[str, Callable[[str], object] | None] = {
+    "int2": orjson.Fragment,
+    "int4": orjson.Fragment,
+    "int8": orjson.Fragment,
+    "oid": orjson.Fragment,
+    "numeric": _numeric,
+    "bool": _BOOLEANS.__getitem__,
+    "text": _AS_STRING,
+    "varchar": _AS_STRING,
+    "bpchar": _AS_STRING,
+    "citext": _AS_STRING,
+    "name": _AS_STRING,
+    "uuid": _AS_STRING,
+}
+_TIME_READERS = {"date": _date, "timestamp": _timestamp, "timestamptz": _timestamptz}
+_ENUM_KIND = "e"
+_UNKNOWN = object()
+
+# What the walsender must print dates and timestamps in for _TIME_READERS to hold.
+TIME_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, MDY"}
+
+
+def reader_of(column: types.ColumnType, times_pinned: bool) -> Callable[[str], object] | None | object:
+    """Return how the tap renders a column's text (None: as a string), or _UNKNOWN when the server must.
+
+    `times_pinned`: the walsender prints dates and timestamps in TIME_SETTINGS.
+    """
+    if column.is_array:
+        return _UNKNOWN
+    if column.base_kind == _ENUM_KIND:
+        return _AS_STRING
+    if column.base_name in _READERS:
+        return _READERS[column.base_name]
+    if times_pinned and column.base_name in _TIME_READERS:
+        return _TIME_READERS[column.base_name]
+    return _UNKNOWN
+
+
+def times_pinned(settings: Mapping[str, str | None]) -> bool:
+    """Tell whether a walsender's reported settings (ParameterStatus) are the ones dates and timestamps are read in."""
+    return all(settings.get(name) == value for name, value in TIME_SETTINGS.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalOptions:
+    """What decides how one stream's values render here."""
+
+    times_pinned: bool  # the walsender prints dates and timestamps in TIME_SETTINGS
+    debug_lsn: bool  # records carry _sdc_lsn
+    value_limit: StreamValueLimit | None = None  # max_value_bytes, as the stream applies it
+
+
+class LocalRows:
+    """Renders a stream's whole-row changes from pgoutput's texts into record objects, as the render query would."""
+
+    def __init__(self, columns: list[Column], readers: list, positions: list[int], options: LocalOptions):
+        # the record's keys: the columns, then _sdc_deleted_at, whose value (null) takes the last slot
+        self._names = [*(column.name for column in columns), DELETED_AT]
+        self._count = len(columns)
+        self._in_order = positions == list(range(len(positions)))
+        # one C call picks the emitted columns out of the row, in the stream's order, and one slot more
+        self._pick = operator.itemgetter(*positions, positions[0])
+        self._readers = [(n, read) for n, read in enumerate(readers) if read]
+        self._debug_lsn = options.debug_lsn
+        limit = options.value_limit
+        # string columns whose long values max_value_bytes may null: a change with one goes to the
+        # server; a character is at most 4 bytes in any server encoding, so a shorter value never is
+        self._limited = [
+            n
+            for n, (column, read) in enumerate(zip(columns, readers, strict=True))
+            if limit is not None and read is None and limit.applies_to(column)
+        ]
+        self._long_text = limit.max_bytes // 4 if limit is not None else 0
+
+    @classmethod
+    def of(cls, columns: list[Column], wal_names: tuple[str, ...], options: LocalOptions) -> LocalRows | None:
+        """Return the renderer of a stream whose every column renders here, read by position; None when one cannot."""
+        readers = [reader_of(column.type, options.times_pinned) if column.type else _UNKNOWN for column in columns]
+        if not columns or _UNKNOWN in readers or not {column.name for column in columns} <= set(wal_names):
+            return None
+        return cls(columns, readers, [wal_names.index(column.name) for column in columns], options)
+
+    def record(self, values: list[str | None], lsn: str) -> bytes | None:
+        """Return the record object of a whole row as JSON, or None when a value is long enough for the server to judge."""
+        # a copy: the same change may go to another stream (a partition's, its parent's)
+        if self._in_order:
+            row = values[: self._count]
+            row.append(None)
+        else:
+            row = list(self._pick(values))
+            row[-1] = None
+        for n in self._limited:
+            if row[n] is not None and len(row[n]) > self._long_text:
+                return None
+        for n, read in self._readers:
+            value = row[n]
+            if value is not None:
+                row[n] = read(value)
+        record = dict(zip(self._names, row, strict=True))
+        if self._debug_lsn:
+            record[LSN] = lsn_to_int(lsn)
+        return orjson.dumps(record)
