@@ -35,9 +35,12 @@ def pgoutput_row(table, n: int) -> Change:
 
 
 @pytest.mark.parametrize("debug_lsn", [False, True])
-def test_a_pending_pgoutput_row_costs_about_its_length(table, debug_lsn):
+@pytest.mark.parametrize("render_in_tap", [False, True])
+def test_a_pending_pgoutput_row_costs_about_its_length(table, debug_lsn, render_in_tap):
+    """Rendered by the server (its entry for the render query) or in the tap (its record's JSON)."""
     stream = types.SimpleNamespace(tap_stream_id="public-pending")
-    changes = StreamChanges(stream, table, table.columns, 1, ChangeOptions("pgoutput", debug_lsn=debug_lsn))
+    options = ChangeOptions("pgoutput", debug_lsn=debug_lsn, times_pinned=True, render_in_tap=render_in_tap)
+    changes = StreamChanges(stream, table, table.columns, 1, options)
     rows = [pgoutput_row(table, n) for n in range(2000)]
     tracemalloc.start()
     try:
@@ -47,10 +50,11 @@ def test_a_pending_pgoutput_row_costs_about_its_length(table, debug_lsn):
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    entries = changes._entries
-    assert changes.pending == len(rows)
-    # the same JSON the render query has always read: ["F", values] (with the lsn: ["F", values, lsn])
-    assert entries[7] == orjson.dumps(["F", rows[7].values, *(["0/16B3748"] if debug_lsn else [])])
+    entries = changes._records if render_in_tap else changes._entries
+    assert len(entries) == len(rows)
+    if not render_in_tap:
+        # the same JSON the render query has always read: ["F", values] (with the lsn: ["F", values, lsn])
+        assert entries[7] == orjson.dumps(["F", rows[7].values, *(["0/16B3748"] if debug_lsn else [])])
     length = sum(len(entry) for entry in entries) / len(entries)
     # a bytes object's header and its slot in the list come to about 50 bytes; orjson's own
     # result keeps a 4 KB buffer, which made 100 streams' pending batches take 1.6 GB
