@@ -210,49 +210,40 @@ def test_moving_a_wal2json_pipeline_to_pgoutput_loses_and_repeats_nothing(db, ta
         db.plugin = db.default_plugin
 
 
-def test_a_first_pipeline_on_a_default_server_chooses_pgoutput_and_says_why(db, tables, default_allowlist):
+def assert_a_first_pipeline_chooses_pgoutput(db, tables, reason: str) -> None:
+    """A pipelinewise config (output_plugin unset) with no slot yet: the run makes a pgoutput slot, logs
+    `reason`, and the slot's plugin decides from then on."""
     catalog = log_based(tables, "public-pets")
     config = dict(pipelinewise_config(db), create_replication_slot=True)  # output_plugin unset, no slot yet
     slot = f"pipelinewise_{db.name}"
     try:
         messages, stderr, code = db.try_sync(catalog, config=config)
         assert code == 0, stderr
-        assert any(
-            "output_plugin is unset and there is no slot yet: using pgoutput, as the server's "
-            "output_plugin_libraries (pgoutput, test_decoding) does not allow wal2json" in line
-            for line in stderr
-        )
+        assert any(reason in line for line in stderr)
         assert db.query("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == [("pgoutput",)]
         db.execute("INSERT INTO pets VALUES (5, 'kit')")
-        # the slot's plugin decides from now on
-        assert [r["name"] for r in records_of(db.sync(catalog, state=states_of(messages)[-1], config=config))] == [
-            "kit"
-        ]
+        later = db.sync(catalog, state=states_of(messages)[-1], config=config)
+        assert [r["name"] for r in records_of(later)] == ["kit"]
     finally:
         db.drop_slots()
         db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
         db.execute("DELETE FROM pets WHERE id = 5")
 
 
+def test_a_first_pipeline_on_a_default_server_chooses_pgoutput_and_says_why(db, tables, default_allowlist):
+    assert_a_first_pipeline_chooses_pgoutput(
+        db,
+        tables,
+        "output_plugin is unset and there is no slot yet: using pgoutput, as the server's "
+        "output_plugin_libraries (pgoutput, test_decoding) does not allow wal2json",
+    )
+
+
 def test_a_first_pipeline_on_a_server_without_wal2json_chooses_pgoutput_and_says_why(db, tables):
     """A server may allow wal2json (no allowlist before 2026's minors) and still not have it installed."""
     if db.server.has_wal2json:
         pytest.skip("this server has wal2json (the pinned builds of make test-versions do not)")
-    catalog = log_based(tables, "public-pets")
-    config = dict(pipelinewise_config(db), create_replication_slot=True)  # output_plugin unset, no slot yet
-    slot = f"pipelinewise_{db.name}"
-    try:
-        messages, stderr, code = db.try_sync(catalog, config=config)
-        assert code == 0, stderr
-        assert any("using pgoutput, as wal2json is not installed on the server" in line for line in stderr)
-        assert db.query("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == [("pgoutput",)]
-        db.execute("INSERT INTO pets VALUES (6, 'pip')")
-        later = db.sync(catalog, state=states_of(messages)[-1], config=config)
-        assert [r["name"] for r in records_of(later)] == ["pip"]
-    finally:
-        db.drop_slots()
-        db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
-        db.execute("DELETE FROM pets WHERE id = 6")
+    assert_a_first_pipeline_chooses_pgoutput(db, tables, "using pgoutput, as wal2json is not installed on the server")
 
 
 def test_a_missing_slot_names_the_publication_first_then_the_slot(db, tables, default_allowlist):
