@@ -1,4 +1,4 @@
-"""Singer messages on stdout: orjson lines into one large buffer, flushed at STATE and at the end."""
+"""Singer messages on stdout: orjson lines into one large buffer, flushed at STATE, at the end, and while LOG_BASED streams."""
 
 from __future__ import annotations
 
@@ -110,6 +110,10 @@ class MessageWriter:
     def write_state(self, state: dict) -> None:
         """Write a STATE message and flush, so the target sees every record the state covers."""
         self._write({"type": "STATE", "value": state})
+        self.raw.flush()
+
+    def flush(self) -> None:
+        """Pass what is buffered on to the target now (LOG_BASED, while it streams)."""
         self.raw.flush()
 
     def write_message(self, message: dict) -> None:

@@ -79,6 +79,7 @@ def test_a_transaction_over_many_tables_holds_at_most_pending_changes_of_them(db
     records = [m for m in db.sync(catalog, state=state) if m["type"] == "RECORD"]
     assert len(records) == 30000
     runs = [len(list(run)) for _, run in itertools.groupby(records, key=lambda m: m["stream"])]
-    assert max(runs) == PENDING_CHANGES // 10, runs
+    # (shorter runs too: the run also writes what it read every FLUSH_SECONDS)
+    assert max(runs) <= PENDING_CHANGES // 10, runs
     for t in range(10):  # each stream's changes in their order
         assert [m["record"]["id"] for m in records if m["stream"] == f"public-many{t}"] == list(range(1, 3001))

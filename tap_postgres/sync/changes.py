@@ -590,7 +590,7 @@ class BatchRenderer:
         for batch in batches:
             if isinstance(batch, RenderedLines):
                 self._queue.append(functools.partial(self._sink.emit_batch, batch.lines, batch.rows))
-                self._write_ready()
+                self.write_ready()
             else:
                 self._submit_query(batch)
 
@@ -605,11 +605,16 @@ class BatchRenderer:
     def submit_checkpoint(self, checkpoint: Callable[[], None]) -> None:
         """Run `checkpoint` (it moves bookmarks, writes STATE) once every batch given before it is written."""
         self._queue.append(checkpoint)
-        self._write_ready()
+        self.write_ready()
 
-    def _write_ready(self) -> None:
+    @property
+    def holding(self) -> bool:
+        """Tell whether some batch or checkpoint given is not written or run yet."""
+        return bool(self._queue)
+
+    def write_ready(self) -> None:
         """Write the lines and run the checkpoints at the head of the queue, up to the first batch still rendering."""
-        while self._queue and not isinstance(self._queue[0], Future):
+        while self._queue and (not isinstance(self._queue[0], Future) or self._queue[0].done()):
             self._write_oldest()
 
     def drain(self) -> None:

@@ -83,6 +83,9 @@ STATE_EVERY_SECONDS = 10.0
 PENDING_CHANGES = 20000
 # How long to wait on the socket before checking the stop conditions again.
 POLL_SECONDS = 1.0
+# How long a change read may wait in the tap before its record is written to stdout: a steady load
+# never leaves the run idle, and a STATE comes only every STATE_EVERY_SECONDS.
+FLUSH_SECONDS = 0.2
 # psycopg2 answers the server's keepalives itself; this is how often it reports on its own.
 STATUS_INTERVAL_SECONDS = 10
 
@@ -507,7 +510,8 @@ class WalPass:
         self.warned: set[str] = set()
         self.stopping: str | None = None  # why the pass ends at the next transaction end
         self.changes_since_state = 0
-        self.started = self.last_state = self.last_data = time.monotonic()
+        self.started = self.last_state = self.last_data = self.last_flush = time.monotonic()
+        self.unwritten = False  # changes read whose records may not be on stdout yet
         self.plugin_options = self._plugin_options()  # before the renderer shares self.sync.conn
 
     def run(self) -> None:
@@ -660,6 +664,8 @@ class WalPass:
                     self._checkpoint()
                     if (saved := self._saved_by_the_target()) is not None:
                         return saved
+                if self.unwritten and time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+                    self._flush(wait=False)
                 continue
             if not self.in_transaction:
                 # a keepalive's position: every transaction ending before it has been sent
@@ -674,7 +680,13 @@ class WalPass:
                 self._checkpoint(drain=True)
             if not self.in_transaction and (saved := self._saved_by_the_target()) is not None:
                 return saved
-            ready, _, _ = select.select([cur], [], [], POLL_SECONDS)
+            timeout = POLL_SECONDS
+            if self.unwritten:
+                timeout = FLUSH_SECONDS - (time.monotonic() - self.last_flush)
+                if timeout <= 0:
+                    self._flush(wait=True)  # nothing to read: wait for the renders in flight
+                    timeout = POLL_SECONDS
+            ready, _, _ = select.select([cur], [], [], timeout)
             if not ready and now - last_keepalive_request >= POLL_SECONDS:
                 cur.send_feedback(reply=True, force=True)  # ask for a keepalive: it carries the WAL end
                 last_keepalive_request = now
@@ -745,6 +757,7 @@ class WalPass:
                     layout = changes.layout_of(change, described=True)
                 changes.add(change, layout)
                 self.changes_since_state += 1
+                self.unwritten = True
                 if changes.full:
                     self.renderer.submit(changes.take_batches())
                 elif not self.changes_since_state % PENDING_CHANGES:
@@ -849,6 +862,21 @@ class WalPass:
         changes.adopt(described[0], columns, change.names)
         if widened is not stream:
             self.writer.write_schema(stream.tap_stream_id, self.sync.schema_of(widened), stream.key_properties, None)
+
+    def _flush(self, wait: bool) -> None:
+        """Hand every pending change to the renderer and write to stdout what is rendered; `wait` for the rest too.
+
+        Records only: a STATE still waits for its transaction's end and for STATE_EVERY_*.
+        """
+        for changes in self.by_table.values():
+            self.renderer.submit(changes.take_batches())
+        if wait:
+            self.renderer.drain()
+        else:
+            self.renderer.write_ready()
+        self.writer.flush()
+        self.unwritten = self.renderer.holding
+        self.last_flush = time.monotonic()
 
     def _state_due(self) -> bool:
         return (
