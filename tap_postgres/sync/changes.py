@@ -232,14 +232,9 @@ class StreamChanges:
             and layout == IN_ORDER
             and change.values is not None
             and not self._deletes_key(change)
+            and self.add_whole_row(change.values, change.lsn)
         ):
-            record = self._local.record(change.values, change.lsn)
-            if record is not None and len(record) <= LONGEST_ENTRY:
-                if self._entries:
-                    self._closed.append(self._take_query())
-                self._records.append(record)
-                self._records_size += len(record)
-                return
+            return
         if self._records:
             self._closed.append(self._take_records())
         entries, size = len(self._entries), self._size
@@ -249,6 +244,25 @@ class StreamChanges:
             self._size = size
             self._null_long_values(change)
             self._add(change, layout)
+
+    @property
+    def renders_whole_rows(self) -> bool:
+        """Tell whether the tap renders this stream's whole-row inserts and updates (local_render)."""
+        return self._local is not None
+
+    def add_whole_row(self, values: list[str | None], lsn: str) -> bool:
+        """Queue the record of a whole new row in the plugin's column order, rendered here; False when the server must.
+
+        Only for a stream that renders_whole_rows, of a change that keeps its key (see `add`).
+        """
+        record = self._local.record(values, lsn)
+        if record is None or len(record) > LONGEST_ENTRY:
+            return False
+        if self._entries:
+            self._closed.append(self._take_query())
+        self._records.append(record)
+        self._records_size += len(record)
+        return True
 
     def _null_long_values(self, change: Change) -> None:
         """Null the change's values longer than max_value_bytes, or raise naming the longest one."""

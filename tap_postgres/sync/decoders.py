@@ -23,6 +23,7 @@ from tap_postgres.state import int_to_lsn, lsn_to_int
 _POSTGRES_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 _BYTEA_OID = 17
 _INT16, _INT32 = struct.Struct("!h"), struct.Struct("!i")
+_UINT16, _UINT32 = struct.Struct("!H").unpack_from, struct.Struct("!I").unpack_from
 
 
 @dataclasses.dataclass
@@ -139,6 +140,11 @@ class PgoutputDecoder:
             return Change("T", relations=[(self.relations[r].schema, self.relations[r].table) for r in relids])
         return None  # Y(pe) and O(rigin) tell nothing the tap needs
 
+    def takes_texts_as_sent(self, payload: bytes) -> bool:
+        """Tell whether a row change's values are their texts as sent (whole_row_values): its relation has no bytea."""
+        (relid,) = _UINT32(payload, 1)
+        return not self.relations[relid].bytea_columns
+
     def _read_relation(self, payload: bytes) -> None:
         (relid,) = struct.unpack_from("!I", payload, 1)
         schema, offset = _string(payload, 5)
@@ -192,7 +198,7 @@ class PgoutputDecoder:
         An unchanged TOASTed value is not sent: it is left out, as wal2json does, and the names
         are then the columns sent; otherwise they are the relation's own tuple (the same object).
         """
-        count = int.from_bytes(payload[offset : offset + 2], "big")
+        count = _UINT16(payload, offset)[0]
         offset += 2
         values: list[str | None] = []
         append = values.append
@@ -200,9 +206,10 @@ class PgoutputDecoder:
         for index in range(count):
             kind = payload[offset]
             if kind == 0x74:  # 't': text
-                start = offset + 5
-                offset = start + int.from_bytes(payload[offset + 1 : start], "big")
-                append(payload[start:offset].decode())
+                length = _UINT32(payload, offset + 1)[0]
+                offset += 5
+                append(payload[offset : offset + length].decode())
+                offset += length
             elif kind == 0x6E:  # 'n': NULL
                 offset += 1
                 append(None)
@@ -221,6 +228,30 @@ class PgoutputDecoder:
                 if text is not None and text.startswith("\\x"):
                     values[position] = text[2:]
         return names, values, offset
+
+
+def whole_row_values(payload: bytes) -> list[str | None] | None:
+    """Read the new row of an insert or update that carries only it (`N` at offset 5), as `_values` would;
+    None when it left a TOASTed value out. For relations without bytea columns: their texts are taken as sent.
+
+    The WAL pass's fast path (logical.WalPass._consume): no Change, no names, one loop.
+    """
+    offset = 8
+    values: list[str | None] = []
+    append = values.append
+    for _ in range(_UINT16(payload, 6)[0]):
+        kind = payload[offset]
+        if kind == 0x74:
+            length = _UINT32(payload, offset + 1)[0]
+            offset += 5
+            append(payload[offset : offset + length].decode())
+            offset += length
+        elif kind == 0x6E:
+            offset += 1
+            append(None)
+        else:
+            return None  # 'u', or a kind the general path refuses with its reason
+    return values
 
 
 def _string(payload: bytes, offset: int) -> tuple[str, int]:

@@ -57,6 +57,7 @@ from tap_postgres.state import (
     shown,
 )
 from tap_postgres.sync.changes import (
+    IN_ORDER,
     NEW_COLUMNS,
     BatchRenderer,
     ChangeOptions,
@@ -64,7 +65,7 @@ from tap_postgres.sync.changes import (
     log_based_schema,
     with_new_columns,
 )
-from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
+from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder, whole_row_values
 from tap_postgres.sync.full_table import copy_full_table, new_version
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.local_render import TIME_SETTINGS, times_pinned
@@ -512,6 +513,8 @@ class WalPass:
         self.changes_since_state = 0
         self.started = self.last_state = self.last_data = self.last_flush = time.monotonic()
         self.unwritten = False  # changes read whose records may not be on stdout yet
+        # b"I" or b"U" and a relation's oid, as a pgoutput change starts: the stream its whole rows go to
+        self.whole_rows: dict[bytes, StreamChanges] = {}
         self.plugin_options = self._plugin_options()  # before the renderer shares self.sync.conn
 
     def run(self) -> None:
@@ -733,8 +736,18 @@ class WalPass:
         return False
 
     def _consume(self, payload: bytes, data_start: int) -> None:
+        # the common case first: a pgoutput insert or update carrying only its whole new row, of a
+        # table whose last such change was rendered here (see _learn_whole_rows), read in one loop
+        changes = self.whole_rows.get(payload[:5]) if self.whole_rows else None
+        if changes is not None and payload[5] == 0x4E and changes.stream.tap_stream_id not in self.skipped:
+            values = whole_row_values(payload)
+            if values is not None and changes.add_whole_row(values, self.decoder.lsn):
+                self._added(changes)
+                return
         change = self.decoder.decode(payload)
         if change is None:
+            if payload[:1] == b"R":
+                self.whole_rows.clear()  # a relation described anew may have other columns or another name
             return
         action = change.action
         if action == "B":
@@ -750,21 +763,39 @@ class WalPass:
             for changes in route:
                 if changes.stream.tap_stream_id in self.skipped:
                     continue
-                self.last_data = time.monotonic()
                 layout = changes.layout_of(change)
                 if layout == NEW_COLUMNS:
                     self._take_new_columns(changes, change)
                     layout = changes.layout_of(change, described=True)
                 changes.add(change, layout)
-                self.changes_since_state += 1
-                self.unwritten = True
-                if changes.full:
-                    self.renderer.submit(changes.take_batches())
-                elif not self.changes_since_state % PENDING_CHANGES:
-                    self._submit_pending()
+                self._added(changes)
+                if layout == IN_ORDER and change.whole_row and len(route) == 1:
+                    self._learn_whole_rows(payload, changes)
         elif action == "T":
             for relation in change.relations:
                 self._truncate(relation, data_start)
+
+    def _added(self, changes: StreamChanges) -> None:
+        """Count a change just queued, and hand batches to the renderer when they are due."""
+        self.last_data = time.monotonic()
+        self.changes_since_state += 1
+        self.unwritten = True
+        if changes.full:
+            self.renderer.submit(changes.take_batches())
+        elif not self.changes_since_state % PENDING_CHANGES:
+            self._submit_pending()
+
+    def _learn_whole_rows(self, payload: bytes, changes: StreamChanges) -> None:
+        """Send the table's next whole-row inserts and updates down _consume's fast path, which renders them
+        into `changes` as the general path just did: they then differ from this change only in their values.
+
+        Only where the table's changes go to this stream alone and every value is taken as sent (no
+        bytea, which pgoutput prints with a prefix). Forgotten when any relation is described anew
+        and when the stream's columns change.
+        """
+        if changes.renders_whole_rows and self.decoder.takes_texts_as_sent(payload):
+            relid = payload[1:5]
+            self.whole_rows[b"I" + relid] = self.whole_rows[b"U" + relid] = changes
 
     def _submit_pending(self) -> None:
         """Hand every stream's pending changes to the renderer, so that a transaction over many tables holds
@@ -842,6 +873,7 @@ class WalPass:
 
     def _take_new_columns(self, changes: StreamChanges, change: Change) -> None:
         """Render what is pending under the old columns, then describe the table again and emit its SCHEMA."""
+        self.whole_rows.clear()
         self.renderer.submit(changes.take_batches())
         self.renderer.drain()  # describe_tables below shares the first session
         stream = changes.stream
