@@ -7,7 +7,9 @@ infinite, in every time zone. The server renders each row as the render query do
 (types.render_sql, row_to_json); the tap renders the values' text as the walsender prints it (its
 output function, which format('%s') calls, in a session of the tap's pinned settings: a cast to
 text is not it for boolean or char(n)) through LocalRows; the bytes must be
-equal, `_sdc_lsn` included.
+equal, `_sdc_lsn` included. Where the server has wal2json, the same rows are read back through it
+(its own JSON, parsed as the WAL pass parses it, numerics' text cut out by
+decoders.wal2json_values) and must give the same bytes too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tap_postgres.config import parse_config
 from tap_postgres.connection import connect
 from tap_postgres.discovery import describe_tables
 from tap_postgres.state import int_to_lsn
+from tap_postgres.sync.decoders import Change, Wal2jsonDecoder, wal2json_values
 from tap_postgres.sync.local_render import LocalOptions, LocalRows
 from tap_postgres.sync.rows import rendered_columns
 
@@ -84,13 +87,36 @@ def bounded_shrinking():
         yield
 
 
+WAL2JSON_SLOT = "local_render_wal2json"
+
+
 @pytest.fixture(scope="module")
-def sessions(db):
-    """The module's database with citext, and a session of the tap's own (its pinned settings)."""
+def sessions(db, server):
+    """The module's database with citext, a session of the tap's own (its pinned settings), and
+    whether a wal2json slot (WAL2JSON_SLOT) reads the changes made in it."""
     db.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    if server.has_wal2json:
+        db.execute(f"SELECT pg_create_logical_replication_slot('{WAL2JSON_SLOT}', 'wal2json')")
     tap = connect(parse_config(db.config))
-    yield db, tap
+    yield db, tap, server.has_wal2json
     tap.close()
+    if server.has_wal2json:
+        db.execute(f"SELECT pg_drop_replication_slot('{WAL2JSON_SLOT}')")
+
+
+def wal2json_inserts(tap, schema: str) -> list[Change]:
+    """Each insert into `schema`.t since the last call, as the WAL pass decodes wal2json's message of it
+    (written in the tap's session: its pinned settings print the dates)."""
+    options = ["format-version", "2", "include-xids", "true", "include-timestamp", "true", "include-lsn", "true"]
+    options += ["include-types", "false", "add-tables", f"{schema}.t"]  # as the WAL pass asks
+    with tap.cursor() as cur:
+        cur.execute(
+            "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL, VARIADIC %s)", (WAL2JSON_SLOT, options)
+        )
+        messages = [row[0].encode() for row in cur.fetchall()]
+    tap.commit()
+    decoder = Wal2jsonDecoder()
+    return [change for change in map(decoder.decode, messages) if change.action == "I"]
 
 
 @st.composite
@@ -119,7 +145,7 @@ def local_tables(draw, schema: str, kind: str, server_version: int):
 @fuzz_settings(EXAMPLES, "local_render")
 @given(data=st.data(), lsn=st.integers(0, 2**63 - 1))
 def test_the_tap_renders_each_local_family_as_the_server_does(sessions, kind, data, lsn):
-    db, tap = sessions
+    db, tap, wal2json = sessions
     if kind not in _kinds(gs.TypeNamer("x", "t"), tap.server_version):
         pytest.skip(f"{kind} is not a type of PostgreSQL {tap.server_version}")
     schema = f"lr{next(_schemas)}"
@@ -140,16 +166,20 @@ def test_the_tap_renders_each_local_family_as_the_server_does(sessions, kind, da
         (table,) = describe_tables(tap, tables=[(schema, "t")])
         tap.rollback()
         columns = table.columns
+        through_wal2json = wal2json_inserts(tap, schema) if wal2json else []
         for debug_lsn in (False, True):
             rows_here = LocalRows.of(columns, tuple(names), LocalOptions(True, debug_lsn))
             assert rows_here is not None, [column.type for column in columns]
+            wal2json_here = LocalRows.of(columns, tuple(names), LocalOptions(True, debug_lsn, plugin="wal2json"))
+            assert wal2json_here is not None, [column.type for column in columns]
             extra = sql.SQL("NULL AS {}").format(sql.Identifier(DELETED_AT))
             if debug_lsn:
                 extra += sql.SQL(", ({}::pg_lsn - '0/0')::bigint AS {}").format(
                     sql.Literal(int_to_lsn(lsn)), sql.Identifier(LSN)
                 )
             query = sql.SQL(
-                "SELECT ARRAY[{}], (SELECT row_to_json(r.*)::text FROM (SELECT {}, {}) AS r) FROM {} AS t"
+                "SELECT ARRAY[{}], (SELECT row_to_json(r.*)::text FROM (SELECT {}, {}) AS r) FROM {} AS t "
+                "ORDER BY t.ctid"  # the order of the inserts: the table has no other change
             ).format(
                 sql.SQL(", ").join(
                     sql.SQL("CASE WHEN t.{0} IS NOT NULL THEN format('%s', t.{0}) END").format(sql.Identifier(name))
@@ -166,5 +196,12 @@ def test_the_tap_renders_each_local_family_as_the_server_does(sessions, kind, da
             for texts, rendered in server_rows:
                 note(f"texts {texts!r}")
                 assert rows_here.record(texts, int_to_lsn(lsn)).decode() == rendered
+            if wal2json:
+                assert len(through_wal2json) == len(server_rows)
+                for change, (_, rendered) in zip(through_wal2json, server_rows, strict=True):
+                    note(f"wal2json {change.payload!r}")
+                    values = wal2json_values(change, wal2json_here.number_texts)
+                    assert values is not None
+                    assert wal2json_here.record(values, int_to_lsn(lsn)).decode() == rendered
     finally:
         db.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -343,34 +343,3 @@ def test_a_table_out_of_the_publication_for_a_while_is_copied_anew_under_a_new_v
     assert code == 0 and not any("left publication" in line for line in stderr)
     assert [r["name"] for r in records_of(messages)] == ["after"]
     db.execute("DELETE FROM pets WHERE id >= 10")
-
-
-def test_changes_rendered_in_the_tap_are_the_servers_bytes_in_the_order_of_the_wal(db, tables, pgoutput_slot):
-    """Whole rows the tap renders, between deletes and key changes the server renders, keep their order and bytes."""
-    db.execute("CREATE TABLE mixed (id int PRIMARY KEY, n numeric, t text, ts timestamptz, d date, b boolean, u uuid)")
-    try:
-        catalog = log_based(db.discover(), "public-mixed")
-        state = states_of(db.sync(catalog))[-1]
-        db.execute(
-            "INSERT INTO mixed VALUES (1, 1.50, E'a\"\\\\\\n\\x01é', '2024-02-29 12:00:00.5+02', '0044-03-15 BC', true, "
-            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), (2, 'NaN', NULL, 'infinity', '10000-01-01', false, NULL);"
-            "DELETE FROM mixed WHERE id = 1; UPDATE mixed SET id = 3 WHERE id = 2; UPDATE mixed SET n = -0.001;"
-            "INSERT INTO mixed VALUES (4, 12345678901234567890.123, '', '-infinity', 'infinity', NULL, NULL)"
-        )
-
-        def records(render_in_tap: bool) -> list[str]:
-            lines, _, _ = db.run_tap(
-                "--catalog",
-                str(db.write_json("catalog.json", catalog)),
-                "--state",
-                str(db.write_json("state.json", state)),
-                config=dict(db.config, render_changes_in_tap=render_in_tap),
-            )
-            return [line.split(',"time_extracted"')[0] for line in lines if line.startswith('{"type":"RECORD"')]
-
-        here, server = records(True), records(False)
-        assert here == server
-        ids = [int(line.split('"record":{"id":')[1].split(",")[0]) for line in here]
-        assert ids == [1, 2, 1, 2, 3, 3, 4]  # inserts, the delete, the key change (delete, row), the update, insert
-    finally:
-        db.execute("DROP TABLE mixed")

@@ -44,7 +44,7 @@ from tap_postgres.catalog import DELETED_AT, LSN, SelectedStream
 from tap_postgres.discovery import Column, Table
 from tap_postgres.errors import OversizeValueError, ReplicationError
 from tap_postgres.output import now_extracted, record_envelope
-from tap_postgres.sync.decoders import Change
+from tap_postgres.sync.decoders import Change, wal2json_values
 from tap_postgres.sync.local_render import LocalOptions, LocalRows
 from tap_postgres.sync.oversize import LONGEST_ENTRY, OVERSIZE_WAY_ON, ValueLimit, log_nulled
 from tap_postgres.sync.rows import (
@@ -125,7 +125,7 @@ class StreamChanges:
         self.value_limit = options.value_limit.of(stream) if options.value_limit else None
         # a full row is `["F", [{"name", "value"}, ...]]` as wal2json wrote it, `["F", [value, ...]]` from pgoutput
         self.bare_values = options.plugin == "pgoutput"
-        self._local_options = LocalOptions(options.times_pinned, self.debug_lsn, self.value_limit)
+        self._local_options = LocalOptions(options.times_pinned, self.debug_lsn, self.value_limit, options.plugin)
         self._render_in_tap = options.render_in_tap
         self._entries: list[bytes] = []
         self._size = 0
@@ -167,7 +167,7 @@ class StreamChanges:
             c.name not in self._wal_name_set and c.name not in self._gone and c.name not in evaluated for c in columns
         )
         self._local = None
-        if self._render_in_tap and self.bare_values and not (self._evaluated or self._gone or self._always_fill):
+        if self._render_in_tap and not (self._evaluated or self._gone or self._always_fill):
             self._local = LocalRows.of(columns, self.wal_names, self._local_options)
 
     @property
@@ -227,14 +227,10 @@ class StreamChanges:
         A change too long for the render query (its JSON past what the server can build) has its
         long values nulled first when max_value_bytes is set, and stops the run naming them when not.
         """
-        if (
-            self._local is not None
-            and layout == IN_ORDER
-            and change.values is not None
-            and not self._deletes_key(change)
-            and self.add_whole_row(change.values, change.lsn)
-        ):
-            return
+        if self._local is not None and layout == IN_ORDER and not self._deletes_key(change):
+            values = change.values if self.bare_values else wal2json_values(change, self._local.number_texts)
+            if values is not None and self.add_whole_row(values, change.lsn):
+                return
         if self._records:
             self._closed.append(self._take_records())
         entries, size = len(self._entries), self._size

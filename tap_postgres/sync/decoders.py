@@ -1,11 +1,12 @@
 """The two output plugins LOG_BASED reads, decoded into one form of change for the rest of the WAL pass.
 
 A decoder turns one replication message into a `Change` or None (a message that only informs the
-decoder, such as pgoutput's relation messages). `changes.StreamChanges` sends row changes back to
-the server to render: wal2json's own JSON as it came; from pgoutput, a whole new row as the list
-of its values' texts (the common case: no Python object per column), any other change written
-as wal2json's format-version 2 object. Every value stays the text of the type's output
-function, so both plugins render byte-identical records.
+decoder, such as pgoutput's relation messages). `changes.StreamChanges` renders a whole new row
+in the tap where local_render can (pgoutput's texts; wal2json's values as parsed, numerics' text
+cut out of the message by `wal2json_values`), and sends the other row changes back to the server
+to render: wal2json's own JSON as it came; from pgoutput, a whole new row as the list of its
+values' texts, any other change written as wal2json's format-version 2 object. Every value stays
+the text of the type's output function, so both plugins render byte-identical records.
 """
 
 from __future__ import annotations
@@ -95,6 +96,28 @@ class Wal2jsonDecoder:
         if action == "T":
             return Change("T", relations=[(message["schema"], message["table"])])
         return Change(action)  # C, and M (messages are not asked for)
+
+
+def wal2json_values(change: Change, number_texts: list[tuple[int, bytes]]) -> list | None:
+    """Return the values of a wal2json insert's or update's new row as orjson read them, with the JSON text of some.
+
+    `number_texts`: (position in the columns array, the text before the value) of the numeric values,
+    in order, whose text is wanted as it came (a double would lose digits and the scale); None when
+    one is not where it should be. A string value cannot hold the text before a value: every quote
+    in it is escaped.
+    """
+    values = [column["value"] for column in change.message["columns"]]
+    if number_texts:
+        payload = change.payload
+        at = 0
+        for position, before in number_texts:
+            at = payload.find(before, at)
+            if at < 0:
+                return None
+            at += len(before)
+            if values[position] is not None:  # null, also for NaN and the infinities
+                values[position] = payload[at : payload.index(b"}", at)].decode()
+    return values
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,16 @@ tap writes those itself, byte for byte as row_to_json would:
   holds only while the walsender prints them in UTC with DateStyle ISO, which the replication
   connection's startup options pin (connection.SESSION_SETTINGS) and its ParameterStatus confirms.
 
-A domain renders as its base type does. Arrays and every other family stay the server's. A stream whose
-every emitted column is in these families has its whole-row inserts and updates rendered here;
+A domain renders as its base type does. Arrays and every other family stay the server's.
+
+wal2json writes the same texts inside its JSON, which the tap has already parsed to route the
+change: as strings, except the values of integer, oid and boolean columns (JSON numbers and
+booleans, which orjson reads exactly and writes back as they were) and of numeric columns (a JSON
+number, or null for NaN and the infinities), whose text the tap cuts out of the message, since a
+double would lose digits and the scale. A domain's values are strings (wal2json looks at the
+column's own type, not its base).
+
+A stream whose every emitted column is in these families has its whole-row inserts and updates rendered here;
 its other changes (deletes, key changes, updates missing a TOASTed value, changes from before its
 columns changed) go to the server, in order. The generative suite checks the bytes against
 FULL_TABLE's, and tests/test_local_render.py checks each family's values against render_sql.
@@ -74,6 +82,8 @@ def _date(text: str) -> str:
 
 # A family's reader turns the walsender's text of a value into what orjson writes; None: the text as a string.
 _AS_STRING = None
+# wal2json's integers and booleans, as orjson read them, are written back as they were.
+_AS_PARSED = None
 # An integer's text is its JSON: orjson.Fragment writes it as it is (a C call, no Python frame).
 _READERS: dict[str, Callable[[str], object] | None] = {
     "int2": orjson.Fragment,
@@ -97,13 +107,21 @@ _UNKNOWN = object()
 TIME_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, MDY"}
 
 
-def reader_of(column: types.ColumnType, times_pinned: bool) -> Callable[[str], object] | None | object:
-    """Return how the tap renders a column's text (None: as a string), or _UNKNOWN when the server must.
+# wal2json's JSON values of these base types are what the server renders, once orjson has read them
+_WAL2JSON_PARSED = frozenset({"int2", "int4", "int8", "oid", "bool"})
+# and those of numeric are JSON numbers whose text the tap takes from the message (decoders.wal2json_values)
+_WAL2JSON_NUMBER_TEXT = "numeric"
+
+
+def reader_of(column: types.ColumnType, times_pinned: bool, plugin: str = "pgoutput") -> Callable | None | object:
+    """Return how the tap renders a column's value as the plugin sent it (None: as it is), or _UNKNOWN when the server must.
 
     `times_pinned`: the walsender prints dates and timestamps in TIME_SETTINGS.
     """
     if column.is_array:
         return _UNKNOWN
+    if plugin == "wal2json" and not column.domain_base and column.base_name in _WAL2JSON_PARSED:
+        return _AS_PARSED
     if column.base_kind == _ENUM_KIND:
         return _AS_STRING
     if column.base_name in _READERS:
@@ -125,12 +143,24 @@ class LocalOptions:
     times_pinned: bool  # the walsender prints dates and timestamps in TIME_SETTINGS
     debug_lsn: bool  # records carry _sdc_lsn
     value_limit: StreamValueLimit | None = None  # max_value_bytes, as the stream applies it
+    plugin: str = "pgoutput"  # which plugin's values `record` takes: pgoutput's texts, or wal2json's parsed JSON
+
+
+def _is_wal2json_number(column: types.ColumnType | None) -> bool:
+    return column is not None and not column.domain_base and column.base_name == _WAL2JSON_NUMBER_TEXT
 
 
 class LocalRows:
     """Renders a stream's whole-row changes from pgoutput's texts into record objects, as the render query would."""
 
     def __init__(self, columns: list[Column], readers: list, positions: list[int], options: LocalOptions):
+        # wal2json: the positions in its columns array of the numeric values whose text
+        # decoders.wal2json_values cuts out of the message, each with what precedes the value there
+        self.number_texts = [
+            (position, b'{"name":' + orjson.dumps(column.name) + b',"value":')
+            for position, column in sorted(zip(positions, columns, strict=True))
+            if options.plugin == "wal2json" and _is_wal2json_number(column.type)
+        ]
         # the record's keys: the columns, then _sdc_deleted_at, whose value (null) takes the last slot
         self._names = [*(column.name for column in columns), DELETED_AT]
         self._count = len(columns)
@@ -152,7 +182,10 @@ class LocalRows:
     @classmethod
     def of(cls, columns: list[Column], wal_names: tuple[str, ...], options: LocalOptions) -> LocalRows | None:
         """Return the renderer of a stream whose every column renders here, read by position; None when one cannot."""
-        readers = [reader_of(column.type, options.times_pinned) if column.type else _UNKNOWN for column in columns]
+        readers = [
+            reader_of(column.type, options.times_pinned, options.plugin) if column.type else _UNKNOWN
+            for column in columns
+        ]
         if not columns or _UNKNOWN in readers or not {column.name for column in columns} <= set(wal_names):
             return None
         return cls(columns, readers, [wal_names.index(column.name) for column in columns], options)

@@ -1,0 +1,64 @@
+"""LOG_BASED whole rows rendered in the tap (sync/local_render.py) are the server's bytes, in the order of the WAL,
+through both plugins: the same changes read with render_changes_in_tap on and off give the same records.
+
+(tests/test_local_render.py checks each family's values against the server's render, value by value.)
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import select_all, states_of
+
+
+@pytest.fixture(params=["wal2json", "pgoutput"])
+def plugin(db, server, request):
+    """Each plugin's slot for the module's database: wal2json's made here, pgoutput's by the tap itself."""
+    if request.param == "wal2json" and not server.has_wal2json:
+        pytest.skip("needs wal2json, which only Debian's 15 here has (make test runs it there)")
+    db.plugin = request.param
+    if request.param == "wal2json":
+        db.create_slot()
+    try:
+        yield request.param
+    finally:
+        db.drop_slots()
+        db.execute(f'DROP PUBLICATION IF EXISTS "pipelinewise_{db.name}"')
+        db.plugin = db.default_plugin
+
+
+def test_changes_rendered_in_the_tap_are_the_servers_bytes_in_the_order_of_the_wal(db, plugin):
+    """Whole rows the tap renders, between deletes and key changes the server renders, keep their order and bytes."""
+    db.execute("CREATE DOMAIN cents AS numeric(12, 2); CREATE DOMAIN flag AS boolean; CREATE DOMAIN small AS int2")
+    db.execute(
+        "CREATE TABLE mixed (id int PRIMARY KEY, n numeric, t text, ts timestamptz, d date, b boolean, u uuid, "
+        "price numeric(12, 2), amount cents, f flag, s small, big bigint, o oid)"
+    )
+    try:
+        catalog = select_all(db.discover(), method="LOG_BASED", only={"public-mixed"})
+        state = states_of(db.sync(catalog))[-1]
+        db.execute(
+            "INSERT INTO mixed VALUES (1, 1.50, E'a\"\\\\\\n\\x01é', '2024-02-29 12:00:00.5+02', '0044-03-15 BC', true, "
+            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 10.10, 0.50, false, -32768, -9223372036854775808, 4294967295), "
+            "(2, 'NaN', NULL, 'infinity', '10000-01-01', false, NULL, -9999999999.99, 'NaN', true, 7, 1, 0);"
+            "DELETE FROM mixed WHERE id = 1; UPDATE mixed SET id = 3 WHERE id = 2; UPDATE mixed SET n = -0.001;"
+            "INSERT INTO mixed VALUES (4, 12345678901234567890.123, '', '-infinity', 'infinity', NULL, NULL, "
+            "0, 1e9, NULL, NULL, NULL, NULL)"
+        )
+
+        def records(render_in_tap: bool) -> list[str]:
+            lines, _, _ = db.run_tap(
+                "--catalog",
+                str(db.write_json("catalog.json", catalog)),
+                "--state",
+                str(db.write_json("state.json", state)),
+                config=dict(db.config, render_changes_in_tap=render_in_tap),
+            )
+            return [line.split(',"time_extracted"')[0] for line in lines if line.startswith('{"type":"RECORD"')]
+
+        here, server = records(True), records(False)
+        assert here == server
+        ids = [int(line.split('"record":{"id":')[1].split(",")[0]) for line in here]
+        assert ids == [1, 2, 1, 2, 3, 3, 4]  # inserts, the delete, the key change (delete, row), the update, insert
+        assert '"price":10.10,"amount":0.50' in here[0] and '"price":-9999999999.99,"amount":null' in here[1]
+    finally:
+        db.execute("DROP TABLE mixed; DROP DOMAIN cents, flag, small")
