@@ -103,10 +103,12 @@ class ServerCpu:
     when the postmaster reaps it, so the change of those two over a window in which only the
     command's backends exit is the CPU of every backend that served it (walsenders, sessions and
     any parallel workers), to the clock tick, however short-lived. Nobody else connects during a
-    measurement and autovacuum is off, so no other backend exits in the window (one that does is
-    reported). The walsenders' share is sampled from /proc/<pid>/stat every POLL seconds while they
-    live: they are idle at the end of a run, when the tap renders its last batches, so their last
-    sample is their total.
+    measurement and autovacuum is off, so no other backend is born in the window (one that is is
+    reported). A backend from before may still exit in it (the psql session that just wrote a
+    backlog: psql returns before its backend is gone) and add its whole life's CPU: each one's CPU
+    is sampled too, and the last sample of those that exit is taken off. The walsenders' share is
+    sampled from /proc/<pid>/stat every POLL seconds while they live: they are idle at the end of a
+    run, when the tap renders its last batches, so their last sample is their total.
     """
 
     POLL = 0.05
@@ -150,9 +152,12 @@ class ServerCpu:
 
     def start(self) -> None:
         self.before = self.children()
-        self.reaped_before = self._reaped()
         self.titles: dict[int, str] = {}
         self.walsenders: dict[int, float] = {}
+        # the CPU so far of each process from before, last sampled: what it adds if it exits now
+        self.earlier: dict[int, float] = {}
+        self._look()
+        self.reaped_before = self._reaped()
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -163,7 +168,11 @@ class ServerCpu:
             time.sleep(self.POLL)
 
     def _look(self) -> set[int]:
-        born = self.children() - self.before
+        children = self.children()
+        for pid in self.before & children:
+            if (cpu := self._own(pid)) is not None:
+                self.earlier[pid] = cpu
+        born = children - self.before
         for pid in born:
             if not self.titles.get(pid, "").startswith("postgres: "):  # a new child shows the postmaster's at first
                 self.titles[pid] = self.title(pid)
@@ -184,7 +193,8 @@ class ServerCpu:
         foreign = [t for t in self.titles.values() if t.startswith("postgres: ") and not t.startswith(ours)]
         if foreign:
             print(f"  warning: other server processes ran during the measurement: {foreign}", file=sys.stderr)
-        return self._reaped() - self.reaped_before, sum(self.walsenders.values())
+        exited = sum(cpu for pid, cpu in self.earlier.items() if pid not in self.children())
+        return self._reaped() - self.reaped_before - exited, sum(self.walsenders.values())
 
 
 SERVER_CPU: ServerCpu | None = None  # set once the cluster runs, when /proc shows it
