@@ -356,6 +356,12 @@ def main() -> None:
         help=f"changes of each of the {MANY_TABLES} tables in the LOG_BASED memory case's other transaction",
     )
     parser.add_argument(
+        "--family-changes",
+        type=int,
+        default=int(os.environ.get("BENCH_FAMILY_CHANGES", 100_000)),
+        help="inserts in each type family's one-transaction backlog of the LOG_BASED per-family case (0: skip it)",
+    )
+    parser.add_argument(
         "--latency-rates",
         type=lambda text: [int(rate) for rate in text.split(",")],
         default=[int(r) for r in os.environ.get("BENCH_LATENCY_RATES", "2000,5000,10000,40000").split(",")],
@@ -746,6 +752,35 @@ BEGIN
   END LOOP;
 END $$;
 """
+# The per-family case: a table of three columns of one type family, and its values from g.
+FAMILIES = {
+    "integer": "g",
+    "numeric(12,2)": "g / 100.0",
+    "text": "'row ' || g",
+    "timestamp with time zone": "timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second'",
+    "date": "date '2020-01-01' + g % 3000",
+    "boolean": "g % 2 = 0",
+    "uuid": "md5(g::text)::uuid",
+    "double precision": "g / 7.0",
+    "interval": "g * interval '1 minute'",
+    "jsonb": "jsonb_build_object('k', g, 's', 'v' || g)",
+    "integer[]": "ARRAY[g, g + 1, g + 2]",
+    "bytea": "decode(md5(g::text), 'hex')",
+}
+
+
+def family_tables_sql() -> str:
+    return "".join(
+        f"CREATE TABLE fam{n} (id bigint PRIMARY KEY, a {family}, b {family}, c {family});"
+        for n, family in enumerate(FAMILIES)
+    )
+
+
+def family_backlog_sql(n: int, family: str, changes: int) -> str:
+    value = FAMILIES[family]
+    return f"INSERT INTO fam{n} SELECT g, {value}, {value}, {value} FROM generate_series(1, {changes}) g;"
+
+
 # The sustained-load writer: transactions of TICK_ROWS rows on a schedule, each row stamped with the
 # server's clock just before its COMMIT (clock_timestamp(), in microseconds since the epoch).
 TICK_ROWS = 100
@@ -783,12 +818,20 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
     args.log_load = os.getloadavg()[0]
     session = BenchSession(port)
     # the publications first: decoding reads them as of each change
-    psql(port, "bench", MEMORY_TABLES_SQL.replace("__TABLES__", str(MANY_TABLES)) + "VACUUM ANALYZE;")
+    psql(
+        port,
+        "bench",
+        MEMORY_TABLES_SQL.replace("__TABLES__", str(MANY_TABLES)) + family_tables_sql() + "VACUUM ANALYZE;",
+    )
     many = ", ".join(f"public.m{t}" for t in range(1, MANY_TABLES + 1))
     session.execute(
         "CREATE PUBLICATION pipelinewise_bench_pgoutput FOR TABLE public.changes;"
         f"CREATE PUBLICATION pipelinewise_bench_many_pgoutput FOR TABLE {many};"
         "CREATE PUBLICATION pipelinewise_bench_ticks_pgoutput FOR TABLE public.ticks;"
+        + "".join(
+            f"CREATE PUBLICATION pipelinewise_bench_fam{n}_pgoutput FOR TABLE public.fam{n};"
+            for n in range(len(FAMILIES))
+        )
     )
     catalog = json.loads(
         subprocess.run([*ours, "-c", str(WORK / "config.json"), "-d"], capture_output=True, check=True).stdout
@@ -800,6 +843,7 @@ def measure_log_based(port: int, args, ours: list[str], catalog: dict, peer: Pat
         for shape in LOG_SHAPES:
             results.extend(measure_log_shape(bench, catalog, shape, peer if shape == "small" else None, peer_catalog))
         results.extend(measure_log_memory(bench, catalog))
+        results.extend(measure_log_families(bench, catalog))
         results.extend(measure_latency(bench, catalog))
     finally:
         session.close()
@@ -894,6 +938,47 @@ def measure_log_shape(bench: LogBench, catalog: dict, shape: str, peer: Path | N
             str(WORK / "catalog-peer-log-based.json"),
         ]
         results[0]["peer"] = measure([*command, "--state", str(WORK / "state-wal2json.json")])
+    return results
+
+
+def measure_log_families(bench: LogBench, catalog: dict) -> list[dict]:
+    """One run per plugin on one transaction of inserts into a table of three columns of one type family, per family.
+
+    Where each family is rendered shows in the server's CPU: the tap renders some families itself
+    (local_render), the server the rest; the tap's CPU per change is its decoding and, for the
+    former, its rendering.
+    """
+    args, session = bench.args, bench.session
+    if not args.family_changes:
+        return []
+    print(
+        f"measuring LOG_BASED per type family ({len(FAMILIES)} backlogs of {args.family_changes} inserts)...",
+        flush=True,
+    )
+    results = []
+    for n, family in enumerate(FAMILIES):
+        session.drop_slots()
+        for plugin in PLUGINS:
+            session.create_slot(f"pipelinewise_bench_fam{n}_{plugin}", plugin)
+        lsn = session.lsn()
+        psql(bench.port, "bench", f"BEGIN; {family_backlog_sql(n, family, args.family_changes)} COMMIT; CHECKPOINT;")
+        for plugin in PLUGINS:
+            tap_id = f"fam{n}_{plugin}"
+            run = measure(bench.tap_command(tap_id, bench.config(tap_id, plugin), catalog, [f"public-fam{n}"], lsn))
+            if run.out_lines < args.family_changes:
+                raise RuntimeError(f"LOG_BASED family {family}, {plugin}: {run.out_lines} lines")
+            results.append(
+                dict(
+                    case=f"LOG_BASED {family} family, {plugin}",
+                    backlog=f"family: 3 x {family}, one transaction (one run)",
+                    rows=args.family_changes,
+                    run=run,
+                    baseline=None,
+                    plugin=plugin,
+                    shape="family",
+                    log_table_only=True,
+                )
+            )
     return results
 
 
@@ -1348,7 +1433,11 @@ def report(results: list[dict], args, peer: Path | None, duration: float) -> Non
         f"the point (the aim: under 150 MB): one transaction of {args.huge_changes} inserts, and one "
         f"transaction of {args.many_table_changes} inserts into each of {MANY_TABLES} ten-column tables "
         "streamed at once (a stream's batch renders at BATCH_CHANGES; every stream's smaller batches "
-        "wait for the transaction's end).",
+        "wait for the transaction's end). The family rows are one run per plugin on one transaction of "
+        f"{args.family_changes} inserts into a table of a bigint key and three columns of one type family: "
+        "the families the tap renders itself (sync/local_render.py) show a small rendering share (the "
+        "run's catalog queries and sessions, about 0.05 s whatever the backlog), the others what the "
+        "server spends rendering them.",
     ]
     load_context = [
         "## LOG_BASED latency under sustained load",
