@@ -15,6 +15,7 @@ decoders.wal2json_values) and must give the same bytes too.
 from __future__ import annotations
 
 import itertools
+import struct
 
 import psycopg2
 import pytest
@@ -102,6 +103,14 @@ def sessions(db, server):
     tap.close()
     if server.has_wal2json:
         db.execute(f"SELECT pg_drop_replication_slot('{WAL2JSON_SLOT}')")
+
+
+def pgoutput_insert(texts: list[str | None]) -> bytes:
+    """pgoutput's insert message of a row of these texts (protocol 1: relation id, `N`, the tuple)."""
+    tuple_data = b"".join(
+        b"n" if text is None else b"t" + struct.pack("!I", len(text.encode())) + text.encode() for text in texts
+    )
+    return b"I" + struct.pack("!I", 16384) + b"N" + struct.pack("!H", len(texts)) + tuple_data
 
 
 def wal2json_inserts(tap, schema: str) -> list[Change]:
@@ -193,9 +202,12 @@ def test_the_tap_renders_each_local_family_as_the_server_does(sessions, kind, da
                 cur.execute(query)
                 server_rows = cur.fetchall()
             tap.rollback()
+            assert rows_here.reads_tuples
             for texts, rendered in server_rows:
                 note(f"texts {texts!r}")
                 assert rows_here.record(texts, int_to_lsn(lsn)).decode() == rendered
+                # the WAL pass's fast path reads the same texts as pgoutput's bytes
+                assert rows_here.tuple_record(pgoutput_insert(texts), int_to_lsn(lsn)).decode() == rendered
             if wal2json:
                 assert len(through_wal2json) == len(server_rows)
                 for change, (_, rendered) in zip(through_wal2json, server_rows, strict=True):

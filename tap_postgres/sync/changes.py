@@ -246,12 +246,24 @@ class StreamChanges:
         """Tell whether the tap renders this stream's whole-row inserts and updates (local_render)."""
         return self._local is not None
 
-    def add_whole_row(self, values: list[str | None], lsn: str) -> bool:
+    @property
+    def reads_whole_tuples(self) -> bool:
+        """Tell whether add_whole_tuple takes this stream's whole-row pgoutput changes (local_render's tuple_record)."""
+        return self._local is not None and self._local.reads_tuples
+
+    def add_whole_row(self, values: list, lsn: str) -> bool:
         """Queue the record of a whole new row in the plugin's column order, rendered here; False when the server must.
 
         Only for a stream that renders_whole_rows, of a change that keeps its key (see `add`).
         """
-        record = self._local.record(values, lsn)
+        return self._add_record(self._local.record(values, lsn))
+
+    def add_whole_tuple(self, payload: bytes, lsn: str) -> bool:
+        """Queue the record of a pgoutput insert or update carrying only its whole new row, rendered from its bytes;
+        False when the general path must take it. Only for a stream that reads_whole_tuples."""
+        return self._add_record(self._local.tuple_record(payload, lsn))
+
+    def _add_record(self, record: bytes | None) -> bool:
         if record is None or len(record) > LONGEST_ENTRY:
             return False
         if self._entries:

@@ -43,6 +43,7 @@ from tap_postgres import types
 from tap_postgres.catalog import DELETED_AT, LSN
 from tap_postgres.discovery import Column
 from tap_postgres.state import lsn_to_int
+from tap_postgres.sync.decoders import whole_row_json
 from tap_postgres.sync.oversize import StreamValueLimit
 
 _DIGITS = frozenset("0123456789")
@@ -146,6 +147,40 @@ class LocalOptions:
     plugin: str = "pgoutput"  # which plugin's values `record` takes: pgoutput's texts, or wal2json's parsed JSON
 
 
+def _json_reader(read: Callable | None) -> Callable[[bytes], bytes]:
+    """Return the reader of a value's bytes as pgoutput sent them into its JSON, from the reader of its text."""
+    if read is orjson.Fragment:
+        return _as_is  # an integer's text is its JSON
+    if read is None:
+        return _json_string
+    return _JSON_READERS.get(read) or (lambda value: orjson.dumps(read(value.decode())))
+
+
+def _numeric_json(value: bytes) -> bytes:
+    """_numeric on bytes: a finite numeric's text is its JSON."""
+    return value if value[-1] in _DIGIT_BYTES else b"null"
+
+
+def _timestamptz_json(value: bytes) -> bytes:
+    """_timestamptz on bytes, its common case without a str (the text of a timestamp needs no escaping)."""
+    if value[4] == 0x2D and value[-1] == 0x30:  # "-", "0"
+        return b'"' + value[:10] + b"T" + value[11:] + b':00"'
+    return orjson.dumps(_timestamptz(value.decode()))
+
+
+_DIGIT_BYTES = frozenset(b"0123456789")
+# the readers of the most common families on bytes, each as its text's reader above says
+_JSON_READERS = {_numeric: _numeric_json, _timestamptz: _timestamptz_json}
+
+
+def _as_is(value: bytes) -> bytes:
+    return value
+
+
+def _json_string(value: bytes) -> bytes:
+    return orjson.dumps(value.decode())
+
+
 def _is_wal2json_number(column: types.ColumnType | None) -> bool:
     return column is not None and not column.domain_base and column.base_name == _WAL2JSON_NUMBER_TEXT
 
@@ -153,7 +188,8 @@ def _is_wal2json_number(column: types.ColumnType | None) -> bool:
 class LocalRows:
     """Renders a stream's whole-row changes from pgoutput's texts into record objects, as the render query would."""
 
-    def __init__(self, columns: list[Column], readers: list, positions: list[int], options: LocalOptions):
+    def __init__(self, columns: list[Column], readers: list, positions: list[int], options: LocalOptions, sent: int):
+        """`positions`: each column's in the row as the plugin sends it, of `sent` columns."""
         # wal2json: the positions in its columns array of the numeric values whose text
         # decoders.wal2json_values cuts out of the message, each with what precedes the value there
         self.number_texts = [
@@ -178,6 +214,52 @@ class LocalRows:
             if limit is not None and read is None and limit.applies_to(column)
         ]
         self._long_text = limit.max_bytes // 4 if limit is not None else 0
+        self._tuple_readers, self._template = self._tuple_plan(columns, readers, positions, options, sent)
+
+    def _tuple_plan(self, columns, readers, positions, options, sent) -> tuple[list | None, bytes]:
+        """For `tuple_record`: a reader of each column pgoutput sends (None: not emitted), and the record's
+        template, its keys written once and a `%b` for each value; no readers where the stream's
+        columns are not in the order sent, or for wal2json."""
+
+        def key(name: str) -> bytes:
+            return orjson.dumps(name).replace(b"%", b"%%")  # a name may hold what the template would read
+
+        keys = [key(column.name) + b":%b" for column in columns] + [key(DELETED_AT) + b":null"]
+        if self._debug_lsn:
+            keys.append(key(LSN) + b":%d")
+        template = b"{" + b",".join(keys) + b"}"
+        if options.plugin != "pgoutput" or positions != sorted(set(positions)):
+            return None, template
+        plan: list = [None] * sent
+        for n, (position, read) in enumerate(zip(positions, readers, strict=True)):
+            plan[position] = _json_reader(read)
+            if n in self._limited:
+                plan[position] = self._limited_string
+        return plan, template
+
+    def _limited_string(self, value: bytes) -> bytes | None:
+        """A string that max_value_bytes may null, or None when it is long enough for the server to judge
+        (its bytes, at least as many as its characters, are measured)."""
+        return None if len(value) > self._long_text else orjson.dumps(value.decode())
+
+    @property
+    def reads_tuples(self) -> bool:
+        """Tell whether `tuple_record` renders this stream's rows (pgoutput, columns in the order sent)."""
+        return self._tuple_readers is not None
+
+    def tuple_record(self, payload: bytes, lsn: str) -> bytes | None:
+        """Return the record object, as JSON, of a pgoutput insert or update that carries only its whole new row,
+        as `record` would; None when the general path must take it (a value left out, or long).
+
+        The fast path of the WAL pass: each value's bytes go into the record's template without
+        a list of texts, a dict or a str for the integers.
+        """
+        values = whole_row_json(payload, self._tuple_readers)
+        if values is None or (self._limited and None in values):
+            return None
+        if self._debug_lsn:
+            return self._template % (*values, lsn_to_int(lsn))
+        return self._template % tuple(values)
 
     @classmethod
     def of(cls, columns: list[Column], wal_names: tuple[str, ...], options: LocalOptions) -> LocalRows | None:
@@ -188,7 +270,8 @@ class LocalRows:
         ]
         if not columns or _UNKNOWN in readers or not {column.name for column in columns} <= set(wal_names):
             return None
-        return cls(columns, readers, [wal_names.index(column.name) for column in columns], options)
+        positions = [wal_names.index(column.name) for column in columns]
+        return cls(columns, readers, positions, options, len(wal_names))
 
     def record(self, values: list[str | None], lsn: str) -> bytes | None:
         """Return the record object of a whole row as JSON, or None when a value is long enough for the server to judge."""

@@ -65,7 +65,7 @@ from tap_postgres.sync.changes import (
     log_based_schema,
     with_new_columns,
 )
-from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder, whole_row_values
+from tap_postgres.sync.decoders import Change, PgoutputDecoder, Wal2jsonDecoder
 from tap_postgres.sync.full_table import copy_full_table, new_version
 from tap_postgres.sync.helper_sessions import HelperSessions
 from tap_postgres.sync.local_render import TIME_SETTINGS, times_pinned
@@ -740,8 +740,7 @@ class WalPass:
         # table whose last such change was rendered here (see _learn_whole_rows), read in one loop
         changes = self.whole_rows.get(payload[:5]) if self.whole_rows else None
         if changes is not None and payload[5] == 0x4E and changes.stream.tap_stream_id not in self.skipped:
-            values = whole_row_values(payload)
-            if values is not None and changes.add_whole_row(values, self.decoder.lsn):
+            if changes.add_whole_tuple(payload, self.decoder.lsn):
                 self._added(changes)
                 return
         change = self.decoder.decode(payload)
@@ -793,7 +792,7 @@ class WalPass:
         bytea, which pgoutput prints with a prefix). Forgotten when any relation is described anew
         and when the stream's columns change.
         """
-        if changes.renders_whole_rows and self.decoder.takes_texts_as_sent(payload):
+        if changes.reads_whole_tuples and self.decoder.takes_texts_as_sent(payload):
             relid = payload[1:5]
             self.whole_rows[b"I" + relid] = self.whole_rows[b"U" + relid] = changes
 
