@@ -36,6 +36,18 @@ def test_wrong_password_is_one_line_naming_the_password(db, tmp_path):
     assert seconds < 10
 
 
+def test_a_role_whose_name_contains_the_password_is_named_whole(db, tmp_path):
+    """With password "reader", the line named role "catalog_reader" as "catalog_<password hidden>"."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(db.config, user="catalog_reader", password="reader")))
+    code, _, stderr, _ = run(["--config", str(path), "--discover"])
+    assert code == 1
+    assert error_lines(stderr) == [
+        f'tap-postgres: error: PostgreSQL at 127.0.0.1:{db.server.port} rejected user "catalog_reader": '
+        'password authentication failed; check "user" and "password" in the config'
+    ]
+
+
 def test_unreachable_port_fails_within_ten_seconds(db, tmp_path):
     from pgcluster import free_port
 
