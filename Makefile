@@ -72,7 +72,8 @@ VERSION_SUITES := tests/test_discovery.py tests/test_types.py tests/test_full_ta
 	tests/test_log_based_pgoutput.py tests/test_pgoutput.py tests/test_state_errors.py tests/test_state_origin.py \
 	tests/test_generated_columns.py tests/test_schema_changes.py tests/test_failover_slots.py tests/test_metadata.py \
 	tests/test_metadata_generative.py tests/test_filters.py tests/test_block_ranges.py tests/test_render_sql.py \
-	tests/test_read_only.py tests/test_local_render.py tests/test_log_based_memory.py tests/test_log_based_local_render.py
+	tests/test_read_only.py tests/test_local_render.py tests/test_log_based_memory.py tests/test_log_based_local_render.py \
+	tests/test_generative_pgoutput.py
 test-versions: deps venv targets pg-versions
 	@failed=; for version in $(PG_VERSIONS); do \
 	  echo "== PostgreSQL $$version"; \

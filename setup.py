@@ -36,7 +36,7 @@ setup(
             "pyyaml>=6",
         ],
     },
-    entry_points={"console_scripts": ["tap-postgres=tap_postgres.cli:main"]},
+    entry_points={"console_scripts": ["tap-postgres=tap_postgres.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Database",

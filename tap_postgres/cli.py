@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from tap_postgres import interrupts
 from tap_postgres.errors import (
     INTERRUPTED_EXIT_CODES,
     InterruptedRunError,
@@ -15,8 +16,6 @@ from tap_postgres.errors import (
     TapPostgresError,
     redact,
 )
-
-NOT_BEGUN = "interrupted before the sync began; nothing was written"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,15 +31,21 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(exc.format_message())
     except click.exceptions.Abort:
-        # a Ctrl-C before the run's signal thread starts (locks.watching), as psycopg2 and the sync modules load
-        _fail(NOT_BEGUN, InterruptedRunError.exit_code)
+        # a Ctrl-C before the run's signal thread starts (locks.watching), as psycopg2 and the sync modules load,
+        # when main runs without the entry module's handler (interrupts)
+        _fail(interrupts.not_begun(signal.SIGINT), InterruptedRunError.exit_code)
     except BrokenPipeError:
         _fail(str(OutputClosedError()), OutputClosedError.exit_code)
+    signum = interrupts.take_pending()
+    if signum is not None:
+        # it came after the run's last watched step, and waited for the output to be written whole
+        name = signal.Signals(signum).name
+        _fail(f"interrupted by {name} as the run ended, once its output was written whole", 128 + signum)
 
 
 def _interrupted_before_sync() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would interrupt the line
-    _fail(NOT_BEGUN, InterruptedRunError.exit_code)
+    _fail(interrupts.not_begun(signal.SIGINT), InterruptedRunError.exit_code)
 
 
 def _fail(message: str, exit_code: int = 1) -> None:

@@ -6,7 +6,9 @@ Every message that leaves the tap, error or log line, passes `redact` first.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import signal
 
 # The values of the secret settings of this run (the password, the sslkey path), as parse_config found them.
@@ -20,10 +22,40 @@ def keep_secret(name: str, value: str) -> None:
 
 
 def redact(text: str) -> str:
-    """Return `text` with every secret setting's value replaced by its name: libpq echoes the sslkey path."""
-    for value in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(value, f"<{_SECRETS[value]} hidden>")
-    return text
+    """Return `text` with each secret setting's value replaced by its name where it stands as a token: libpq
+    echoes the sslkey path, and a role "catalog_reader" is still named when the password is "reader"."""
+    if not _SECRETS:
+        return text
+    pattern, names = _secrets_pattern(tuple(_SECRETS.items()))
+    return pattern.sub(lambda match: f"<{names[int(match.lastgroup[1:])]} hidden>", text)
+
+
+@functools.lru_cache(maxsize=4)
+def _secrets_pattern(secrets: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], list[str]]:
+    """One pattern finding every secret, the longest first (one that contains another is hidden whole), and
+    the setting each of its groups names."""
+    ordered = sorted(secrets, key=lambda secret: len(secret[0]), reverse=True)
+    pattern = "|".join(f"(?P<s{i}>{_token_pattern(value)})" for i, (value, _) in enumerate(ordered))
+    return re.compile(pattern), [name for _, name in ordered]
+
+
+def _token_pattern(value: str) -> str:
+    """A pattern of `value` with no letter, digit or underscore glued to an end of it that is one.
+
+    So the password "reader" is not found in the role name "catalog_reader", and "p@ss!" is found in
+    "p@ss!1". Each character may also be percent-encoded, as in a URI (p%40ss), a space also "+".
+    """
+    spellings = []
+    for char in value:
+        encoded = "".join(f"%{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+        plus = r"|\+" if char == " " else ""
+        spellings.append(f"(?:{re.escape(char)}|(?i:{encoded}){plus})")
+    before = r"(?<!\w)" if _WORD.fullmatch(value[0]) else ""
+    after = r"(?!\w)" if _WORD.fullmatch(value[-1]) else ""
+    return before + "".join(spellings) + after
+
+
+_WORD = re.compile(r"\w")
 
 
 class _RedactingFilter(logging.Filter):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import psycopg2
 from psycopg2 import extensions
 
+from tap_postgres import interrupts
 from tap_postgres.config import Config
 from tap_postgres.connection import connect, set_local
 from tap_postgres.errors import LockTimeoutError, TapPostgresError
@@ -265,6 +266,9 @@ def watching(config: Config) -> Iterator[None]:
     IN_FLIGHT.describe_lock_timeout = watch.lock_timeout_error
     watch.start()
     try:
+        pending = interrupts.take_pending()
+        if pending is not None:  # it came since the output began, before this handler (interrupts)
+            IN_FLIGHT.on_signal(pending, None)
         yield
     finally:
         signal.set_wakeup_fd(previous_fd)

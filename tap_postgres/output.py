@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from tap_postgres import interrupts
+
 RECORD_PREFIX = b'{"type":"RECORD","stream":'  # how every RECORD line starts (record_envelope)
 # Large enough that writes to the pipe are rare; small enough to stay far below the memory budget.
 BUFFER_BYTES = 4 << 20
@@ -29,6 +31,7 @@ class MessageWriter:
     @classmethod
     def to_stdout(cls) -> MessageWriter:
         """Return a writer on stdout with a large buffer of its own."""
+        interrupts.output_begins()  # a signal no longer ends the process at once: a line may be half written
         sys.stdout.flush()
         return cls(open(os.dup(sys.stdout.fileno()), "wb", buffering=BUFFER_BYTES))
 

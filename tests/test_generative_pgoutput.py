@@ -113,9 +113,13 @@ def check_pgoutput(env, table: Table, data) -> None:
 
 
 @generative("log_based")
-@given(table=tables(), data=st.data())
-def test_pgoutput_emits_the_bytes_of_full_table_and_wal2json_or_refuses_a_table_without_identity(env, table, data):
-    """A keyless DEFAULT table is refused (then made REPLICA IDENTITY FULL); each change is FULL_TABLE's bytes."""
+@given(data=st.data())
+def test_pgoutput_emits_the_bytes_of_full_table_and_wal2json_or_refuses_a_table_without_identity(env, data):
+    """A keyless DEFAULT table is refused (then made REPLICA IDENTITY FULL); each change is FULL_TABLE's bytes.
+
+    The table is drawn of the types the server under test has (no multiranges on 13, for one).
+    """
+    table = data.draw(tables(version=env.db.server.version_num), label="table")
     check_pgoutput(env, table, data)
 
 
