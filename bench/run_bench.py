@@ -1156,7 +1156,9 @@ def measure_load(bench: LogBench, catalog: dict, plugin: str, rate: int) -> Load
     left = None if held is None or held[0] else session.inserts_left(slot, plugin, f"pipelinewise_bench_{tap_id}")
     slot_ok = left == committed
     if not slot_ok:
-        print(f"  warning: slot {slot} after SIGTERM: {held} (in use, confirmed up to), {left} of {committed} rows left")
+        print(
+            f"  warning: slot {slot} after SIGTERM: {held} (in use, confirmed up to), {left} of {committed} rows left"
+        )
     latencies = [arrival - stamp for stamp, arrival in zip(stamps, arrivals, strict=True)]
     span = (max(stamps) - min(stamps)) if len(stamps) > 1 else 0.0
     return LoadRun(
