@@ -223,7 +223,8 @@ SETTINGS: tuple[Setting, ...] = (
         "render_changes_in_tap",
         "boolean",
         "LOG_BASED: render the whole-row inserts and updates of a stream whose every column is an "
-        "integer, numeric, boolean, text-like, uuid, enum, date or timestamp in the tap, with the server's bytes, "
+        "integer, numeric, float, boolean, text-like, uuid, enum, jsonb, network address, text search, date, "
+        "timestamp or interval in the tap, with the server's bytes, "
         "instead of sending them back to the primary to render. false: the server renders every change, which "
         "costs the primary about as much CPU again as decoding and the tap less (faster where both have cores "
         "to spare).",

@@ -2,8 +2,9 @@
 
 Each example is a table of one to three columns of the families the tap renders itself (domains
 over them too), with hostile names and generated values: every awkward character in strings,
-numerics of hundreds of digits, NaN and the infinities, dates and timestamps BC, past 9999 and
-infinite, in every time zone. The server renders each row as the render query does
+numerics of hundreds of digits, floats' edges (-0, NaN, the infinities, the smallest and largest),
+jsonb of every shape, intervals, network addresses and text search values, dates and timestamps
+BC, past 9999 and infinite, in every time zone. The server renders each row as the render query does
 (types.render_sql, row_to_json); the tap renders the values' text as the walsender prints it (its
 output function, which format('%s') calls, in a session of the tap's pinned settings: a cast to
 text is not it for boolean or char(n)) through LocalRows; the bytes must be
@@ -53,6 +54,9 @@ def _kinds(namer: gs.TypeNamer, server_version: int = 150000) -> dict[str, st.Se
         "oid": st.integers(0, 2**32 - 1).map(str),
         "numeric": gs._numeric_texts(None, 0),
         "numeric(38,10)": gs._numeric_texts(38, 10),
+        "real": gs._float_texts(32),
+        "double precision": gs._float_texts(64),
+        "jsonb": gs._json_texts(nul=False),
         NEGATIVE_SCALE: gs._numeric_texts(5, -3),
         "boolean": st.sampled_from(["true", "false"]),
         "character(4)": gs._chars_at_most(4),
@@ -61,6 +65,14 @@ def _kinds(namer: gs.TypeNamer, server_version: int = 150000) -> dict[str, st.Se
         "citext": _TEXT,
         "name": gs._bytes_at_most(63),
         "uuid": st.uuids().map(str),
+        "inet": gs._inet(network=False),
+        "cidr": gs._inet(network=True),
+        "macaddr": gs._mac(6),
+        "macaddr8": gs._mac(8),
+        "tsvector": gs._TSVECTOR,
+        "tsquery": gs._TSQUERY,
+        "interval": gs._INTERVALS,
+        "interval second(2)": gs._INTERVALS,
         "date": gs._DATES,
         "timestamp(3) without time zone": gs._timestamp_texts(),
         "timestamp without time zone": gs._timestamp_texts(),

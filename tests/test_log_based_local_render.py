@@ -62,3 +62,40 @@ def test_changes_rendered_in_the_tap_are_the_servers_bytes_in_the_order_of_the_w
         assert '"price":10.10,"amount":0.50' in here[0] and '"price":-9999999999.99,"amount":null' in here[1]
     finally:
         db.execute("DROP TABLE mixed; DROP DOMAIN cents, flag, small")
+
+
+def test_floats_jsonb_intervals_and_addresses_rendered_in_the_tap_are_the_servers_bytes(db, plugin):
+    """The families added to the tap's renderer, from both plugins' texts: -0, NaN, exponents, jsonb of any shape."""
+    db.execute("CREATE DOMAIN ratio AS double precision")
+    db.execute(
+        "CREATE TABLE measured (id int PRIMARY KEY, r real, x double precision, q ratio, j jsonb, i interval, "
+        "a inet, m macaddr, v tsvector)"
+    )
+    try:
+        catalog = select_all(db.discover(), method="LOG_BASED", only={"public-measured"})
+        state = states_of(db.sync(catalog))[-1]
+        db.execute(
+            "INSERT INTO measured VALUES (1, '-0', '1e+300', '-0', '{\"b\": [1, \"x\\ny\"], \"a\": null}', "
+            "'1 year 2 mons 3 days 04:05:06.5', '10.0.0.1/8', '08:00:2b:01:02:03', 'fat:2 cat:1'), "
+            "(2, 'NaN', '-Infinity', 'NaN', '\"%s\"', '-1 day', '::1', NULL, ''), "
+            "(3, '3.4028235e+38', '5e-324', '0.1', '12.50', NULL, NULL, NULL, NULL);"
+            "UPDATE measured SET x = 1.5e-07 WHERE id = 2; DELETE FROM measured WHERE id = 3"
+        )
+
+        def records(render_in_tap: bool) -> list[str]:
+            lines, _, _ = db.run_tap(
+                "--catalog",
+                str(db.write_json("catalog.json", catalog)),
+                "--state",
+                str(db.write_json("state.json", state)),
+                config=dict(db.config, render_changes_in_tap=render_in_tap),
+            )
+            return [line.split(',"time_extracted"')[0] for line in lines if line.startswith('{"type":"RECORD"')]
+
+        here, server = records(True), records(False)
+        assert here == server
+        assert '"r":0,"x":1e+300,"q":0,"j":{"a": null, "b": [1, "x\\ny"]},"i":"P1Y2M3DT4H5M6.5S"' in here[0]
+        assert '"r":null,"x":null,"q":null,"j":"%s"' in here[1]
+        assert '"x":1.5e-07' in here[3]
+    finally:
+        db.execute("DROP TABLE measured; DROP DOMAIN ratio")

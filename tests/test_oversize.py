@@ -113,6 +113,42 @@ def test_log_based_changes_and_initial_copy_null_long_values(db, catalog, plugin
     db.plugin = "wal2json"
 
 
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
+def test_log_based_nulls_long_values_of_a_stream_the_tap_renders_itself(db, plugin):
+    """Every column of `notebook` renders in the tap (sync/local_render.py): a long string, jsonb or
+    tsvector still goes to the server to be judged, and a short one is the same as without a limit."""
+    db.drop_slots()
+    db.plugin = plugin
+    slot = db.create_slot()
+    db.execute("CREATE TABLE notebook (id int PRIMARY KEY, body text, doc jsonb, words tsvector, x float8)")
+    try:
+        config = dict(db.config, max_value_bytes=LIMIT)
+        log_based = only(db.discover(), "public-notebook", "LOG_BASED")
+        first, stderr, code = db.try_sync(log_based, config=config)
+        assert code == 0, stderr
+        db.execute(
+            "INSERT INTO notebook VALUES (1, %s, jsonb_build_object('k', repeat('y', 1200)), "
+            "to_tsvector('simple', repeat('w ', 10) || repeat('z', 1200)), 1.5), "
+            "(2, 'short', '{\"k\": [1, 2]}', 'a:1 b:2', -0.0), (3, %s, NULL, NULL, NULL), "
+            "(4, 'only the jsonb is long', jsonb_build_array(repeat('j', 1100)), NULL, NULL)",
+            (LONG_TEXT, ESCAPED),
+        )
+        state = [m["value"] for m in first if m["type"] == "STATE"][-1]
+        second, stderr, code = db.try_sync(log_based, config=config, state=state)
+        assert code == 0, stderr
+        long, short, escaped, long_jsonb = records_of(second)
+        assert (long["id"], long["body"], long["doc"], long["words"], long["x"]) == (1, None, None, None, 1.5)
+        assert short == {"id": 2, "body": "short", "doc": {"k": [1, 2]}, "words": "'a':1 'b':2", "x": 0,
+                         "_sdc_deleted_at": None}  # fmt: skip
+        assert escaped["body"] == ESCAPED  # its text is short, its JSON six times as long
+        assert (long_jsonb["body"], long_jsonb["doc"]) == ("only the jsonb is long", None)
+        assert sorted(column for _, column, _ in nulled_warnings(stderr)) == ["body", "doc", "doc", "words"]
+    finally:
+        db.execute("DROP TABLE notebook")
+        db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        db.plugin = "wal2json"
+
+
 def test_max_value_bytes_must_be_positive(db, catalog):
     _, stderr, code = db.try_sync(only(catalog, "public-notes"), config=dict(db.config, max_value_bytes=0))
     assert code != 0 and stderr[-1] == 'tap-postgres: error: config key "max_value_bytes" must be at least 1, got 0'

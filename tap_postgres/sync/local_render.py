@@ -8,22 +8,28 @@ tap writes those itself, byte for byte as row_to_json would:
 - integers and oid: the text is the JSON number;
 - numeric: the text is the JSON number (numeric_out never writes an exponent); NaN and the
   infinities become null;
+- real and double precision: the text is the JSON number (float4out and float8out, at the
+  extra_float_digits both connections pin, write the shortest exact digits, an exponent as
+  `1e+20`, which JSON reads); -0 becomes 0 (types._FINITE_FLOAT), NaN and the infinities null;
+- jsonb: its text (jsonb_out, which to_json calls too) is the JSON value;
 - boolean: `t` and `f` are true and false;
-- text, varchar, char(n) (its padding kept), citext, name, uuid and enums: the text as a JSON
-  string, which orjson escapes as PostgreSQL's escape_json does (\\b \\f \\n \\r \\t \\" \\\\, other
+- text, varchar, char(n) (its padding kept), citext, name, uuid, inet, cidr, macaddr,
+  macaddr8, tsvector, tsquery and enums: the text as a JSON string, which orjson escapes as PostgreSQL's escape_json does (\\b \\f \\n \\r \\t \\" \\\\, other
   control characters as \\u00XX, everything else as it is);
-- date, timestamp, timestamptz: ISO 8601 with a `+00:00` offset, clamped as types.py says. This
-  holds only while the walsender prints them in UTC with DateStyle ISO, which the replication
-  connection's startup options pin (connection.SESSION_SETTINGS) and its ParameterStatus confirms.
+- date, timestamp, timestamptz: ISO 8601 with a `+00:00` offset, clamped as types.py says;
+  interval: its text as a JSON string. These hold only while the walsender prints them in UTC with
+  DateStyle ISO and IntervalStyle iso_8601, which the replication connection's startup options pin
+  (connection.SESSION_SETTINGS) and its ParameterStatus confirms.
 
 A domain renders as its base type does. Arrays and every other family stay the server's.
 
 wal2json writes the same texts inside its JSON, which the tap has already parsed to route the
 change: as strings, except the values of integer, oid and boolean columns (JSON numbers and
-booleans, which orjson reads exactly and writes back as they were) and of numeric columns (a JSON
-number, or null for NaN and the infinities), whose text the tap cuts out of the message, since a
-double would lose digits and the scale. A domain's values are strings (wal2json looks at the
-column's own type, not its base).
+booleans, which orjson reads exactly and writes back as they were) and of numeric, real and
+double precision columns (a JSON number, or null for NaN and the infinities), whose text the tap
+cuts out of the message, since a double would lose a numeric's digits and scale and write a float
+in its own way. A jsonb value is a string of its text. A domain's values are strings (wal2json
+looks at the column's own type, not its base).
 
 A stream whose every emitted column is in these families has its whole-row inserts and updates rendered here;
 its other changes (deletes, key changes, updates missing a TOASTed value, changes from before its
@@ -53,6 +59,16 @@ _BOOLEANS = {"t": True, "f": False}
 def _numeric(text: str) -> orjson.Fragment | None:
     """A finite numeric's text (it always ends with a digit) is its JSON; NaN and the infinities are null."""
     return orjson.Fragment(text) if text[-1] in _DIGITS else None
+
+
+def _float(text: str) -> orjson.Fragment | None:
+    """A finite float's text is its JSON, but for -0, which FULL_TABLE emits as 0; NaN and the infinities are null."""
+    if text[-1] not in _DIGITS:
+        return None
+    return _ZERO if text == "-0" else orjson.Fragment(text)
+
+
+_ZERO = orjson.Fragment("0")
 
 
 def _out_of_range(text: str) -> str:
@@ -92,6 +108,9 @@ _READERS: dict[str, Callable[[str], object] | None] = {
     "int8": orjson.Fragment,
     "oid": orjson.Fragment,
     "numeric": _numeric,
+    "float4": _float,
+    "float8": _float,
+    "jsonb": orjson.Fragment,
     "bool": _BOOLEANS.__getitem__,
     "text": _AS_STRING,
     "varchar": _AS_STRING,
@@ -99,25 +118,31 @@ _READERS: dict[str, Callable[[str], object] | None] = {
     "citext": _AS_STRING,
     "name": _AS_STRING,
     "uuid": _AS_STRING,
+    "inet": _AS_STRING,
+    "cidr": _AS_STRING,
+    "macaddr": _AS_STRING,
+    "macaddr8": _AS_STRING,
+    "tsvector": _AS_STRING,
+    "tsquery": _AS_STRING,
 }
-_TIME_READERS = {"date": _date, "timestamp": _timestamp, "timestamptz": _timestamptz}
+_TIME_READERS = {"date": _date, "timestamp": _timestamp, "timestamptz": _timestamptz, "interval": _AS_STRING}
 _ENUM_KIND = "e"
 _UNKNOWN = object()
 
-# What the walsender must print dates and timestamps in for _TIME_READERS to hold.
-TIME_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, MDY"}
+# What the walsender must print dates, timestamps and intervals in for _TIME_READERS to hold.
+TIME_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, MDY", "IntervalStyle": "iso_8601"}
 
 
 # wal2json's JSON values of these base types are what the server renders, once orjson has read them
 _WAL2JSON_PARSED = frozenset({"int2", "int4", "int8", "oid", "bool"})
-# and those of numeric are JSON numbers whose text the tap takes from the message (decoders.wal2json_values)
-_WAL2JSON_NUMBER_TEXT = "numeric"
+# and those of these are JSON numbers whose text the tap takes from the message (decoders.wal2json_values)
+_WAL2JSON_NUMBER_TEXT = frozenset({"numeric", "float4", "float8"})
 
 
 def reader_of(column: types.ColumnType, times_pinned: bool, plugin: str = "pgoutput") -> Callable | None | object:
     """Return how the tap renders a column's value as the plugin sent it (None: as it is), or _UNKNOWN when the server must.
 
-    `times_pinned`: the walsender prints dates and timestamps in TIME_SETTINGS.
+    `times_pinned`: the walsender prints dates, timestamps and intervals in TIME_SETTINGS.
     """
     if column.is_array:
         return _UNKNOWN
@@ -133,7 +158,7 @@ def reader_of(column: types.ColumnType, times_pinned: bool, plugin: str = "pgout
 
 
 def times_pinned(settings: Mapping[str, str | None]) -> bool:
-    """Tell whether a walsender's reported settings (ParameterStatus) are the ones dates and timestamps are read in."""
+    """Tell whether a walsender's reported settings (ParameterStatus) are the ones dates, timestamps and intervals are read in."""
     return all(settings.get(name) == value for name, value in TIME_SETTINGS.items())
 
 
@@ -141,7 +166,7 @@ def times_pinned(settings: Mapping[str, str | None]) -> bool:
 class LocalOptions:
     """What decides how one stream's values render here."""
 
-    times_pinned: bool  # the walsender prints dates and timestamps in TIME_SETTINGS
+    times_pinned: bool  # the walsender prints dates, timestamps and intervals in TIME_SETTINGS
     debug_lsn: bool  # records carry _sdc_lsn
     value_limit: StreamValueLimit | None = None  # max_value_bytes, as the stream applies it
     plugin: str = "pgoutput"  # which plugin's values `record` takes: pgoutput's texts, or wal2json's parsed JSON
@@ -161,6 +186,13 @@ def _numeric_json(value: bytes) -> bytes:
     return value if value[-1] in _DIGIT_BYTES else b"null"
 
 
+def _float_json(value: bytes) -> bytes:
+    """_float on bytes."""
+    if value[-1] not in _DIGIT_BYTES:
+        return b"null"
+    return b"0" if value == b"-0" else value
+
+
 def _timestamptz_json(value: bytes) -> bytes:
     """_timestamptz on bytes, its common case without a str (the text of a timestamp needs no escaping)."""
     if value[4] == 0x2D and value[-1] == 0x30:  # "-", "0"
@@ -170,7 +202,7 @@ def _timestamptz_json(value: bytes) -> bytes:
 
 _DIGIT_BYTES = frozenset(b"0123456789")
 # the readers of the most common families on bytes, each as its text's reader above says
-_JSON_READERS = {_numeric: _numeric_json, _timestamptz: _timestamptz_json}
+_JSON_READERS = {_numeric: _numeric_json, _float: _float_json, _timestamptz: _timestamptz_json}
 
 
 def _as_is(value: bytes) -> bytes:
@@ -182,7 +214,7 @@ def _json_string(value: bytes) -> bytes:
 
 
 def _is_wal2json_number(column: types.ColumnType | None) -> bool:
-    return column is not None and not column.domain_base and column.base_name == _WAL2JSON_NUMBER_TEXT
+    return column is not None and not column.domain_base and column.base_name in _WAL2JSON_NUMBER_TEXT
 
 
 class LocalRows:
@@ -206,13 +238,11 @@ class LocalRows:
         self._readers = [(n, read) for n, read in enumerate(readers) if read]
         self._debug_lsn = options.debug_lsn
         limit = options.value_limit
-        # string columns whose long values max_value_bytes may null: a change with one goes to the
-        # server; a character is at most 4 bytes in any server encoding, so a shorter value never is
-        self._limited = [
-            n
-            for n, (column, read) in enumerate(zip(columns, readers, strict=True))
-            if limit is not None and read is None and limit.applies_to(column)
-        ]
+        # columns whose long values max_value_bytes may null (strings, jsonb, text search): a change
+        # with one goes to the server; the emitted text of each is at least as long, in characters,
+        # as the text it is read from, and a character is at most 4 bytes in any server encoding,
+        # so a value of fewer characters than a quarter of the limit never is
+        self._limited = [n for n, column in enumerate(columns) if limit is not None and limit.applies_to(column)]
         self._long_text = limit.max_bytes // 4 if limit is not None else 0
         self._tuple_readers, self._template = self._tuple_plan(columns, readers, positions, options, sent)
 
@@ -234,13 +264,14 @@ class LocalRows:
         for n, (position, read) in enumerate(zip(positions, readers, strict=True)):
             plan[position] = _json_reader(read)
             if n in self._limited:
-                plan[position] = self._limited_string
+                plan[position] = self._unless_long(plan[position])
         return plan, template
 
-    def _limited_string(self, value: bytes) -> bytes | None:
-        """A string that max_value_bytes may null, or None when it is long enough for the server to judge
-        (its bytes, at least as many as its characters, are measured)."""
-        return None if len(value) > self._long_text else orjson.dumps(value.decode())
+    def _unless_long(self, read: Callable[[bytes], bytes]) -> Callable[[bytes], bytes | None]:
+        """The reader of a value that max_value_bytes may null: None when it is long enough for the server to
+        judge (its bytes, at least as many as its characters, are measured)."""
+        long_text = self._long_text
+        return lambda value: None if len(value) > long_text else read(value)
 
     @property
     def reads_tuples(self) -> bool:
