@@ -26,6 +26,18 @@ def plugin(db, server, request):
         db.plugin = db.default_plugin
 
 
+def records(db, catalog: dict, state: dict, render_in_tap: bool) -> list[str]:
+    """The RECORD lines of a LOG_BASED run from `state`, without time_extracted, rendered in the tap or by the server."""
+    lines, _, _ = db.run_tap(
+        "--catalog",
+        str(db.write_json("catalog.json", catalog)),
+        "--state",
+        str(db.write_json("state.json", state)),
+        config=dict(db.config, render_changes_in_tap=render_in_tap),
+    )
+    return [line.split(',"time_extracted"')[0] for line in lines if line.startswith('{"type":"RECORD"')]
+
+
 def test_changes_rendered_in_the_tap_are_the_servers_bytes_in_the_order_of_the_wal(db, plugin):
     """Whole rows the tap renders, between deletes and key changes the server renders, keep their order and bytes."""
     db.execute("CREATE DOMAIN cents AS numeric(12, 2); CREATE DOMAIN flag AS boolean; CREATE DOMAIN small AS int2")
@@ -45,17 +57,7 @@ def test_changes_rendered_in_the_tap_are_the_servers_bytes_in_the_order_of_the_w
             "0, 1e9, NULL, NULL, NULL, NULL)"
         )
 
-        def records(render_in_tap: bool) -> list[str]:
-            lines, _, _ = db.run_tap(
-                "--catalog",
-                str(db.write_json("catalog.json", catalog)),
-                "--state",
-                str(db.write_json("state.json", state)),
-                config=dict(db.config, render_changes_in_tap=render_in_tap),
-            )
-            return [line.split(',"time_extracted"')[0] for line in lines if line.startswith('{"type":"RECORD"')]
-
-        here, server = records(True), records(False)
+        here, server = records(db, catalog, state, render_in_tap=True), records(db, catalog, state, render_in_tap=False)
         assert here == server
         ids = [int(line.split('"record":{"id":')[1].split(",")[0]) for line in here]
         assert ids == [1, 2, 1, 2, 3, 3, 4]  # inserts, the delete, the key change (delete, row), the update, insert
@@ -82,17 +84,7 @@ def test_floats_jsonb_intervals_and_addresses_rendered_in_the_tap_are_the_server
             "UPDATE measured SET x = 1.5e-07 WHERE id = 2; DELETE FROM measured WHERE id = 3"
         )
 
-        def records(render_in_tap: bool) -> list[str]:
-            lines, _, _ = db.run_tap(
-                "--catalog",
-                str(db.write_json("catalog.json", catalog)),
-                "--state",
-                str(db.write_json("state.json", state)),
-                config=dict(db.config, render_changes_in_tap=render_in_tap),
-            )
-            return [line.split(',"time_extracted"')[0] for line in lines if line.startswith('{"type":"RECORD"')]
-
-        here, server = records(True), records(False)
+        here, server = records(db, catalog, state, render_in_tap=True), records(db, catalog, state, render_in_tap=False)
         assert here == server
         assert '"r":0,"x":1e+300,"q":0,"j":{"a": null, "b": [1, "x\\ny"]},"i":"P1Y2M3DT4H5M6.5S"' in here[0]
         assert '"r":null,"x":null,"q":null,"j":"%s"' in here[1]
