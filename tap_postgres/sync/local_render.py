@@ -13,9 +13,10 @@ tap writes those itself, byte for byte as row_to_json would:
   `1e+20`, which JSON reads); -0 becomes 0 (types._FINITE_FLOAT), NaN and the infinities null;
 - jsonb: its text (jsonb_out, which to_json calls too) is the JSON value;
 - boolean: `t` and `f` are true and false;
-- text, varchar, char(n) (its padding kept), citext, name, uuid, inet, cidr, macaddr,
-  macaddr8, tsvector, tsquery and enums: the text as a JSON string, which orjson escapes as PostgreSQL's escape_json does (\\b \\f \\n \\r \\t \\" \\\\, other
-  control characters as \\u00XX, everything else as it is);
+- text, varchar, char(n) (its padding kept), citext, name, uuid, inet, cidr, macaddr, macaddr8,
+  tsvector, tsquery and enums: the text as a JSON string, which orjson escapes as PostgreSQL's
+  escape_json does (\\b \\f \\n \\r \\t \\" \\\\, other control characters as \\u00XX,
+  everything else as it is);
 - date, timestamp, timestamptz: ISO 8601 with a `+00:00` offset, clamped as types.py says;
   interval: its text as a JSON string. These hold only while the walsender prints them in UTC with
   DateStyle ISO and IntervalStyle iso_8601, which the replication connection's startup options pin
@@ -61,14 +62,14 @@ def _numeric(text: str) -> orjson.Fragment | None:
     return orjson.Fragment(text) if text[-1] in _DIGITS else None
 
 
+_ZERO = orjson.Fragment("0")
+
+
 def _float(text: str) -> orjson.Fragment | None:
     """A finite float's text is its JSON, but for -0, which FULL_TABLE emits as 0; NaN and the infinities are null."""
     if text[-1] not in _DIGITS:
         return None
     return _ZERO if text == "-0" else orjson.Fragment(text)
-
-
-_ZERO = orjson.Fragment("0")
 
 
 def _out_of_range(text: str) -> str:
